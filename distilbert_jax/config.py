@@ -1,0 +1,141 @@
+"""DistilBERT configuration: a frozen, hashable dataclass read from / written to HF `config.json`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+_ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistilBertConfig:
+    """Every `DistilBertConfig` field that affects numerics. Hashable, so usable as a static jit arg."""
+
+    vocab_size: int = 30522
+    dim: int = 768
+    n_layers: int = 6
+    n_heads: int = 12
+    hidden_dim: int = 3072
+    max_position_embeddings: int = 512
+    sinusoidal_pos_embds: bool = False
+    activation: str = "gelu"
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    qa_dropout: float = 0.1
+    seq_classif_dropout: float = 0.2
+    pad_token_id: int = 0
+    initializer_range: float = 0.02
+    id2label: tuple[tuple[int, str], ...] = ((0, "LABEL_0"), (1, "LABEL_1"))
+    problem_type: str | None = None
+
+    def __post_init__(self):
+        problems = []
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "max_position_embeddings"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                problems.append(f"{name} must be a positive int, got {value!r}")
+        if not problems and self.dim % self.n_heads:
+            problems.append(f"n_heads ({self.n_heads}) must divide dim ({self.dim})")
+        if self.activation not in _ACTIVATIONS:
+            problems.append(f"activation must be one of {_ACTIVATIONS}, got {self.activation!r}")
+        for name in ("dropout", "attention_dropout", "qa_dropout", "seq_classif_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                problems.append(f"{name} must be in [0, 1), got {value!r}")
+        if isinstance(self.vocab_size, int) and not 0 <= self.pad_token_id < self.vocab_size:
+            problems.append(f"pad_token_id ({self.pad_token_id}) must be in [0, vocab_size={self.vocab_size})")
+        if len(self.id2label) < 1:
+            problems.append("id2label must name at least one label")
+        if problems:
+            raise ValueError("Invalid DistilBertConfig: " + "; ".join(problems))
+
+    # ---- labels -------------------------------------------------------------------------------
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {label: i for i, label in self.id2label}
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def with_labels(self, labels: int | list[str] | tuple[str, ...]) -> "DistilBertConfig":
+        """A copy with `num_labels` labels (an int gives LABEL_0…) or the given label names."""
+        names = [f"LABEL_{i}" for i in range(labels)] if isinstance(labels, int) else list(labels)
+        return self.replace(id2label=tuple(enumerate(names)))
+
+    def replace(self, **changes: Any) -> "DistilBertConfig":
+        """A copy with the given fields changed (`num_labels=` is accepted too)."""
+        if "num_labels" in changes:
+            n = changes.pop("num_labels")
+            changes["id2label"] = tuple((i, f"LABEL_{i}") for i in range(n))
+        return dataclasses.replace(self, **changes)
+
+    # ---- Hugging Face config.json ----------------------------------------------------------------
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any]) -> "DistilBertConfig":
+        """Build from a Hugging Face `config.json` dict; fields we do not model are ignored."""
+        if not isinstance(hf, dict):
+            raise TypeError(f"config must be a dict, got {type(hf).__name__}")
+        model_type = hf.get("model_type", "distilbert")
+        if model_type != "distilbert":
+            raise ValueError(f"config.json has model_type={model_type!r}; distilbert_jax loads 'distilbert' only")
+        names = {f.name for f in dataclasses.fields(cls)} - {"id2label"}
+        kwargs = {k: hf[k] for k in names if k in hf and hf[k] is not None}
+        if "pad_token_id" in hf and hf["pad_token_id"] is None:
+            kwargs["pad_token_id"] = 0
+        if "id2label" in hf and hf["id2label"]:
+            kwargs["id2label"] = tuple(sorted((int(k), str(v)) for k, v in hf["id2label"].items()))
+        elif "num_labels" in hf:
+            kwargs["id2label"] = tuple((i, f"LABEL_{i}") for i in range(int(hf["num_labels"])))
+        return cls(**kwargs)
+
+    def to_hf(self) -> dict[str, Any]:
+        """The Hugging Face `config.json` dict (loadable by `transformers.DistilBertConfig`)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "id2label"}
+        if out["problem_type"] is None:
+            del out["problem_type"]
+        out["id2label"] = {str(i): label for i, label in self.id2label}
+        out["label2id"] = {label: i for i, label in self.id2label}
+        out.update(model_type="distilbert", architectures=["DistilBertModel"], tie_word_embeddings=True)
+        return out
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> "DistilBertConfig":
+        """Read a `config.json` file (or the one inside a directory)."""
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, "config.json")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no config.json at {path}")
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+        try:
+            return cls.from_hf(data)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from None
+
+    def to_json_file(self, path: str | os.PathLike, architectures: list[str] | None = None) -> None:
+        """Write `config.json`; `architectures` names the HF class (e.g. DistilBertForMaskedLM)."""
+        data = self.to_hf()
+        if architectures:
+            data["architectures"] = architectures
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+
+def small_config(**overrides: Any) -> DistilBertConfig:
+    """A tiny config (dim 32, 2 layers) for tests and quick benchmarks."""
+    base = dict(vocab_size=1000, dim=32, n_layers=2, n_heads=4, hidden_dim=37 * 2, max_position_embeddings=128)
+    base.update(overrides)
+    return DistilBertConfig().replace(**base)

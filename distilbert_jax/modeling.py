@@ -1,0 +1,235 @@
+"""DistilBERT encoder in Flax Linen. Submodule names mirror the Hugging Face keys
+(`embeddings/word_embeddings`, `transformer/layer/0/attention/q_lin`, ...), so weight conversion is
+rename + transpose.
+
+Numerics follow `transformers`' PyTorch DistilBERT: post-LayerNorm blocks, LN eps 1e-12, exact GELU,
+masked attention scores filled with the float32 minimum (a fully padded row attends uniformly and stays
+finite). With `dtype=jnp.bfloat16` the matmuls run in bf16 while params, the residual stream, LayerNorm
+and softmax stay float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .config import DistilBertConfig
+
+Array = jax.Array
+Dtype = Any
+
+LN_EPS = 1e-12
+
+
+@flax.struct.dataclass
+class EncoderOutput:
+    """Encoder outputs. `hidden_states` = (embeddings, layer 1, …, layer n); `attentions` per layer
+    `[B, H, T, T]`; both None unless asked for."""
+
+    last_hidden_state: Array  # [B, T, D]
+    hidden_states: tuple[Array, ...] | None = None
+    attentions: tuple[Array, ...] | None = None
+
+
+def activation_fn(name: str):
+    """The activation named by `config.activation` (exact erf GELU for 'gelu', as PyTorch)."""
+    if name == "gelu":
+        return lambda x: nn.gelu(x, approximate=False)
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return lambda x: nn.gelu(x, approximate=True)
+    if name == "relu":
+        return nn.relu
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def sinusoidal_table(n_pos: int, dim: int) -> np.ndarray:
+    """The fixed sin/cos position table of `sinusoidal_pos_embds=True` ([n_pos, dim], float32)."""
+    pos = np.arange(n_pos, dtype=np.float64)[:, None]
+    j = np.arange(dim)[None, :]
+    angle = pos / np.power(10000.0, 2 * (j // 2) / dim)
+    table = np.where(j % 2 == 0, np.sin(angle), np.cos(angle))
+    return table.astype(np.float32)
+
+
+def dense(config: DistilBertConfig, features: int, name: str, dtype: Dtype) -> nn.Dense:
+    """A Linear layer initialised as HF does (normal(initializer_range), zero bias)."""
+    return nn.Dense(
+        features,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.initializers.normal(config.initializer_range),
+        name=name,
+    )
+
+
+def layer_norm(name: str) -> nn.LayerNorm:
+    """A float32 LayerNorm with PyTorch's numerics (eps 1e-12, two-pass variance)."""
+    return nn.LayerNorm(epsilon=LN_EPS, use_fast_variance=False, dtype=jnp.float32, name=name)
+
+
+class Embeddings(nn.Module):
+    config: DistilBertConfig
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c = self.config
+        init = nn.initializers.normal(c.initializer_range)
+        self.word_embeddings = nn.Embed(c.vocab_size, c.dim, embedding_init=init, name="word_embeddings")
+        if c.sinusoidal_pos_embds:
+            table = jnp.asarray(sinusoidal_table(c.max_position_embeddings, c.dim))
+            pos_init = lambda *_: table  # noqa: E731
+        else:
+            pos_init = init
+        self.position_embeddings = nn.Embed(
+            c.max_position_embeddings, c.dim, embedding_init=pos_init, name="position_embeddings"
+        )
+        self.LayerNorm = layer_norm("LayerNorm")
+        self.dropout = nn.Dropout(c.dropout)
+
+    def __call__(self, input_ids: Array | None, inputs_embeds: Array | None, deterministic: bool) -> Array:
+        # input_ids [B, T] int  |  inputs_embeds [B, T, D]  ->  [B, T, D] float32
+        if input_ids is not None:
+            x = self.word_embeddings(input_ids)
+        else:
+            _ = self.word_embeddings.embedding  # keep the param tree identical in both modes
+            x = inputs_embeds.astype(jnp.float32)
+        seq_len = x.shape[1]
+        if seq_len > self.config.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {seq_len} exceeds max_position_embeddings="
+                f"{self.config.max_position_embeddings}; truncate the input (the tokenizer does by default)"
+            )
+        x = x + self.position_embeddings.embedding[None, :seq_len]
+        x = self.LayerNorm(x)
+        return self.dropout(x, deterministic=deterministic)
+
+    def word_matrix(self) -> Array:
+        return self.word_embeddings.embedding  # [V, D]
+
+
+class MultiHeadSelfAttention(nn.Module):
+    config: DistilBertConfig
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, deterministic: bool) -> tuple[Array, Array]:
+        # x [B, T, D], mask [B, T] bool  ->  out [B, T, D], weights [B, H, T, T]
+        c = self.config
+        batch, seq_len, _ = x.shape
+        split = lambda t: t.reshape(batch, seq_len, c.n_heads, c.head_dim)  # noqa: E731
+        q = split(dense(c, c.dim, "q_lin", self.dtype)(x)) * jnp.asarray(c.head_dim**-0.5, self.dtype)
+        k = split(dense(c, c.dim, "k_lin", self.dtype)(x))
+        v = split(dense(c, c.dim, "v_lin", self.dtype)(x))
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
+        weights = jax.nn.softmax(scores, axis=-1)
+        dropped = nn.Dropout(c.attention_dropout)(weights, deterministic=deterministic)
+        context = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(self.dtype), v)
+        out = dense(c, c.dim, "out_lin", self.dtype)(context.reshape(batch, seq_len, c.dim))
+        return out, weights
+
+
+class FFN(nn.Module):
+    config: DistilBertConfig
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, deterministic: bool) -> Array:
+        c = self.config
+        h = activation_fn(c.activation)(dense(c, c.hidden_dim, "lin1", self.dtype)(x))
+        h = dense(c, c.dim, "lin2", self.dtype)(h)
+        return nn.Dropout(c.dropout)(h, deterministic=deterministic)
+
+
+class TransformerBlock(nn.Module):
+    config: DistilBertConfig
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, deterministic: bool) -> tuple[Array, Array]:
+        attn, weights = MultiHeadSelfAttention(self.config, self.dtype, name="attention")(x, mask, deterministic)
+        x = layer_norm("sa_layer_norm")(x + attn.astype(jnp.float32))
+        ffn = FFN(self.config, self.dtype, name="ffn")(x, deterministic)
+        x = layer_norm("output_layer_norm")(x + ffn.astype(jnp.float32))
+        return x, weights
+
+
+class LayerStack(nn.Module):
+    """HF `transformer.layer`: blocks named "0", "1", …"""
+
+    config: DistilBertConfig
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, mask, deterministic, output_hidden_states, output_attentions):
+        hidden, attentions = [x], []
+        for i in range(self.config.n_layers):
+            x, weights = TransformerBlock(self.config, self.dtype, name=str(i))(x, mask, deterministic)
+            hidden.append(x)
+            attentions.append(weights)
+        return EncoderOutput(
+            last_hidden_state=x,
+            hidden_states=tuple(hidden) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+
+
+class Transformer(nn.Module):
+    config: DistilBertConfig
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, mask, deterministic, output_hidden_states, output_attentions):
+        return LayerStack(self.config, self.dtype, name="layer")(
+            x, mask, deterministic, output_hidden_states, output_attentions
+        )
+
+
+def _check_inputs(input_ids, attention_mask, inputs_embeds) -> tuple[int, int]:
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids [B, T] or inputs_embeds [B, T, D]")
+    shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]
+    if input_ids is not None and (input_ids.ndim != 2 or not jnp.issubdtype(input_ids.dtype, jnp.integer)):
+        raise ValueError(f"input_ids must be an integer array [batch, seq_len], got {input_ids.dtype}{input_ids.shape}")
+    if inputs_embeds is not None and inputs_embeds.ndim != 3:
+        raise ValueError(f"inputs_embeds must be [batch, seq_len, dim], got shape {inputs_embeds.shape}")
+    if attention_mask is not None and tuple(attention_mask.shape) != tuple(shape):
+        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input shape {tuple(shape)}")
+    if shape[1] == 0:
+        raise ValueError("empty input: seq_len is 0")
+    return shape
+
+
+class DistilBertModel(nn.Module):
+    """The bare encoder: `apply(params, input_ids [B,T], attention_mask [B,T]) -> EncoderOutput`."""
+
+    config: DistilBertConfig
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        self.embeddings = Embeddings(self.config, self.dtype, name="embeddings")
+        self.transformer = Transformer(self.config, self.dtype, name="transformer")
+
+    def __call__(
+        self,
+        input_ids: Array | None = None,
+        attention_mask: Array | None = None,
+        *,
+        inputs_embeds: Array | None = None,
+        deterministic: bool = True,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> EncoderOutput:
+        shape = _check_inputs(input_ids, attention_mask, inputs_embeds)
+        mask = jnp.ones(shape, bool) if attention_mask is None else attention_mask.astype(bool)
+        x = self.embeddings(input_ids, inputs_embeds, deterministic)
+        return self.transformer(x, mask, deterministic, output_hidden_states, output_attentions)
+
+    def word_matrix(self) -> Array:
+        """The word-embedding matrix [V, D] (tied to the masked-LM projector)."""
+        return self.embeddings.word_matrix()
