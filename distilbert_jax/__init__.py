@@ -6,3 +6,6 @@ from .heads import (
     DistilBertForTokenClassification, DistilBertForQuestionAnswering, DistilBertForMultipleChoice,
     build_model, init_params,
 )
+from .tokenizer import Batch, Tokenizer
+from .weights import LoadReport, WeightsError, hf_to_params, params_to_hf
+from .pretrained import from_pretrained, load_state_dict, save_pretrained

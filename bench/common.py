@@ -1,0 +1,94 @@
+"""Shared pieces of the benchmarks and parity checks: reference `transformers` models, sizes, timing."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+# `transformers` config kwargs for the two standard sizes.
+SIZES = {
+    "small": dict(vocab_size=1000, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=128),
+    "big": dict(vocab_size=30522, dim=768, n_layers=6, n_heads=12, hidden_dim=3072, max_position_embeddings=512),
+}
+
+# our head name -> transformers class name
+HF_CLASSES = {
+    "base": "DistilBertModel",
+    "masked_lm": "DistilBertForMaskedLM",
+    "sequence_classification": "DistilBertForSequenceClassification",
+    "token_classification": "DistilBertForTokenClassification",
+    "question_answering": "DistilBertForQuestionAnswering",
+    "multiple_choice": "DistilBertForMultipleChoice",
+}
+
+
+def hf_model(head: str, size: str | dict = "small", seed: int = 0, randomize: bool = True, **config_kw):
+    """A seeded random-init `transformers` DistilBERT for `head`, in eval mode with eager attention.
+    With `randomize`, every param (LayerNorm included) gets extra noise so no weight is trivially 1 or 0."""
+    import torch
+    import transformers
+
+    kwargs = dict(SIZES[size] if isinstance(size, str) else size)
+    kwargs.update(config_kw)
+    kwargs.setdefault("num_labels", 3 if head in ("sequence_classification", "token_classification") else 2)
+    config = transformers.DistilBertConfig(**kwargs)
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = getattr(transformers, HF_CLASSES[head])(config).eval()
+    if randomize:
+        gen = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "position_embeddings" in name and config.sinusoidal_pos_embds:
+                    continue
+                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    return model
+
+
+def random_inputs(batch: int, seq_len: int, vocab_size: int, seed: int = 0, choices: int | None = None):
+    """Padded random token ids and a mask: row i keeps a different length (row 0 full, others shorter)."""
+    rng = np.random.default_rng(seed)
+    shape = (batch, seq_len) if choices is None else (batch, choices, seq_len)
+    ids = rng.integers(5, vocab_size, size=shape).astype(np.int64)
+    flat_ids = ids.reshape(-1, seq_len)
+    mask = np.ones_like(flat_ids)
+    for i in range(1, len(flat_ids)):
+        keep = max(1, seq_len - int(rng.integers(1, max(2, seq_len // 2))))
+        mask[i, keep:] = 0
+        flat_ids[i, keep:] = 0
+    flat_ids[:, 0] = 2  # a [CLS]-like first token
+    return ids, mask.reshape(shape)
+
+
+def median_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> float:
+    """Median wall time of `fn()` in ms; `fn` must block until its result is ready."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def device_description() -> str:
+    """The JAX device and the host CPU, for benchmark reports."""
+    dev = jax.devices()[0]
+    return f"{dev.platform}:{dev.device_kind} ({jax.device_count()} device(s)), host {platform.processor() or platform.machine()}"
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    """Print rows as an aligned text table."""
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
+    print(line)
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))

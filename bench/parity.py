@@ -1,0 +1,132 @@
+"""Parity of distilbert_jax against PyTorch `transformers`, head by head.
+
+    python -m bench.parity small|big [--head H ...] [--batch 2] [--seq-len 64] [--tol 1e-4]
+    python -m bench.parity --model-dir path/to/hf_dir
+
+Builds a seeded random-init `transformers` model of the given size per head, saves it to a temp HF
+directory, loads it with `distilbert_jax.from_pretrained`, runs the same padded inputs through both
+and prints max |Δ| of every output (logits and each layer's hidden states). Exits 1 on any failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import distilbert_jax as dj
+from bench.common import HF_CLASSES, SIZES, device_description, hf_model, print_table, random_inputs
+
+DEFAULT_TOL = 1e-4
+
+
+def _masked_max_diff(ours: np.ndarray, ref: np.ndarray, token_mask: np.ndarray | None) -> float:
+    diff = np.abs(np.asarray(ours, np.float64) - np.asarray(ref, np.float64))
+    if token_mask is not None:  # only real tokens: padded positions' outputs are not used by anyone
+        diff = diff[token_mask.astype(bool)]
+    return float(diff.max()) if diff.size else 0.0
+
+
+def compare(hf, model, variables, ids: np.ndarray, mask: np.ndarray, head: str) -> list[tuple[str, float, float]]:
+    """Run both models on (ids, mask); return (output name, max |Δ|, max |ref|) for each output."""
+    import torch
+
+    with torch.no_grad():
+        ref = hf(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), output_hidden_states=True)
+    with jax.default_matmul_precision("highest"):
+        out = jax.jit(lambda v, i, m: model.apply(v, i, m, output_hidden_states=True))(
+            variables, jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
+        )
+    flat_mask = mask.reshape(-1, mask.shape[-1])
+    results = []
+    token_level = head in ("masked_lm", "token_classification", "question_answering")
+    if head == "question_answering":
+        pairs = [("start_logits", out.start_logits, ref.start_logits), ("end_logits", out.end_logits, ref.end_logits)]
+    else:
+        pairs = [] if head == "base" else [("logits", out.logits, ref.logits)]
+    pairs = [(name, ours, theirs, mask if token_level else None) for name, ours, theirs in pairs]
+    for name, ours, theirs, m in pairs:
+        results.append((name, _masked_max_diff(ours, theirs.numpy(), m), float(np.abs(theirs.numpy()).max())))
+    for i, (ours, theirs) in enumerate(zip(out.hidden_states, ref.hidden_states)):
+        name = "embeddings" if i == 0 else f"layer {i}"
+        results.append((f"hidden[{name}]", _masked_max_diff(ours, theirs.numpy(), flat_mask), float(np.abs(theirs.numpy()).max())))
+    return results
+
+
+def run_size(size: str, heads: list[str], batch: int, seq_len: int, tol: float, seed: int) -> list[dict]:
+    """Parity rows for every head at one size (random-init transformers models saved to temp dirs)."""
+    rows = []
+    vocab = SIZES[size]["vocab_size"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for head in heads:
+            t0 = time.perf_counter()
+            hf = hf_model(head, size, seed=seed)
+            path = os.path.join(tmp, head)
+            hf.save_pretrained(path)
+            model, variables = dj.from_pretrained(path, head)
+            choices = 3 if head == "multiple_choice" else None
+            ids, mask = random_inputs(batch, seq_len, vocab, seed=seed, choices=choices)
+            for name, diff, scale in compare(hf, model, variables, ids, mask, head):
+                rows.append(dict(size=size, head=head, output=name, max_abs_diff=f"{diff:.2e}",
+                                 max_abs_ref=f"{scale:.2f}", ok="PASS" if diff <= tol else "FAIL"))  # fmt: skip
+            print(f"  {head}: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+            del hf
+    return rows
+
+
+def run_model_dir(path: str, batch: int, seq_len: int, tol: float, seed: int) -> list[dict]:
+    """Parity rows for a user's HF DistilBERT directory (its own head, from config.json)."""
+    import transformers
+
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+        arch = (json.load(f).get("architectures") or ["DistilBertModel"])[0]
+    head = next((h for h, cls in HF_CLASSES.items() if cls == arch), "base")
+    hf = getattr(transformers, HF_CLASSES[head]).from_pretrained(path, attn_implementation="eager").eval()
+    model, variables = dj.from_pretrained(path, head)
+    seq_len = min(seq_len, model.config.max_position_embeddings)
+    ids, mask = random_inputs(batch, seq_len, model.config.vocab_size, seed=seed,
+                              choices=3 if head == "multiple_choice" else None)  # fmt: skip
+    return [
+        dict(size=os.path.basename(os.path.normpath(path)), head=head, output=name, max_abs_diff=f"{diff:.2e}",
+             max_abs_ref=f"{scale:.2f}", ok="PASS" if diff <= tol else "FAIL")  # fmt: skip
+        for name, diff, scale in compare(hf, model, variables, ids, mask, head)
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("size", nargs="?", choices=sorted(SIZES), default="small")
+    parser.add_argument("--head", action="append", choices=sorted(HF_CLASSES), help="repeatable; default: all")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--tol", type=float, default=DEFAULT_TOL)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model-dir", help="run on this HF DistilBERT directory instead of a random model")
+    args = parser.parse_args(argv)
+    if args.batch < 1 or args.seq_len < 2:
+        parser.error("--batch must be ≥ 1 and --seq-len ≥ 2")
+
+    print(f"distilbert_jax parity vs transformers — device {device_description()}", file=sys.stderr)
+    if args.model_dir:
+        rows = run_model_dir(args.model_dir, args.batch, args.seq_len, args.tol, args.seed)
+    else:
+        if args.seq_len > SIZES[args.size]["max_position_embeddings"]:
+            parser.error(f"--seq-len exceeds max_position_embeddings of size {args.size}")
+        rows = run_size(args.size, args.head or list(HF_CLASSES), args.batch, args.seq_len, args.tol, args.seed)
+    print_table(rows, ["size", "head", "output", "max_abs_diff", "max_abs_ref", "ok"])
+    failed = [r for r in rows if r["ok"] != "PASS"]
+    heads = sorted({r["head"] for r in rows})
+    print(f"\n{len(heads)} heads, {len(rows)} outputs compared at tol {args.tol:g}: "
+          f"{'all PASS' if not failed else f'{len(failed)} FAIL'}")  # fmt: skip
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

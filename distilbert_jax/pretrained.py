@@ -1,0 +1,166 @@
+"""Load and save Hugging Face DistilBERT directories: config.json + model.safetensors (single file or
+sharded with model.safetensors.index.json) + tokenizer files."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
+
+from .config import DistilBertConfig
+from .heads import HEADS, build_model, head_of_architecture
+from .tokenizer import Tokenizer
+from .weights import LoadReport, WeightsError, hf_to_params, params_to_hf
+
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+
+
+def _open_safetensors(path: str):
+    try:
+        return safe_open(path, framework="numpy")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{path} is not a readable safetensors file (truncated or another format?): {e}") from None
+
+
+def _read_file(path: str, names: list[str] | None = None) -> dict[str, np.ndarray]:
+    out = {}
+    with _open_safetensors(path) as f:
+        for name in names if names is not None else f.keys():
+            try:
+                out[name] = f.get_tensor(name)
+            except (SafetensorError, OSError, ValueError) as e:
+                raise WeightsError(f"{path}: cannot read tensor {name!r} (truncated file?): {e}") from None
+    return out
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Flat {HF key: numpy array} from a directory (single-file or sharded) or one `.safetensors` file.
+    Each shard is opened once and each tensor read once."""
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return _read_file(path)
+    index, single = os.path.join(path, INDEX_NAME), os.path.join(path, WEIGHTS_NAME)
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                weight_map: dict[str, str] = json.load(f)["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise WeightsError(f"{index} is not a valid safetensors index (needs 'weight_map'): {e}") from None
+        by_file: dict[str, list[str]] = {}
+        for key, file in weight_map.items():
+            by_file.setdefault(file, []).append(key)
+        missing = [f for f in by_file if not os.path.isfile(os.path.join(path, f))]
+        if missing:
+            raise WeightsError(f"{index} names shard files that do not exist: {missing}")
+        state = {}
+        for file, keys in sorted(by_file.items()):
+            state.update(_read_file(os.path.join(path, file), keys))
+        return state
+    if os.path.isfile(single):
+        return _read_file(single)
+    others = [f for f in os.listdir(path) if f.endswith((".bin", ".h5", ".msgpack", ".pt"))] if os.path.isdir(path) else []
+    hint = f" (found {others}: convert them to safetensors)" if others else ""
+    raise FileNotFoundError(f"no {WEIGHTS_NAME} or {INDEX_NAME} in {path}{hint}")
+
+
+def _head_from_config(path: str) -> str:
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+        archs = json.load(f).get("architectures") or []
+    heads = [h for h in map(head_of_architecture, archs) if h]
+    return heads[0] if heads else "base"
+
+
+def from_pretrained(
+    path: str | os.PathLike,
+    head: str | None = None,
+    *,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    rng: int = 0,
+    num_labels: int | None = None,
+    return_report: bool = False,
+) -> tuple[nn.Module, dict] | tuple[nn.Module, dict, LoadReport]:
+    """Load an HF DistilBERT directory as `(model, {"params": tree})`.
+
+    head: "base", "masked_lm", "sequence_classification", "token_classification",
+    "question_answering", "multiple_choice", or None to take it from config.json's `architectures`.
+    A base checkpoint loads into a head model with the head freshly initialised (a warning names the
+    keys). `dtype` is the compute dtype; `param_dtype` the dtype params are cast to."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"model directory {path} does not exist")
+    if head is not None and head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; expected one of {sorted(HEADS)}")
+    config = DistilBertConfig.from_json_file(path)
+    if num_labels is not None:
+        config = config.replace(num_labels=num_labels)
+    head = head or _head_from_config(path)
+    model = build_model(config, head, dtype)
+    state = load_state_dict(path)
+    try:
+        variables, report = hf_to_params(state, model, rng=rng, param_dtype=param_dtype)
+    except WeightsError as e:
+        raise WeightsError(f"{path}: {e}") from None
+    if report.initialized:
+        warnings.warn(
+            f"{path}: {len(report.initialized)} {head} head params were not in the checkpoint and are "
+            f"freshly initialised: {', '.join(report.initialized)}",
+            stacklevel=2,
+        )
+    return (model, variables, report) if return_report else (model, variables)
+
+
+def _shards(state: dict[str, np.ndarray], max_bytes: int) -> list[dict[str, np.ndarray]]:
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for key, array in state.items():
+        if shards[-1] and size + array.nbytes > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = array
+        size += array.nbytes
+    return shards
+
+
+def save_pretrained(
+    path: str | os.PathLike,
+    model: nn.Module,
+    variables: dict,
+    tokenizer: Tokenizer | None = None,
+    *,
+    max_shard_size: int | None = None,
+) -> None:
+    """Write an HF directory that `transformers`' `AutoModelFor….from_pretrained` loads with the same
+    outputs: config.json, model.safetensors (or shards of at most `max_shard_size` bytes + index), and
+    the tokenizer files when a tokenizer is given."""
+    path = os.fspath(path)
+    os.makedirs(path, exist_ok=True)
+    head = next(name for name, (cls, _) in HEADS.items() if type(model) is cls)
+    state = params_to_hf(variables, model)
+    model.config.to_json_file(os.path.join(path, "config.json"), architectures=[HEADS[head][1]])
+    metadata = {"format": "pt"}
+    for stale in (WEIGHTS_NAME, INDEX_NAME):
+        if os.path.exists(os.path.join(path, stale)):
+            os.remove(os.path.join(path, stale))
+    if max_shard_size is None or sum(a.nbytes for a in state.values()) <= max_shard_size:
+        save_file(state, os.path.join(path, WEIGHTS_NAME), metadata=metadata)
+    else:
+        shards = _shards(state, max_shard_size)
+        weight_map = {}
+        for i, shard in enumerate(shards, 1):
+            name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, os.path.join(path, name), metadata=metadata)
+            weight_map.update(dict.fromkeys(shard, name))
+        index = {"metadata": {"total_size": sum(a.nbytes for a in state.values())}, "weight_map": weight_map}
+        with open(os.path.join(path, INDEX_NAME), "w", encoding="utf-8") as f:
+            json.dump(index, f, indent=2)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)

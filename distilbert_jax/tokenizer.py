@@ -1,0 +1,209 @@
+"""WordPiece tokenizer for DistilBERT through the `tokenizers` library (same ids as HF's
+`DistilBertTokenizerFast`), returning padded numpy arrays."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import tokenizers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
+
+SPECIAL_TOKENS = {"unk": "[UNK]", "sep": "[SEP]", "pad": "[PAD]", "cls": "[CLS]", "mask": "[MASK]"}
+_TRUNCATION = ("longest_first", "only_first", "only_second")
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """A tokenized batch. Arrays are [B, T]; `offsets` [B, T, 2] are character spans into the source
+    text (into the second text for tokens with `sequence_ids == 1`); `sequence_ids` is 0 / 1 for tokens of
+    the first / second text and -1 for special tokens and padding."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    offsets: np.ndarray
+    sequence_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def _check_texts(texts, name: str) -> list[str]:
+    if isinstance(texts, str):
+        return [texts]
+    if not isinstance(texts, Sequence) or isinstance(texts, (bytes, bytearray)):
+        raise TypeError(f"{name} must be a string or a list of strings, got {type(texts).__name__}")
+    if len(texts) == 0:
+        raise ValueError(f"{name} is empty: pass at least one string")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}: {t!r:.60}")
+    return list(texts)
+
+
+def _bert_backend(vocab_path: str, lowercase: bool, strip_accents: bool | None) -> tokenizers.Tokenizer:
+    vocab: dict[str, int] = {}
+    with open(vocab_path, encoding="utf-8") as f:
+        for line in f:
+            token = line.rstrip("\n")
+            if token and token not in vocab:
+                vocab[token] = len(vocab)
+    if not vocab:
+        raise ValueError(f"{vocab_path} is empty: a WordPiece vocab.txt has one token per line")
+    missing = [t for t in SPECIAL_TOKENS.values() if t not in vocab]
+    if missing:
+        raise ValueError(f"{vocab_path} lacks the special tokens {missing}")
+    tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents, lowercase=lowercase
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    cls, sep = vocab["[CLS]"], vocab["[SEP]"]
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    tok.decoder = decoders.WordPiece(prefix="##")
+    return tok
+
+
+class Tokenizer:
+    """DistilBERT WordPiece tokenizer. `tok(texts, max_length=128)` → `Batch` of padded numpy arrays."""
+
+    def __init__(self, backend: tokenizers.Tokenizer, model_max_length: int = 512, lowercase: bool = True):
+        self.backend = backend
+        self.model_max_length = int(model_max_length)
+        self.lowercase = lowercase
+        backend.no_padding()
+        backend.no_truncation()
+        vocab = backend.get_vocab()
+        missing = [t for t in SPECIAL_TOKENS.values() if t not in vocab]
+        if missing:
+            raise ValueError(f"tokenizer vocabulary lacks the special tokens {missing}")
+        self.unk_token_id, self.sep_token_id, self.pad_token_id, self.cls_token_id, self.mask_token_id = (
+            vocab[t] for t in SPECIAL_TOKENS.values()
+        )
+
+    # ---- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_vocab(cls, vocab_path: str | os.PathLike, lowercase: bool = True,
+                   strip_accents: bool | None = None, model_max_length: int = 512) -> "Tokenizer":  # fmt: skip
+        """BertTokenizer rules from a `vocab.txt` (accents stripped when lower-casing, unless told)."""
+        backend = _bert_backend(os.fspath(vocab_path), lowercase, strip_accents)
+        return cls(backend, model_max_length, lowercase)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> "Tokenizer":
+        """Load from an HF directory: `tokenizer.json` if present, else `vocab.txt` (+ `tokenizer_config.json`)."""
+        path = os.fspath(path)
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"tokenizer directory {path} does not exist")
+        cfg: dict = {}
+        cfg_path = os.path.join(path, "tokenizer_config.json")
+        if os.path.isfile(cfg_path):
+            with open(cfg_path, encoding="utf-8") as f:
+                cfg = json.load(f)
+        max_len = cfg.get("model_max_length", 512)
+        if not isinstance(max_len, int) or max_len > 1_000_000:  # HF writes 1e30 for "unset"
+            max_len = 512
+        lowercase = bool(cfg.get("do_lower_case", True))
+        json_path, vocab_path = os.path.join(path, "tokenizer.json"), os.path.join(path, "vocab.txt")
+        if os.path.isfile(json_path):
+            try:
+                backend = tokenizers.Tokenizer.from_file(json_path)
+            except Exception as e:  # tokenizers raises a bare Exception on bad JSON
+                raise ValueError(f"{json_path} is not a valid tokenizers file: {e}") from None
+            return cls(backend, max_len, lowercase)
+        if os.path.isfile(vocab_path):
+            return cls.from_vocab(vocab_path, lowercase, cfg.get("strip_accents"), max_len)
+        raise FileNotFoundError(f"{path} has neither tokenizer.json nor vocab.txt")
+
+    # ---- encoding -------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size()
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        return [self.cls_token_id, self.sep_token_id, self.pad_token_id, self.mask_token_id, self.unk_token_id]
+
+    def __call__(
+        self,
+        texts: str | Sequence[str],
+        text_pair: str | Sequence[str] | None = None,
+        *,
+        max_length: int | None = None,
+        padding: str = "longest",
+        truncation: bool | str = True,
+        pad_to_multiple_of: int | None = None,
+    ) -> Batch:
+        """Tokenize texts (or text pairs, e.g. question + context) into padded [B, T] arrays.
+
+        padding: "longest" (to the longest in the batch) or "max_length". truncation: True
+        ("longest_first"), "only_first", "only_second" or False (then a too-long text is an error)."""
+        texts = _check_texts(texts, "texts")
+        pairs = None if text_pair is None else _check_texts(text_pair, "text_pair")
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"texts has {len(texts)} items but text_pair has {len(pairs)}")
+        limit = self.model_max_length if max_length is None else int(max_length)
+        if not 2 <= limit <= self.model_max_length:
+            raise ValueError(f"max_length must be in [2, {self.model_max_length}] (model_max_length), got {limit}")
+        if padding not in ("longest", "max_length"):
+            raise ValueError(f"padding must be 'longest' or 'max_length', got {padding!r}")
+        strategy = "longest_first" if truncation is True else truncation
+        if strategy is not False and strategy not in _TRUNCATION:
+            raise ValueError(f"truncation must be True, False or one of {_TRUNCATION}, got {truncation!r}")
+
+        if strategy:
+            self.backend.enable_truncation(limit, strategy=strategy)
+        try:
+            inputs = texts if pairs is None else list(zip(texts, pairs))
+            encodings = self.backend.encode_batch(inputs)
+        except Exception as e:  # e.g. only_second truncation where the first text alone is too long
+            raise ValueError(f"tokenization failed: {e}") from None
+        finally:
+            self.backend.no_truncation()
+
+        lengths = [len(e.ids) for e in encodings]
+        if not strategy and max(lengths) > limit:
+            i = int(np.argmax(lengths))
+            raise ValueError(f"texts[{i}] is {lengths[i]} tokens, longer than max_length={limit}; allow truncation")
+        width = limit if padding == "max_length" else max(lengths)
+        if pad_to_multiple_of:
+            width = min(-(-width // pad_to_multiple_of) * pad_to_multiple_of, max(limit, width))
+        n = len(encodings)
+        ids = np.full((n, width), self.pad_token_id, np.int32)
+        mask = np.zeros((n, width), np.int32)
+        offsets = np.zeros((n, width, 2), np.int32)
+        seq_ids = np.full((n, width), -1, np.int32)
+        for row, enc in enumerate(encodings):
+            k = len(enc.ids)
+            ids[row, :k] = enc.ids
+            mask[row, :k] = 1
+            offsets[row, :k] = enc.offsets
+            seq_ids[row, :k] = [-1 if s is None else s for s in enc.sequence_ids]
+        return Batch(ids, mask, offsets, seq_ids)
+
+    def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = True) -> str:
+        """Token ids back to text (WordPiece `##` pieces joined)."""
+        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    # ---- saving ---------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write `tokenizer.json`, `vocab.txt` and `tokenizer_config.json` (loadable by `transformers`)."""
+        path = os.fspath(path)
+        os.makedirs(path, exist_ok=True)
+        self.backend.save(os.path.join(path, "tokenizer.json"))
+        vocab = sorted(self.backend.get_vocab().items(), key=lambda kv: kv[1])
+        with open(os.path.join(path, "vocab.txt"), "w", encoding="utf-8") as f:
+            f.writelines(token + "\n" for token, _ in vocab)
+        config = {
+            "tokenizer_class": "DistilBertTokenizer",
+            "do_lower_case": self.lowercase,
+            "model_max_length": self.model_max_length,
+            **{f"{k}_token": v for k, v in SPECIAL_TOKENS.items()},
+        }
+        with open(os.path.join(path, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2)
