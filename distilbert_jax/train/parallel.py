@@ -1,0 +1,58 @@
+"""Data parallelism with `jax.sharding`: one 1-D mesh over every device ("data" axis), batches
+sharded along it, params and optimizer state replicated. Multi-host through `jax.distributed`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def initialize_distributed(**kwargs: Any) -> None:
+    """`jax.distributed.initialize(**kwargs)` once (coordinator etc. from the environment by default)."""
+    if jax.distributed.is_initialized():
+        return
+    jax.distributed.initialize(**kwargs)
+
+
+def data_mesh(devices: list | None = None) -> Mesh:
+    """A 1-D mesh named "data" over `devices` (default: every device of every process)."""
+    return Mesh(np.asarray(devices if devices is not None else jax.devices()), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over the mesh, the rest whole."""
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Put every leaf of `tree` on every device of `mesh`."""
+    return jax.device_put(tree, replicated(mesh))
+
+
+def check_batch_size(batch_size: int, grad_accum_steps: int, mesh: Mesh) -> None:
+    """Raise a clear error unless each micro-batch splits evenly over the devices and processes."""
+    devices, processes = mesh.devices.size, jax.process_count()
+    micro = batch_size // grad_accum_steps
+    if micro % devices:
+        raise ValueError(
+            f"the micro-batch ({batch_size} / grad_accum_steps {grad_accum_steps} = {micro}) is not divisible by "
+            f"the {devices} devices of the data-parallel mesh; pick a batch size that is a multiple of "
+            f"{devices * grad_accum_steps}"
+        )
+    if batch_size % processes:
+        raise ValueError(f"batch size {batch_size} is not divisible by the {processes} processes")
+
+
+def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """This process's rows of a batch ([B / process_count, ...] each) → global arrays sharded over `mesh`."""
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}

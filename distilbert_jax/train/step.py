@@ -1,0 +1,115 @@
+"""The jitted training step `(state, batch) -> (state, metrics)` and the evaluation step, shared by
+every task. Gradient accumulation scans over micro-batches inside the step; the loss of each
+micro-batch is divided by the whole batch's denominators, so k micro-batches give the same update as
+one big batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from .parallel import DATA_AXIS
+from .state import TrainState
+from .tasks import Batch, Sums, Task
+
+Metrics = dict[str, jax.Array]
+
+
+def _sums(model: nn.Module, task: Task, teacher_model: nn.Module | None, params: Any, teacher: Any,
+          batch: Batch, rng: jax.Array | None) -> Sums:  # fmt: skip
+    # batch: input_ids / attention_mask [B, T] (+ labels) -> additive sums for `task`
+    deterministic = rng is None
+    out = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], deterministic=deterministic,
+                      rngs=None if deterministic else {"dropout": rng})  # fmt: skip
+    teacher_out = None
+    if teacher_model is not None:
+        teacher_out = teacher_model.apply(teacher, batch["input_ids"], batch["attention_mask"], deterministic=True)
+        teacher_out = jax.lax.stop_gradient(teacher_out)
+    return task.sums(out, batch, teacher_out)
+
+
+def split_microbatches(batch: Batch, k: int, mesh: Mesh | None = None) -> Batch:
+    """Each leaf [k·b, ...] → [k, b, ...]; micro-batch j takes rows j, k + j, 2k + j, … so every
+    micro-batch stays spread over the data-parallel devices."""
+
+    def split(x):
+        x = jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1)
+        if mesh is not None:
+            x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(None, DATA_AXIS)))
+        return x
+
+    return jax.tree.map(split, batch)
+
+
+def make_train_step(
+    model: nn.Module,
+    task: Task,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule | None = None,
+    *,
+    grad_accum_steps: int = 1,
+    teacher_model: nn.Module | None = None,
+    mesh: Mesh | None = None,
+) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+    """The pure (un-jitted) step. batch: input_ids / attention_mask [B, T] + the task's labels;
+    metrics: the task's metrics plus grad_norm and lr (scalars)."""
+    k = grad_accum_steps
+
+    def grads_and_sums(params, teacher, batch, rng, denoms):
+        def loss_fn(p):
+            sums = _sums(model, task, teacher_model, p, teacher, batch, rng)
+            return task.objective(sums, denoms), sums
+
+        (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return grads, sums
+
+    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+        rng, step_rng = jax.random.split(state.rng)
+        denoms = task.denominators(batch)
+        if k == 1:
+            grads, sums = grads_and_sums(state.params, state.teacher, batch, step_rng, denoms)
+        else:
+            micro = split_microbatches(batch, k, mesh)
+
+            def body(carry, xs):
+                mb, i = xs
+                g, s = grads_and_sums(state.params, state.teacher, mb, jax.random.fold_in(step_rng, i), denoms)
+                return jax.tree.map(jnp.add, carry, (g, s)), None
+
+            first = jax.tree.map(lambda x: x[0], micro)
+            shapes = jax.eval_shape(grads_and_sums, state.params, state.teacher, first, step_rng, denoms)
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            (grads, sums), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(k)))
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = task.metrics(sums, denoms)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        if schedule is not None:
+            metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(model: nn.Module, task: Task, teacher_model: nn.Module | None = None
+                   ) -> Callable[[TrainState, Batch], tuple[Sums, Sums]]:  # fmt: skip
+    """The pure eval step `(state, batch) -> (sums, denominators)` (deterministic); add the results
+    over batches and call `task.metrics` once."""
+
+    def eval_step(state: TrainState, batch: Batch) -> tuple[Sums, Sums]:
+        return _sums(model, task, teacher_model, state.params, state.teacher, batch, None), task.denominators(batch)
+
+    return eval_step
+
+
+def jit_train_step(step: Callable, state: TrainState) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+    """`step` jitted once with the state donated; the new state keeps the input state's shardings."""
+    shardings = jax.tree.map(lambda x: x.sharding, state)
+    return jax.jit(step, donate_argnums=0, out_shardings=(shardings, None))

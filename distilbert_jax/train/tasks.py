@@ -1,0 +1,113 @@
+"""Tasks: what a head's outputs and a batch turn into — additive loss/metric sums, the denominators
+(computed from the batch alone, so accumulation over micro-batches is exact), the objective and the
+reported metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from .config import TASK_HEADS, DistillConfig, TrainConfig
+from .losses import cosine_distance_sum, kd_kl_sum, labelled_ce_sums, macro_f1, valid_count
+
+Array = jax.Array
+Batch = dict[str, Array]
+Sums = dict[str, Array]
+
+
+def _div(a: Array, b: Array) -> Array:
+    return a / jnp.maximum(b, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A training objective for one head (hashable: a static part of the jitted step).
+
+    `name`: "mlm", "classify", "token-classify" or "qa"; `num_labels` turns on macro-F1;
+    `distill` adds the soft-target (and optional cosine) terms against a teacher's outputs."""
+
+    name: str
+    num_labels: int | None = None
+    distill: DistillConfig | None = None
+
+    @property
+    def head(self) -> str:
+        return TASK_HEADS[self.name]
+
+    @property
+    def needs_hidden_states(self) -> bool:
+        return self.distill is not None and self.distill.cosine_weight > 0
+
+    @property
+    def label_keys(self) -> tuple[str, ...]:
+        return ("start_positions", "end_positions") if self.name == "qa" else ("labels",)
+
+    def denominators(self, batch: Batch) -> Sums:
+        """{"count": labelled positions, "tokens": attended tokens} of a batch ([B, T] arrays -> [])."""
+        return {
+            "count": valid_count(batch[self.label_keys[0]]),
+            "tokens": jnp.sum(batch["attention_mask"]).astype(jnp.float32),
+        }
+
+    def sums(self, out: Any, batch: Batch, teacher_out: Any = None) -> Sums:
+        """Additive loss / metric sums of one (micro-)batch from the head output(s)."""
+        if self.name == "qa":
+            s = labelled_ce_sums(out.start_logits, batch["start_positions"])
+            e = labelled_ce_sums(out.end_logits, batch["end_positions"])
+            both = (jnp.argmax(out.start_logits, -1) == batch["start_positions"]) & (
+                jnp.argmax(out.end_logits, -1) == batch["end_positions"]
+            )
+            return {"ce": s["ce"] + e["ce"], "start_correct": s["correct"], "end_correct": e["correct"],
+                    "exact": jnp.sum(both).astype(jnp.float32)}  # fmt: skip
+        labels = batch["labels"]
+        sums = labelled_ce_sums(out.logits, labels, self.num_labels)
+        if self.distill is not None:
+            weight = (labels != -100).astype(jnp.float32)
+            sums["kd"] = kd_kl_sum(out.logits, teacher_out.logits, self.distill.temperature, weight)
+            if self.needs_hidden_states:
+                mask = batch["attention_mask"].astype(jnp.float32)
+                sums["cos"] = cosine_distance_sum(out.last_hidden_state, teacher_out.last_hidden_state, mask)
+        return sums
+
+    def objective(self, sums: Sums, denoms: Sums) -> Array:
+        """The scalar loss: linear in `sums`, divided by the whole batch's denominators."""
+        if self.name == "qa":
+            return _div(sums["ce"], 2.0 * denoms["count"])
+        hard = _div(sums["ce"], denoms["count"])
+        if self.distill is None:
+            return hard
+        d = self.distill
+        loss = d.alpha * _div(sums["kd"], denoms["count"]) + (1.0 - d.alpha) * hard
+        if self.needs_hidden_states:
+            loss = loss + d.cosine_weight * _div(sums["cos"], denoms["tokens"])
+        return loss
+
+    def metrics(self, sums: Sums, denoms: Sums) -> dict[str, Array]:
+        """Reported metrics: loss and accuracy; perplexity (MLM), macro-F1 (with labels), KD terms."""
+        n = denoms["count"]
+        out = {"loss": self.objective(sums, denoms)}
+        if self.name == "qa":
+            out.update(start_accuracy=_div(sums["start_correct"], n), end_accuracy=_div(sums["end_correct"], n),
+                       exact_match=_div(sums["exact"], n))  # fmt: skip
+            return out
+        out["accuracy"] = _div(sums["correct"], n)
+        ce = _div(sums["ce"], n)
+        if self.name == "mlm":
+            out["perplexity"] = jnp.exp(ce)
+        if "tp" in sums:
+            out["f1"] = macro_f1(sums["tp"], sums["fp"], sums["fn"])
+        if self.distill is not None:
+            out.update(ce=ce, kd=_div(sums["kd"], n))
+            if "cos" in sums:
+                out["cos"] = _div(sums["cos"], denoms["tokens"])
+        return out
+
+
+def task_for(cfg: TrainConfig, num_labels: int) -> Task:
+    """The `Task` of a training config (`num_labels` of the model, for classification F1)."""
+    name = cfg.base_task
+    f1_labels = num_labels if name in ("classify", "token-classify") else None
+    return Task(name, f1_labels, cfg.distill if cfg.task == "distill" else None)
