@@ -1,0 +1,7 @@
+"""`python -m distilbert_jax.train TASK --config FILE`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,91 @@
+"""Command line: `python -m distilbert_jax.train TASK --config FILE [--set key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .config import TASKS, ConfigError, TrainConfig
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`["optim.learning_rate=1e-3", "total_steps=50"]` applied to a config dict (values parsed as JSON)."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        *parents, leaf = key.split(".")
+        node = data
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {p} is not a section")
+        node[leaf] = _parse_value(value)
+    return data
+
+
+def load_config(task: str, path: str | None, overrides: list[str]) -> TrainConfig:
+    """The `TrainConfig` of a command line: the JSON file, `--set` overrides, then the task."""
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a JSON object")
+    if data.get("task", task) != task:
+        raise ConfigError(f"the command says task {task!r} but {path} says {data['task']!r}")
+    data["task"] = task
+    return TrainConfig.from_dict(apply_overrides(data, overrides))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m distilbert_jax.train", description=__doc__)
+    parser.add_argument("task", choices=TASKS, help="what to train")
+    parser.add_argument("--config", help="JSON training config (see distilbert_jax/train/configs/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set total_steps=50 --set optim.learning_rate=1e-3")  # fmt: skip
+    parser.add_argument("--out-dir", help="shorthand for --set out_dir=DIR")
+    parser.add_argument("--steps", type=int, help="shorthand for --set total_steps=N")
+    parser.add_argument("--no-resume", action="store_true", help="start fresh even if out_dir has checkpoints")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, train, print the final evaluation; exit 2 on a bad config, 1 on divergence."""
+    args = build_parser().parse_args(argv)
+    overrides = list(args.overrides)
+    if args.out_dir:
+        overrides.append(f"out_dir={json.dumps(args.out_dir)}")
+    if args.steps is not None:
+        overrides.append(f"total_steps={args.steps}")
+    if args.no_resume:
+        overrides.append("resume=false")
+    from .loop import TrainingDiverged, train
+
+    try:
+        cfg = load_config(args.task, args.config, overrides)
+        result = train(cfg)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    summary = " ".join(f"{k}={v:.4g}" for k, v in result.final_eval.items())
+    print(f"final eval: {summary}")
+    print(f"model exported to {result.export_dir}; plot {result.plot_path}")
+    return 0

@@ -1,0 +1,162 @@
+"""The training loop: build everything from a `TrainConfig`, resume from the newest checkpoint,
+run the jitted step with metrics fetched a step late, evaluate, checkpoint, stop on NaN / inf, and
+export the final model as a Hugging Face directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+from tqdm.auto import tqdm
+
+import distilbert_jax as dj
+
+from .checkpoint import Checkpoints
+from .config import TrainConfig
+from .data import BatchSource, DeviceFeeder, make_sources
+from .models import build_student, load_teacher
+from .optim import make_optimizer
+from .parallel import check_batch_size, data_mesh, global_batch, initialize_distributed, replicate
+from .reporting import RunLog
+from .state import TrainState, create_state
+from .step import jit_train_step, make_eval_step, make_train_step
+from .tasks import Task, task_for
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient norm became NaN / inf; the run stopped without saving the bad state."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train` returns: the final state and model, the metric history, the final evaluation,
+    and where the HF export and the plot were written."""
+
+    state: TrainState
+    model: nn.Module
+    history: dict[str, list[dict[str, float]]]
+    final_eval: dict[str, float]
+    export_dir: str | None
+    plot_path: str | None
+
+
+def evaluate(eval_step: Callable, state: TrainState, source: BatchSource, mesh, batches: int, task: Task
+             ) -> dict[str, float]:  # fmt: skip
+    """Metrics over `batches` batches of `source` (sums added on device, fetched once)."""
+    totals = None
+    for _ in range(batches):
+        try:
+            local = next(source)
+        except StopIteration:
+            break
+        out = eval_step(state, global_batch(local, mesh))
+        totals = out if totals is None else jax.tree.map(lambda a, b: a + b, totals, out)
+    if totals is None:
+        raise ValueError("the evaluation data is empty")
+    return {k: float(v) for k, v in jax.device_get(task.metrics(*totals)).items()}
+
+
+def _finite_or_stop(step: int, metrics: dict[str, float], last_good: int | None, ckpt_dir: str) -> None:
+    bad = [k for k in ("loss", "grad_norm") if k in metrics and not math.isfinite(metrics[k])]
+    if bad:
+        kept = f"the last good checkpoint is step {last_good} in {ckpt_dir}" if last_good is not None else "no checkpoint was saved"
+        values = ", ".join(f"{k}={metrics[k]}" for k in bad)
+        raise TrainingDiverged(f"training diverged at step {step} ({values}); stopped without saving; {kept}")
+
+
+def train(cfg: TrainConfig, *, train_source: BatchSource | None = None,
+          eval_source_fn: Callable[[], BatchSource] | None = None) -> TrainResult:  # fmt: skip
+    """Run (or resume) the training of `cfg`. `train_source` / `eval_source_fn` override the data
+    of `cfg.data` (the eval function is called once per evaluation for a fresh iterator)."""
+    if cfg.distributed:
+        initialize_distributed()
+    mesh = data_mesh()
+    check_batch_size(cfg.data.batch_size, cfg.optim.grad_accum_steps, mesh)
+    lead = jax.process_index() == 0
+    tokenizer, vocab_size, default_train, default_eval = make_sources(cfg)
+    train_source = train_source or default_train
+    eval_source_fn = eval_source_fn or default_eval
+    model, params = build_student(cfg, vocab_size)
+    task = task_for(cfg, model.config.num_labels)
+    teacher_model, teacher = load_teacher(cfg, model) if cfg.task == "distill" else (None, None)
+    tx, schedule = make_optimizer(cfg.optim, cfg.total_steps)
+    state = replicate(create_state(params, tx, cfg.seed, teacher), mesh)
+
+    ckpt_dir = os.path.join(cfg.out_dir, "checkpoints")
+    checkpoints = Checkpoints(ckpt_dir, keep=cfg.keep_checkpoints)
+    last_good = checkpoints.latest_step() if cfg.resume else None
+    if last_good is not None:
+        state, data_state = checkpoints.restore(state, last_good)
+        train_source.load_state_dict(data_state)
+    start = int(jax.device_get(state.step))
+    if lead:
+        os.makedirs(cfg.out_dir, exist_ok=True)
+        with open(os.path.join(cfg.out_dir, "train_config.json"), "w", encoding="utf-8") as f:
+            json.dump(cfg.to_dict(), f, indent=2)
+
+    step_fn = jit_train_step(make_train_step(model, task, tx, schedule, grad_accum_steps=cfg.optim.grad_accum_steps,
+                                             teacher_model=teacher_model, mesh=mesh), state)  # fmt: skip
+    eval_step = jax.jit(make_eval_step(model, task, teacher_model))
+    log = RunLog(cfg.out_dir, enabled=lead)
+    bar = tqdm(total=cfg.total_steps, initial=start, disable=not (cfg.progress and lead), desc=cfg.task, unit="step")
+    feeder = DeviceFeeder(train_source, mesh)
+    pending: tuple[int, Any] | None = None
+
+    def flush() -> None:  # fetch the previous step's metrics (a step late: no sync in the hot loop)
+        nonlocal pending
+        if pending is None:
+            return
+        n, metrics = pending
+        pending = None
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        _finite_or_stop(n, values, last_good, ckpt_dir)
+        log.log("train", n, values)
+        bar.update(1)
+        bar.set_postfix(loss=f"{values['loss']:.4f}")
+        if n % cfg.log_every == 0 or n == cfg.total_steps:
+            shown = " ".join(f"{k}={v:.4g}" for k, v in values.items())
+            bar.write(f"step {n}: {shown}") if lead else None
+
+    def run_eval(n: int) -> dict[str, float]:
+        metrics = evaluate(eval_step, state, eval_source_fn(), mesh, cfg.eval_batches, task)
+        log.log("eval", n, metrics)
+        if lead:
+            bar.write(f"eval @ {n}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        return metrics
+
+    try:
+        for i in range(start, cfg.total_steps):
+            try:
+                batch, data_state = next(feeder)
+            except StopIteration:
+                raise ValueError(f"the training data ran out at step {i}; use more data or epochs") from None
+            state, metrics = step_fn(state, batch)
+            flush()
+            pending = (i + 1, metrics)
+            n = i + 1
+            if (cfg.checkpoint_every and n % cfg.checkpoint_every == 0) or n == cfg.total_steps:
+                flush()
+                last_good = checkpoints.save(state, data_state)
+            if cfg.eval_every and n % cfg.eval_every == 0 and n != cfg.total_steps:
+                flush()
+                run_eval(n)
+        flush()
+        final_eval = run_eval(int(jax.device_get(state.step)))
+    finally:
+        bar.close()
+        checkpoints.close()
+        plot_path = log.plot()
+        log.close()
+
+    export_dir = None
+    if lead:
+        export_dir = os.path.join(cfg.out_dir, "model")
+        dj.save_pretrained(export_dir, model, {"params": jax.device_get(state.params)}, tokenizer)
+    return TrainResult(state, model, log.history, final_eval, export_dir, plot_path)
+
