@@ -1,0 +1,193 @@
+"""The four batch builders: MLM and causal-LM over packed windows of a token stream, sequence and
+token classification over padded records. Each returns a resumable `BatchIterator` of int32 dicts."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .batching import PAD_ROW, BatchIterator, pack_rows
+from .datasets import TextDataset
+from .mlm import IGNORE, mask_tokens
+from .tokenize_cache import TokenStore, encode_texts
+
+
+def _check_len(seq_len: int, tok, least: int) -> None:
+    if not least <= seq_len <= tok.model_max_length:
+        raise ValueError(f"seq_len must be in [{least}, {tok.model_max_length}] (model_max_length), got {seq_len}")
+
+
+def _check_kind(ds: TextDataset, kind: str) -> None:
+    if not isinstance(ds, TextDataset) or ds.kind != kind:
+        got = ds.kind if isinstance(ds, TextDataset) else type(ds).__name__
+        hint = {"classification": "label_field=", "tokens": "tokens_field= and tags_field="}.get(kind, "")
+        raise ValueError(f"expected a {kind} TextDataset (from_files with {hint}), got {got}")
+
+
+def _wrap(chunks: list, seq_len: int, tok, specials: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """→ (input_ids, attention_mask) [B, seq_len]: `[CLS] chunk [SEP]` (or bare chunk) + [PAD]."""
+    cls, sep = (tok.cls_token_id, tok.sep_token_id) if specials else (None, None)
+    ids = pack_rows(chunks, seq_len, cls, sep, tok.pad_token_id)
+    ones = [None if c is None else np.ones(len(c), np.int32) for c in chunks]
+    return ids, pack_rows(ones, seq_len, 1 if specials else None, 1 if specials else None, 0)
+
+
+def _windows(store: TokenStore, rows: np.ndarray, content: int) -> list:
+    """Token chunks of windows `rows` (window w = stream[w*content:(w+1)*content]); None for padding rows."""
+    spans = [(int(w) * content, min((int(w) + 1) * content, store.num_tokens)) for w in rows if w != PAD_ROW]
+    chunks = iter(store.spans(spans))
+    return [None if w == PAD_ROW else next(chunks) for w in rows]
+
+
+def mlm_batches(
+    data: TextDataset | TokenStore,
+    tok,
+    *,
+    batch_size: int,
+    seq_len: int = 128,
+    mask_prob: float = 0.15,
+    seed: int = 0,
+    shuffle: bool = True,
+    drop_last: bool = True,
+    epochs: int | None = 1,
+    cache_dir: str | os.PathLike | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    pad_last: bool = True,
+    num_threads: int = 2,
+) -> BatchIterator:
+    """Masked-LM batches: the token stream (documents each followed by [SEP]) cut into windows
+    `[CLS] <seq_len-2 tokens> [SEP]`; masks drawn per (seed, epoch, window), never on special
+    tokens or padding. `cache_dir` memory-maps tokens there; None streams them from the source.
+    → {"input_ids", "attention_mask", "labels"}: [B_local, seq_len] int32."""
+    _check_len(seq_len, tok, 3)
+    store = data if isinstance(data, TokenStore) else TokenStore(data, tok, cache_dir)
+    content = seq_len - 2
+    special = np.array(sorted(set(tok.all_special_ids)))
+    replacement = np.setdiff1d(np.arange(tok.vocab_size), special).astype(np.int32)
+
+    def make_batch(rows: np.ndarray, epoch: int) -> dict:
+        ids, mask = _wrap(_windows(store, rows, content), seq_len, tok)
+        maskable = (mask == 1) & ~np.isin(ids, special)
+        ids, labels = mask_tokens(ids, maskable, rows, seed=seed, epoch=epoch, mask_prob=mask_prob,
+                                  mask_token_id=tok.mask_token_id, replacement_ids=replacement)  # fmt: skip
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    n = -(-store.num_tokens // content)
+    return BatchIterator(n, make_batch, batch_size=batch_size, shuffle=shuffle, seed=seed,
+        drop_last=drop_last, epochs=epochs, process_index=process_index, process_count=process_count,
+        pad_last=pad_last, num_threads=num_threads)  # fmt: skip
+
+
+def clm_batches(
+    data: TextDataset | TokenStore,
+    tok,
+    *,
+    batch_size: int,
+    seq_len: int = 128,
+    seed: int = 0,
+    shuffle: bool = True,
+    drop_last: bool = True,
+    epochs: int | None = 1,
+    cache_dir: str | os.PathLike | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    pad_last: bool = True,
+    num_threads: int = 2,
+) -> BatchIterator:
+    """Causal-LM batches: the token stream cut into windows of `seq_len` tokens;
+    labels[t] = input_ids[t+1], -100 at the last position and on padding.
+    → {"input_ids", "attention_mask", "labels"}: [B_local, seq_len] int32."""
+    _check_len(seq_len, tok, 2)
+    store = data if isinstance(data, TokenStore) else TokenStore(data, tok, cache_dir)
+
+    def make_batch(rows: np.ndarray, epoch: int) -> dict:
+        ids, mask = _wrap(_windows(store, rows, seq_len), seq_len, tok, specials=False)
+        labels = np.full_like(ids, IGNORE)
+        labels[:, :-1] = np.where(mask[:, 1:] == 1, ids[:, 1:], IGNORE)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    n = -(-store.num_tokens // seq_len)
+    return BatchIterator(n, make_batch, batch_size=batch_size, shuffle=shuffle, seed=seed,
+        drop_last=drop_last, epochs=epochs, process_index=process_index, process_count=process_count,
+        pad_last=pad_last, num_threads=num_threads)  # fmt: skip
+
+
+def classification_batches(
+    ds: TextDataset,
+    tok,
+    *,
+    batch_size: int,
+    seq_len: int = 128,
+    seed: int = 0,
+    shuffle: bool = True,
+    drop_last: bool = True,
+    epochs: int | None = 1,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    pad_last: bool = True,
+    num_threads: int = 2,
+) -> BatchIterator:
+    """Sequence classification: `[CLS] text [SEP]` truncated and padded to `seq_len`.
+    → {"input_ids", "attention_mask": [B_local, seq_len], "labels": [B_local]} int32 (-100: padding row)."""
+    _check_kind(ds, "classification")
+    _check_len(seq_len, tok, 3)
+
+    def make_batch(rows: np.ndarray, epoch: int) -> dict:
+        real = [int(r) for r in rows if r != PAD_ROW]
+        ids = iter(encode_texts(tok, ds.texts(real)))
+        chunks = [None if r == PAD_ROW else next(ids)[: seq_len - 2] for r in rows]
+        input_ids, mask = _wrap(chunks, seq_len, tok)
+        labels = np.where(rows == PAD_ROW, IGNORE, ds.labels[np.maximum(rows, 0)]).astype(np.int32)
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+    return BatchIterator(len(ds), make_batch, batch_size=batch_size, label_names=ds.label_names,
+        shuffle=shuffle, seed=seed, drop_last=drop_last, epochs=epochs, process_index=process_index,
+        process_count=process_count, pad_last=pad_last, num_threads=num_threads)  # fmt: skip
+
+
+def token_classification_batches(
+    ds: TextDataset,
+    tok,
+    *,
+    batch_size: int,
+    seq_len: int = 128,
+    seed: int = 0,
+    shuffle: bool = True,
+    drop_last: bool = True,
+    epochs: int | None = 1,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    pad_last: bool = True,
+    num_threads: int = 2,
+) -> BatchIterator:
+    """Token classification over pre-split words: `[CLS] pieces [SEP]` truncated and padded to
+    `seq_len`; a word's tag id on its first piece, -100 on other pieces, specials and padding.
+    → {"input_ids", "attention_mask", "labels"}: [B_local, seq_len] int32."""
+    _check_kind(ds, "tokens")
+    _check_len(seq_len, tok, 3)
+
+    def make_batch(rows: np.ndarray, epoch: int) -> dict:
+        recs = [ds[int(r)] for r in rows if r != PAD_ROW]
+        encs = iter(tok.backend.encode_batch([r["words"] for r in recs], is_pretokenized=True, add_special_tokens=False)
+                    if recs else [])  # fmt: skip
+        recs_it = iter(recs)
+        chunks, tag_chunks = [], []
+        for r in rows:
+            if r == PAD_ROW:
+                chunks.append(None)
+                tag_chunks.append(None)
+                continue
+            enc, tags = next(encs), next(recs_it)["tags"]
+            word_ids = enc.word_ids[: seq_len - 2]
+            chunks.append(enc.ids[: seq_len - 2])
+            tag_chunks.append([IGNORE if w is None or (k and word_ids[k - 1] == w) else tags[w]
+                               for k, w in enumerate(word_ids)])  # fmt: skip
+        input_ids, mask = _wrap(chunks, seq_len, tok)
+        labels = pack_rows(tag_chunks, seq_len, IGNORE, IGNORE, IGNORE)
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+    return BatchIterator(len(ds), make_batch, batch_size=batch_size, label_names=ds.label_names,
+        shuffle=shuffle, seed=seed, drop_last=drop_last, epochs=epochs, process_index=process_index,
+        process_count=process_count, pad_last=pad_last, num_threads=num_threads)  # fmt: skip
