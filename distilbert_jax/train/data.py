@@ -5,7 +5,8 @@ position after it so a checkpoint records exactly where the data stood."""
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import jax
@@ -108,18 +109,31 @@ class DeviceFeeder:
         return self.queue.popleft()
 
 
-def make_sources(cfg) -> tuple[Any, int, BatchSource, Any]:
-    """`(tokenizer or None, vocab_size, train source, eval-source factory)` for a `TrainConfig`."""
+
+@dataclasses.dataclass
+class DataSetup:
+    """The data side of a run: tokenizer (None for synthetic data), vocabulary size, label count
+    (None: take the config's), the training source and a factory of fresh evaluation sources."""
+
+    tokenizer: Any
+    vocab_size: int
+    num_labels: int | None
+    train: BatchSource
+    make_eval: Callable[[], BatchSource]
+
+
+def make_sources(cfg) -> DataSetup:
+    """The `DataSetup` of a `TrainConfig`: synthetic batches, or the loaders package's iterators."""
     d = cfg.data
-    if d.source == "synthetic":
-        vocab = int(cfg.model.get("vocab_size", d.vocab_size))
-        num_labels = int(cfg.model.get("num_labels", d.num_labels))
+    if d.source != "synthetic":
+        from .corpus import loader_sources
 
-        def synthetic(seed: int) -> SyntheticBatches:
-            return SyntheticBatches(cfg.base_task, vocab, d.batch_size, d.seq_len, num_labels=num_labels,
-                                    seed=seed, mask_prob=d.mask_prob)  # fmt: skip
+        return loader_sources(cfg)
+    vocab = int(cfg.model.get("vocab_size", d.vocab_size))
+    num_labels = int(cfg.model.get("num_labels", d.num_labels))
 
-        return None, vocab, synthetic(cfg.seed), lambda: synthetic(cfg.seed + 10_000)
-    from .corpus import loader_sources
+    def synthetic(seed: int) -> SyntheticBatches:
+        return SyntheticBatches(cfg.base_task, vocab, d.batch_size, d.seq_len, num_labels=num_labels, seed=seed,
+                                mask_prob=d.mask_prob)  # fmt: skip
 
-    return loader_sources(cfg)
+    return DataSetup(None, vocab, None, synthetic(cfg.seed), lambda: synthetic(cfg.seed + 10_000))

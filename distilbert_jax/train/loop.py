@@ -79,10 +79,11 @@ def train(cfg: TrainConfig, *, train_source: BatchSource | None = None,
     mesh = data_mesh()
     check_batch_size(cfg.data.batch_size, cfg.optim.grad_accum_steps, mesh)
     lead = jax.process_index() == 0
-    tokenizer, vocab_size, default_train, default_eval = make_sources(cfg)
-    train_source = train_source or default_train
-    eval_source_fn = eval_source_fn or default_eval
-    model, params = build_student(cfg, vocab_size)
+    data = make_sources(cfg)
+    tokenizer = data.tokenizer
+    train_source = train_source or data.train
+    eval_source_fn = eval_source_fn or data.make_eval
+    model, params = build_student(cfg, data.vocab_size, data.num_labels)
     task = task_for(cfg, model.config.num_labels)
     teacher_model, teacher = load_teacher(cfg, model) if cfg.task == "distill" else (None, None)
     tx, schedule = make_optimizer(cfg.optim, cfg.total_steps)

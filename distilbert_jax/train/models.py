@@ -15,9 +15,9 @@ from .config import ConfigError, TrainConfig
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def model_config(cfg: TrainConfig, vocab_size: int | None) -> dj.DistilBertConfig:
+def model_config(cfg: TrainConfig, vocab_size: int | None, num_labels: int | None = None) -> dj.DistilBertConfig:
     """The student's `DistilBertConfig`: `init_from`'s config (or the defaults) with `cfg.model` on top;
-    vocab_size from the tokenizer when not given, num_labels from the data config."""
+    vocab_size from the tokenizer when not given, num_labels from the data (else the data config)."""
     base = dj.DistilBertConfig.from_json_file(cfg.init_from) if cfg.init_from else dj.DistilBertConfig()
     overrides: dict[str, Any] = dict(cfg.model)
     known = {f.name for f in dataclasses.fields(dj.DistilBertConfig)} | {"num_labels"}
@@ -27,7 +27,9 @@ def model_config(cfg: TrainConfig, vocab_size: int | None) -> dj.DistilBertConfi
     if vocab_size is not None and "vocab_size" not in overrides and not cfg.init_from:
         overrides["vocab_size"] = vocab_size
     if cfg.base_task in ("classify", "token-classify"):
-        overrides.setdefault("num_labels", cfg.data.num_labels)
+        if num_labels is not None and overrides.get("num_labels", num_labels) != num_labels:
+            raise ConfigError(f"model.num_labels {overrides['num_labels']} but the data has {num_labels} labels")
+        overrides.setdefault("num_labels", num_labels or cfg.data.num_labels)
     elif cfg.base_task == "qa":
         overrides["num_labels"] = 2
     try:
@@ -42,9 +44,9 @@ def model_config(cfg: TrainConfig, vocab_size: int | None) -> dj.DistilBertConfi
     return config
 
 
-def build_student(cfg: TrainConfig, vocab_size: int | None) -> tuple[nn.Module, dict]:
+def build_student(cfg: TrainConfig, vocab_size: int | None, num_labels: int | None = None) -> tuple[nn.Module, dict]:
     """`(model, params)` — from `init_from` (head added if missing) or freshly initialised with `seed`."""
-    config = model_config(cfg, vocab_size)
+    config = model_config(cfg, vocab_size, num_labels)
     dtype = DTYPES[cfg.dtype]
     if cfg.init_from:
         model, variables = dj.from_pretrained(cfg.init_from, cfg.head, dtype=dtype, rng=cfg.seed,
