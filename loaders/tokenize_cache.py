@@ -99,12 +99,13 @@ class TokenStore:
         n = len(self.dataset)
         lengths = np.empty(n, np.int64)
         for lo in range(0, n, CHUNK_DOCS):
-            ids = encode_texts(self.tok, self.dataset.texts(range(lo, min(lo + CHUNK_DOCS, n))))
-            lengths[lo : lo + len(ids)] = [len(x) + 1 for x in ids]
+            texts = self.dataset.texts(range(lo, min(lo + CHUNK_DOCS, n)))
+            encodings = self.tok.backend.encode_batch(texts, add_special_tokens=False)
+            lengths[lo : lo + len(texts)] = [len(e) + 1 for e in encodings]
             if out is not None:
                 flat: list[int] = []
-                for x in ids:
-                    flat += x
+                for e in encodings:
+                    flat += e.ids
                     flat.append(self.sep)
                 out.write(np.array(flat, self.dtype).tobytes())
         return lengths
