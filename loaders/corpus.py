@@ -84,7 +84,7 @@ def _docstrings(stdlib: str) -> Iterable[tuple[str, str]]:
 
 def word_tag(word: str) -> str:
     """The token-task tag of a whitespace-split word."""
-    core = word.strip("`'\",;:!?")
+    core = word.strip("`'\",;:!?").rstrip(".")
     if _NUM.fullmatch(core):
         return "NUM"
     return "CODE" if _CODE.fullmatch(core) else "O"
