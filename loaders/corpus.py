@@ -149,7 +149,7 @@ def build_tokenizer(
     backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])  # fmt: skip
+                                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False)  # fmt: skip
     chunk = 1024
     backend.train_from_iterator((t for lo in range(0, len(ds), chunk)
                                  for t in ds.texts(range(lo, min(lo + chunk, len(ds))))), trainer, length=len(ds))  # fmt: skip
