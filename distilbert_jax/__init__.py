@@ -1,11 +1,50 @@
-"""distilbert_jax: DistilBERT in JAX/Flax."""
+"""distilbert_jax: DistilBERT in JAX/Flax — every head, Hugging Face weights both ways, tokenizer."""
+
 from .config import DistilBertConfig, small_config
-from .modeling import DistilBertModel, EncoderOutput
 from .heads import (
-    HEADS, HeadOutput, DistilBertForMaskedLM, DistilBertForSequenceClassification,
-    DistilBertForTokenClassification, DistilBertForQuestionAnswering, DistilBertForMultipleChoice,
-    build_model, init_params,
+    HEADS,
+    DistilBertForMaskedLM,
+    DistilBertForMultipleChoice,
+    DistilBertForQuestionAnswering,
+    DistilBertForSequenceClassification,
+    DistilBertForTokenClassification,
+    HeadOutput,
+    build_model,
+    init_params,
 )
+from .inference import Answer, answer_questions, decode_answer, embed
+from .modeling import DistilBertModel, EncoderOutput
+from .pretrained import from_pretrained, load_state_dict, save_pretrained
 from .tokenizer import Batch, Tokenizer
 from .weights import LoadReport, WeightsError, hf_to_params, params_to_hf
-from .pretrained import from_pretrained, load_state_dict, save_pretrained
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Answer",
+    "Batch",
+    "DistilBertConfig",
+    "DistilBertForMaskedLM",
+    "DistilBertForMultipleChoice",
+    "DistilBertForQuestionAnswering",
+    "DistilBertForSequenceClassification",
+    "DistilBertForTokenClassification",
+    "DistilBertModel",
+    "EncoderOutput",
+    "HEADS",
+    "HeadOutput",
+    "LoadReport",
+    "Tokenizer",
+    "WeightsError",
+    "answer_questions",
+    "build_model",
+    "decode_answer",
+    "embed",
+    "from_pretrained",
+    "hf_to_params",
+    "init_params",
+    "load_state_dict",
+    "params_to_hf",
+    "save_pretrained",
+    "small_config",
+]

@@ -54,7 +54,7 @@ class _Head(nn.Module):
         c = self.config
         h = nn.relu(dense(c, c.dim, "pre_classifier", self.dtype)(cls))
         h = nn.Dropout(c.seq_classif_dropout)(h, deterministic=deterministic)
-        return dense(c, features, "classifier", self.dtype)(h).astype(jnp.float32)
+        return dense(c, features, "classifier", self.dtype)(h)
 
 
 class DistilBertForMaskedLM(_Head):
@@ -68,7 +68,7 @@ class DistilBertForMaskedLM(_Head):
         enc = encoder(input_ids, attention_mask, inputs_embeds=inputs_embeds, deterministic=deterministic,
                       output_hidden_states=output_hidden_states, output_attentions=output_attentions)  # fmt: skip
         h = activation_fn(c.activation)(dense(c, c.dim, "vocab_transform", self.dtype)(enc.last_hidden_state))
-        h = layer_norm("vocab_layer_norm")(h.astype(jnp.float32))
+        h = layer_norm("vocab_layer_norm")(h)
         bias = self.param("vocab_projector", lambda _: {"bias": jnp.zeros((c.vocab_size,), jnp.float32)})["bias"]
         words = encoder.word_matrix()  # [V, D]
         logits = jnp.einsum("btd,vd->btv", h.astype(self.dtype), words.astype(self.dtype),
@@ -98,7 +98,7 @@ class DistilBertForTokenClassification(_Head):
         enc = self.encode(input_ids, attention_mask, inputs_embeds, deterministic, output_hidden_states,
                           output_attentions)  # fmt: skip
         h = nn.Dropout(c.dropout)(enc.last_hidden_state, deterministic=deterministic)
-        logits = dense(c, c.num_labels, "classifier", self.dtype)(h).astype(jnp.float32)
+        logits = dense(c, c.num_labels, "classifier", self.dtype)(h)
         return _with_encoder(enc, logits=logits)
 
 
@@ -114,7 +114,7 @@ class DistilBertForQuestionAnswering(_Head):
         enc = self.encode(input_ids, attention_mask, inputs_embeds, deterministic, output_hidden_states,
                           output_attentions)  # fmt: skip
         h = nn.Dropout(c.qa_dropout)(enc.last_hidden_state, deterministic=deterministic)
-        logits = dense(c, 2, "qa_outputs", self.dtype)(h).astype(jnp.float32)
+        logits = dense(c, 2, "qa_outputs", self.dtype)(h)
         return _with_encoder(enc, logits=None, start_logits=logits[..., 0], end_logits=logits[..., 1])
 
 

@@ -56,15 +56,28 @@ def sinusoidal_table(n_pos: int, dim: int) -> np.ndarray:
     return table.astype(np.float32)
 
 
-def dense(config: DistilBertConfig, features: int, name: str, dtype: Dtype) -> nn.Dense:
+class Linear(nn.Module):
+    """`y = x @ kernel + bias` with float32 params; inputs and kernel are cast to `dtype` and the
+    product accumulates in float32 (bf16 × bf16 → f32 is both safer and ~2× faster on CPU than bf16 out).
+    Output is float32."""
+
+    features: int
+    dtype: Dtype = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        # x [..., in] -> [..., features]
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        y = jnp.einsum("...i,io->...o", x.astype(self.dtype), kernel.astype(self.dtype),
+                       preferred_element_type=jnp.float32)  # fmt: skip
+        return y + bias
+
+
+def dense(config: DistilBertConfig, features: int, name: str, dtype: Dtype) -> Linear:
     """A Linear layer initialised as HF does (normal(initializer_range), zero bias)."""
-    return nn.Dense(
-        features,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        kernel_init=nn.initializers.normal(config.initializer_range),
-        name=name,
-    )
+    return Linear(features, dtype, nn.initializers.normal(config.initializer_range), name=name)
 
 
 def layer_norm(name: str) -> nn.LayerNorm:
@@ -122,14 +135,16 @@ class MultiHeadSelfAttention(nn.Module):
         c = self.config
         batch, seq_len, _ = x.shape
         split = lambda t: t.reshape(batch, seq_len, c.n_heads, c.head_dim)  # noqa: E731
-        q = split(dense(c, c.dim, "q_lin", self.dtype)(x)) * jnp.asarray(c.head_dim**-0.5, self.dtype)
+        q = split(dense(c, c.dim, "q_lin", self.dtype)(x)) * c.head_dim**-0.5
         k = split(dense(c, c.dim, "k_lin", self.dtype)(x))
         v = split(dense(c, c.dim, "v_lin", self.dtype)(x))
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q.astype(self.dtype), k.astype(self.dtype),
+                            preferred_element_type=jnp.float32)  # fmt: skip
         scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(scores, axis=-1)
         dropped = nn.Dropout(c.attention_dropout)(weights, deterministic=deterministic)
-        context = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(self.dtype), v)
+        context = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(self.dtype), v.astype(self.dtype),
+                             preferred_element_type=jnp.float32)  # fmt: skip
         out = dense(c, c.dim, "out_lin", self.dtype)(context.reshape(batch, seq_len, c.dim))
         return out, weights
 
@@ -153,9 +168,9 @@ class TransformerBlock(nn.Module):
     @nn.compact
     def __call__(self, x: Array, mask: Array, deterministic: bool) -> tuple[Array, Array]:
         attn, weights = MultiHeadSelfAttention(self.config, self.dtype, name="attention")(x, mask, deterministic)
-        x = layer_norm("sa_layer_norm")(x + attn.astype(jnp.float32))
+        x = layer_norm("sa_layer_norm")(x + attn)
         ffn = FFN(self.config, self.dtype, name="ffn")(x, deterministic)
-        x = layer_norm("output_layer_norm")(x + ffn.astype(jnp.float32))
+        x = layer_norm("output_layer_norm")(x + ffn)
         return x, weights
 
 

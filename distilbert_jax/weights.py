@@ -112,7 +112,7 @@ def hf_to_params(
     prefixed = any(k.startswith(PREFIX) for k in keys)  # decided from all keys, not the first
 
     params: dict[tuple[str, ...], jax.Array] = {}
-    unexpected, misshaped = [], []
+    unexpected, misshaped, seen_wrong_shape = [], [], set()
     for key in keys:
         enc_key = _encoder_key(key, prefixed)
         if enc_key is None:  # a head key
@@ -135,6 +135,7 @@ def hf_to_params(
         want = tuple(expected[path].shape)
         if array.shape != want:
             misshaped.append(f"{key}: checkpoint {tuple(array.shape)} vs model {want}")
+            seen_wrong_shape.add(path)
             continue
         params[path] = jnp.asarray(array, dtype=param_dtype)
 
@@ -144,7 +145,7 @@ def hf_to_params(
         if tied.shape != params[word_path].shape or not np.allclose(tied, np.asarray(params[word_path], np.float32)):
             report.notes.append(f"{TIED_KEY} differs from the word embeddings; the projector is tied to them")
 
-    missing = [p for p in expected if p not in params]
+    missing = [p for p in expected if p not in params and p not in seen_wrong_shape]
     fresh, really_missing = [], []
     for path in missing:
         rel = path[1:] if path[0] == "distilbert" else path

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out-dir", help="shorthand for --set out_dir=DIR")
     parser.add_argument("--steps", type=int, help="shorthand for --set total_steps=N")
     parser.add_argument("--no-resume", action="store_true", help="start fresh even if out_dir has checkpoints")
+    parser.add_argument("--compile-cache", default="", metavar="DIR|off",
+                        help="persistent XLA compilation cache (default ~/.cache/distilbert_jax/xla; 'off' disables)")  # fmt: skip
     return parser
 
 
@@ -75,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_resume:
         overrides.append("resume=false")
     from .loop import TrainingDiverged, train
+    from .parallel import enable_compile_cache
+
+    if args.compile_cache != "off":
+        enable_compile_cache(args.compile_cache or None)
 
     try:
         cfg = load_config(args.task, args.config, overrides)

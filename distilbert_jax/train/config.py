@@ -246,8 +246,8 @@ TINY_MODEL = {"vocab_size": 200, "dim": 32, "n_layers": 2, "n_heads": 4, "hidden
 def tiny_config(task: str = "mlm", **changes: Any) -> TrainConfig:
     """A seconds-long run on synthetic data with a dim-32 / 2-layer / vocab-200 model (tests, smoke runs)."""
     base = TrainConfig(
-        task=task, model=dict(TINY_MODEL), total_steps=6, log_every=2, eval_batches=2, progress=False,
+        model=dict(TINY_MODEL), total_steps=6, log_every=2, eval_batches=2, progress=False,
         data=DataConfig(source="synthetic", batch_size=8, seq_len=16, vocab_size=200, num_labels=3),
         optim=OptimConfig(learning_rate=1e-3, warmup_steps=1),
     )  # fmt: skip
-    return base.replace(**changes)
+    return base.replace(task=task, **changes)

@@ -56,3 +56,17 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
     """This process's rows of a batch ([B / process_count, ...] each) → global arrays sharded over `mesh`."""
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
+
+
+def enable_compile_cache(directory: str | None = None) -> str:
+    """Keep compiled XLA programs on disk (default `$DISTILBERT_JAX_COMPILE_CACHE` or
+    `~/.cache/distilbert_jax/xla`) so repeated runs and identical steps skip recompilation."""
+    import os
+
+    directory = directory or os.environ.get("DISTILBERT_JAX_COMPILE_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "distilbert_jax", "xla"
+    )
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    return directory

@@ -1,0 +1,153 @@
+"""Batched inference helpers: sentence embeddings and extractive question answering."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .heads import DistilBertForMultipleChoice, DistilBertForQuestionAnswering
+from .tokenizer import Tokenizer, _check_texts
+
+POOLINGS = ("cls", "mean")
+
+
+def _bucket(n: int, limit: int, multiple: int = 32) -> int:
+    """Pad lengths up to a multiple (bounded by `limit`) so jit sees few distinct shapes."""
+    return min(limit, -(-n // multiple) * multiple)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "pooling", "normalize"))
+def pool_hidden(model: nn.Module, variables, input_ids, attention_mask, pooling: str, normalize: bool):
+    """Encode [B, T] ids and pool to [B, D]: "cls" = first token, "mean" = mean over real tokens."""
+    hidden = model.apply(variables, input_ids, attention_mask).last_hidden_state.astype(jnp.float32)
+    if pooling == "cls":
+        pooled = hidden[:, 0]
+    else:
+        mask = attention_mask.astype(jnp.float32)[..., None]
+        pooled = (hidden * mask).sum(1) / jnp.maximum(mask.sum(1), 1.0)
+    if normalize:
+        pooled = pooled / jnp.maximum(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
+    return pooled
+
+
+def embed(
+    model: nn.Module,
+    variables: dict,
+    tokenizer: Tokenizer,
+    texts: str | Sequence[str],
+    *,
+    pooling: str = "mean",
+    batch_size: int = 32,
+    max_length: int | None = None,
+    normalize: bool = False,
+) -> np.ndarray:
+    """Embed texts as [N, D] float32: tokenized in batches (truncated to `max_length`), encoded under
+    jit, pooled with "cls" or masked "mean". Works with the bare model or any single-sequence head."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if isinstance(model, DistilBertForMultipleChoice):
+        raise ValueError("embed needs a single-sequence model; load the multiple-choice checkpoint with head='base'")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    texts = _check_texts(texts, "texts")
+    limit = min(max_length or tokenizer.model_max_length, model.config.max_position_embeddings)
+    out = []
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start : start + batch_size]
+        batch = tokenizer(chunk, max_length=limit)
+        width = _bucket(batch.input_ids.shape[1], limit)
+        ids = np.full((batch_size, width), tokenizer.pad_token_id, np.int32)
+        mask = np.zeros((batch_size, width), np.int32)
+        ids[: len(chunk), : batch.input_ids.shape[1]] = batch.input_ids
+        mask[: len(chunk), : batch.input_ids.shape[1]] = batch.attention_mask
+        mask[len(chunk) :, 0] = 1  # filler rows: one visible token, discarded below
+        pooled = pool_hidden(model, variables, jnp.asarray(ids), jnp.asarray(mask), pooling, normalize)
+        out.append(np.asarray(pooled)[: len(chunk)])
+    return np.concatenate(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """An extracted answer: text, character span [start, end) in the context, and probability score."""
+
+    text: str
+    start: int
+    end: int
+    score: float
+
+
+def decode_answer(
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    offsets: np.ndarray,
+    sequence_ids: np.ndarray,
+    context: str,
+    *,
+    max_answer_length: int = 30,
+    top_k: int = 1,
+) -> list[Answer]:
+    """Best answer spans of one example. Inputs are [T] / [T, 2] rows of a tokenized (question,
+    context) pair; only context tokens (`sequence_ids == 1`) are candidates, with start ≤ end and at
+    most `max_answer_length` tokens. Score = p(start) · p(end), softmax over context tokens."""
+    start_logits, end_logits = np.asarray(start_logits, np.float64), np.asarray(end_logits, np.float64)
+    seq = np.asarray(sequence_ids)
+    if not (start_logits.shape == end_logits.shape == seq.shape and offsets.shape == seq.shape + (2,)):
+        raise ValueError(
+            f"shapes disagree: start {start_logits.shape}, end {end_logits.shape}, "
+            f"sequence_ids {seq.shape}, offsets {offsets.shape} (want [T], [T], [T], [T, 2])"
+        )
+    if max_answer_length < 1:
+        raise ValueError(f"max_answer_length must be ≥ 1, got {max_answer_length}")
+    is_ctx = seq == 1
+    if not is_ctx.any():
+        return []
+
+    def log_softmax(x):
+        x = np.where(is_ctx, x, -np.inf)
+        return x - np.logaddexp.reduce(x[is_ctx])
+
+    scores = log_softmax(start_logits)[:, None] + log_softmax(end_logits)[None, :]  # [T_start, T_end]
+    t = np.arange(len(seq))
+    valid = (t[None, :] >= t[:, None]) & (t[None, :] - t[:, None] < max_answer_length)
+    scores = np.where(valid & is_ctx[:, None] & is_ctx[None, :], scores, -np.inf)
+    order = np.argsort(scores, axis=None)[::-1][:top_k]
+    answers = []
+    for flat in order:
+        s, e = np.unravel_index(flat, scores.shape)
+        if not np.isfinite(scores[s, e]):
+            break
+        char_start, char_end = int(offsets[s][0]), int(offsets[e][1])
+        answers.append(Answer(context[char_start:char_end], char_start, char_end, float(np.exp(scores[s, e]))))
+    return answers
+
+
+def answer_questions(
+    model: nn.Module,
+    variables: dict,
+    tokenizer: Tokenizer,
+    questions: str | Sequence[str],
+    contexts: str | Sequence[str],
+    *,
+    max_length: int = 384,
+    max_answer_length: int = 30,
+) -> list[Answer | None]:
+    """Answer each question from its context with a question-answering model (context truncated to
+    fit `max_length`); None where no context token survived truncation."""
+    if not isinstance(model, DistilBertForQuestionAnswering):
+        raise ValueError(f"answer_questions needs a question_answering model, got {type(model).__name__}")
+    questions, contexts = _check_texts(questions, "questions"), _check_texts(contexts, "contexts")
+    batch = tokenizer(questions, contexts, max_length=max_length, truncation="only_second")
+    out = jax.jit(model.apply)(variables, jnp.asarray(batch.input_ids), jnp.asarray(batch.attention_mask))
+    starts, ends = np.asarray(out.start_logits), np.asarray(out.end_logits)
+    answers = []
+    for i, context in enumerate(contexts):
+        best = decode_answer(starts[i], ends[i], batch.offsets[i], batch.sequence_ids[i], context,
+                             max_answer_length=max_answer_length)  # fmt: skip
+        answers.append(best[0] if best else None)
+    return answers
