@@ -6,6 +6,7 @@ shuffle, or 0..N-1). Process p builds only rows [p*B/P, (p+1)*B/P) of it — it 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TypedDict
 
 import grain
 import numpy as np
@@ -46,6 +47,19 @@ def pack_rows(chunks: list, width: int, first: int | None, last: int | None, fil
     return out
 
 
+class LoopOptions(TypedDict, total=False):
+    """Iteration options shared by every batch builder (defaults as in `BatchIterator`)."""
+
+    seed: int
+    shuffle: bool
+    drop_last: bool
+    epochs: int | None
+    process_index: int | None
+    process_count: int | None
+    pad_last: bool
+    num_threads: int
+
+
 class BatchIterator:
     """Iterates dict batches of numpy arrays for `epochs` epochs (None: forever).
 
@@ -59,9 +73,9 @@ class BatchIterator:
         make_batch: Callable[[np.ndarray, int], dict],
         *,
         batch_size: int,
-        shuffle: bool,
-        seed: int,
-        drop_last: bool,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = True,
         epochs: int | None = 1,
         process_index: int | None = None,
         process_count: int | None = None,

@@ -1,16 +1,22 @@
 """The four batch builders: MLM and causal-LM over packed windows of a token stream, sequence and
-token classification over padded records. Each returns a resumable `BatchIterator` of int32 dicts."""
+token classification over padded records. Each returns a resumable `BatchIterator` of int32 dicts;
+`**loop` are `BatchIterator`'s options (`LoopOptions`: seed, shuffle, drop_last, epochs, process_index,
+process_count, pad_last, num_threads)."""
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .batching import PAD_ROW, BatchIterator, pack_rows
+from .batching import PAD_ROW, BatchIterator, LoopOptions, pack_rows
 from .datasets import TextDataset
 from .mlm import IGNORE, mask_tokens
 from .tokenize_cache import TokenStore, encode_texts
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 def _check_len(seq_len: int, tok, least: int) -> None:
@@ -47,21 +53,16 @@ def mlm_batches(
     batch_size: int,
     seq_len: int = 128,
     mask_prob: float = 0.15,
-    seed: int = 0,
-    shuffle: bool = True,
-    drop_last: bool = True,
-    epochs: int | None = 1,
     cache_dir: str | os.PathLike | None = None,
-    process_index: int | None = None,
-    process_count: int | None = None,
-    pad_last: bool = True,
-    num_threads: int = 2,
+    **loop: Unpack[LoopOptions],
 ) -> BatchIterator:
     """Masked-LM batches: the token stream (documents each followed by [SEP]) cut into windows
     `[CLS] <seq_len-2 tokens> [SEP]`; masks drawn per (seed, epoch, window), never on special
     tokens or padding. `cache_dir` memory-maps tokens there; None streams them from the source.
     → {"input_ids", "attention_mask", "labels"}: [B_local, seq_len] int32."""
     _check_len(seq_len, tok, 3)
+    if not 0.0 <= mask_prob <= 1.0:
+        raise ValueError(f"mask_prob must be in [0, 1], got {mask_prob}")
     store = data if isinstance(data, TokenStore) else TokenStore(data, tok, cache_dir)
     content = seq_len - 2
     special = np.array(sorted(set(tok.all_special_ids)))
@@ -70,14 +71,12 @@ def mlm_batches(
     def make_batch(rows: np.ndarray, epoch: int) -> dict:
         ids, mask = _wrap(_windows(store, rows, content), seq_len, tok)
         maskable = (mask == 1) & ~np.isin(ids, special)
-        ids, labels = mask_tokens(ids, maskable, rows, seed=seed, epoch=epoch, mask_prob=mask_prob,
+        ids, labels = mask_tokens(ids, maskable, rows, seed=it.seed, epoch=epoch, mask_prob=mask_prob,
                                   mask_token_id=tok.mask_token_id, replacement_ids=replacement)  # fmt: skip
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
-    n = -(-store.num_tokens // content)
-    return BatchIterator(n, make_batch, batch_size=batch_size, shuffle=shuffle, seed=seed,
-        drop_last=drop_last, epochs=epochs, process_index=process_index, process_count=process_count,
-        pad_last=pad_last, num_threads=num_threads)  # fmt: skip
+    it = BatchIterator(-(-store.num_tokens // content), make_batch, batch_size=batch_size, **loop)
+    return it
 
 
 def clm_batches(
@@ -86,15 +85,8 @@ def clm_batches(
     *,
     batch_size: int,
     seq_len: int = 128,
-    seed: int = 0,
-    shuffle: bool = True,
-    drop_last: bool = True,
-    epochs: int | None = 1,
     cache_dir: str | os.PathLike | None = None,
-    process_index: int | None = None,
-    process_count: int | None = None,
-    pad_last: bool = True,
-    num_threads: int = 2,
+    **loop: Unpack[LoopOptions],
 ) -> BatchIterator:
     """Causal-LM batches: the token stream cut into windows of `seq_len` tokens;
     labels[t] = input_ids[t+1], -100 at the last position and on padding.
@@ -109,9 +101,7 @@ def clm_batches(
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     n = -(-store.num_tokens // seq_len)
-    return BatchIterator(n, make_batch, batch_size=batch_size, shuffle=shuffle, seed=seed,
-        drop_last=drop_last, epochs=epochs, process_index=process_index, process_count=process_count,
-        pad_last=pad_last, num_threads=num_threads)  # fmt: skip
+    return BatchIterator(n, make_batch, batch_size=batch_size, **loop)
 
 
 def classification_batches(
@@ -120,14 +110,7 @@ def classification_batches(
     *,
     batch_size: int,
     seq_len: int = 128,
-    seed: int = 0,
-    shuffle: bool = True,
-    drop_last: bool = True,
-    epochs: int | None = 1,
-    process_index: int | None = None,
-    process_count: int | None = None,
-    pad_last: bool = True,
-    num_threads: int = 2,
+    **loop: Unpack[LoopOptions],
 ) -> BatchIterator:
     """Sequence classification: `[CLS] text [SEP]` truncated and padded to `seq_len`.
     → {"input_ids", "attention_mask": [B_local, seq_len], "labels": [B_local]} int32 (-100: padding row)."""
@@ -142,9 +125,7 @@ def classification_batches(
         labels = np.where(rows == PAD_ROW, IGNORE, ds.labels[np.maximum(rows, 0)]).astype(np.int32)
         return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
-    return BatchIterator(len(ds), make_batch, batch_size=batch_size, label_names=ds.label_names,
-        shuffle=shuffle, seed=seed, drop_last=drop_last, epochs=epochs, process_index=process_index,
-        process_count=process_count, pad_last=pad_last, num_threads=num_threads)  # fmt: skip
+    return BatchIterator(len(ds), make_batch, batch_size=batch_size, label_names=ds.label_names, **loop)
 
 
 def token_classification_batches(
@@ -153,14 +134,7 @@ def token_classification_batches(
     *,
     batch_size: int,
     seq_len: int = 128,
-    seed: int = 0,
-    shuffle: bool = True,
-    drop_last: bool = True,
-    epochs: int | None = 1,
-    process_index: int | None = None,
-    process_count: int | None = None,
-    pad_last: bool = True,
-    num_threads: int = 2,
+    **loop: Unpack[LoopOptions],
 ) -> BatchIterator:
     """Token classification over pre-split words: `[CLS] pieces [SEP]` truncated and padded to
     `seq_len`; a word's tag id on its first piece, -100 on other pieces, specials and padding.
@@ -188,6 +162,4 @@ def token_classification_batches(
         labels = pack_rows(tag_chunks, seq_len, IGNORE, IGNORE, IGNORE)
         return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
-    return BatchIterator(len(ds), make_batch, batch_size=batch_size, label_names=ds.label_names,
-        shuffle=shuffle, seed=seed, drop_last=drop_last, epochs=epochs, process_index=process_index,
-        process_count=process_count, pad_last=pad_last, num_threads=num_threads)  # fmt: skip
+    return BatchIterator(len(ds), make_batch, batch_size=batch_size, label_names=ds.label_names, **loop)
