@@ -1,0 +1,66 @@
+"""The jitted step: gradient accumulation equals one big batch; evaluation sums combine exactly."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import distilbert_jax as dj
+from distilbert_jax.train import (
+    OptimConfig, SyntheticBatches, Task, create_state, data_mesh, enable_compile_cache, evaluate, jit_train_step,
+    make_eval_step, make_optimizer, make_train_step,
+)  # fmt: skip
+from distilbert_jax.train.config import TINY_MODEL
+
+enable_compile_cache()
+
+CONFIG = dj.DistilBertConfig().replace(**TINY_MODEL, dropout=0.0, attention_dropout=0.0, num_labels=3)
+
+
+def _run(task: Task, k: int, steps: int = 3):
+    model = dj.build_model(CONFIG, task.head)
+    params = dj.init_params(model, 0)["params"]
+    tx, schedule = make_optimizer(OptimConfig(learning_rate=1e-3, eps=1e-6), steps)
+    state = create_state(params, tx, 0)
+    step = jit_train_step(make_train_step(model, task, tx, schedule, grad_accum_steps=k), state)
+    source = SyntheticBatches(task.name, CONFIG.vocab_size, 16, 16, num_labels=3)
+    losses = []
+    for _ in range(steps):
+        state, metrics = step(state, {k_: jnp.asarray(v) for k_, v in next(source).items()})
+        losses.append(float(metrics["loss"]))
+    return state, losses
+
+
+def test_grad_accumulation_equals_one_big_batch():
+    # MLM: micro-batches hold different numbers of masked tokens, so a mean of means would differ
+    big, big_losses = _run(Task("mlm"), 1)
+    acc, acc_losses = _run(Task("mlm"), 4)
+    np.testing.assert_allclose(acc_losses, big_losses, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(acc.params), jax.tree.leaves(big.params)):
+        np.testing.assert_allclose(a, b, atol=2e-6)
+    assert int(acc.step) == int(big.step) == 3
+
+
+def test_eval_metrics_combine_over_batches():
+    task = Task("classify", num_labels=3)
+    model = dj.build_model(CONFIG, task.head)
+    params = dj.init_params(model, 1)["params"]
+    tx, _ = make_optimizer(OptimConfig(), 1)
+    state = create_state(params, tx, 0)
+    source = SyntheticBatches("classify", CONFIG.vocab_size, 8, 16, num_labels=3, seed=5)
+    batches = [next(source) for _ in range(3)]
+    metrics = evaluate(jax.jit(make_eval_step(model, task)), state, iter(batches), data_mesh(), 3, task)
+
+    forward = jax.jit(lambda ids, mask: model.apply({"params": params}, ids, mask).logits)
+    logits = np.concatenate([np.asarray(forward(b["input_ids"], b["attention_mask"])) for b in batches])
+    labels = np.concatenate([b["labels"] for b in batches])
+    pred = logits.argmax(-1)
+    lp = logits - logits.max(-1, keepdims=True)
+    lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
+    f1s = []
+    for c in range(3):
+        tp, fp, fn = ((pred == c) & (labels == c)).sum(), ((pred == c) & (labels != c)).sum(), ((pred != c) & (labels == c)).sum()
+        if tp + fp + fn:
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    np.testing.assert_allclose(metrics["loss"], -np.take_along_axis(lp, labels[:, None], 1).mean(), rtol=1e-5)
+    np.testing.assert_allclose(metrics["accuracy"], (pred == labels).mean(), rtol=1e-6)
+    np.testing.assert_allclose(metrics["f1"], np.mean(f1s), rtol=1e-5)

@@ -1,0 +1,139 @@
+"""End-to-end runs on tiny configs: resume equals an uninterrupted run, NaN stops the run keeping the
+last good checkpoint, distillation, HF export, the CLI and the loaders' default corpus."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import distilbert_jax as dj
+from distilbert_jax.train import Checkpoints, ConfigError, TrainingDiverged, enable_compile_cache, train
+from distilbert_jax.train.config import TINY_MODEL, tiny_config
+from distilbert_jax.train.data import make_sources
+
+enable_compile_cache()
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAfter:
+    """A batch source that dies (like a killed process) after `n` batches."""
+
+    def __init__(self, source, n: int):
+        self.source, self.n = source, n
+
+    def __next__(self):
+        if self.n == 0:
+            raise Killed
+        self.n -= 1
+        return next(self.source)
+
+    def state_dict(self):
+        return self.source.state_dict()
+
+    def load_state_dict(self, state):
+        self.source.load_state_dict(state)
+
+
+def _assert_trees_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-7)
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
+    cfg = tiny_config(total_steps=7, checkpoint_every=3, keep_checkpoints=2, out_dir=str(tmp_path / "full"))
+    full = train(cfg)
+
+    cfg = cfg.replace(out_dir=str(tmp_path / "killed"))
+    with pytest.raises(Killed):
+        train(cfg, train_source=KillAfter(make_sources(cfg).train, 5))
+    assert Checkpoints(tmp_path / "killed" / "checkpoints").latest_step() == 3
+    resumed = train(cfg)
+
+    _assert_trees_equal(resumed.state.params, full.state.params)
+    _assert_trees_equal(resumed.state.opt_state, full.state.opt_state)
+    np.testing.assert_array_equal(resumed.state.rng, full.state.rng)
+    assert int(resumed.state.step) == 7
+    assert [r["loss"] for r in resumed.history["train"]] == [r["loss"] for r in full.history["train"][3:]]
+    assert Checkpoints(tmp_path / "killed" / "checkpoints").all_steps() == [6, 7]  # keep-last-2
+
+    # outputs: HF export (same params), plot, TensorBoard, metrics
+    model, variables = dj.from_pretrained(full.export_dir)
+    _assert_trees_equal(variables["params"], jax.device_get(full.state.params))
+    assert os.path.getsize(full.plot_path) > 0 and os.listdir(tmp_path / "full" / "tb")
+    assert {"loss", "accuracy", "perplexity"} <= set(full.final_eval)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = tiny_config(total_steps=6, checkpoint_every=1, out_dir=str(tmp_path),
+                      optim={"learning_rate": 1e30, "warmup_steps": 0, "max_grad_norm": None})  # fmt: skip
+    with pytest.raises(TrainingDiverged, match=r"diverged at step (\d+) .*last good checkpoint is step") as e:
+        train(cfg)
+    bad_step = int(e.value.args[0].split("diverged at step ")[1].split()[0])
+    ckpt = Checkpoints(tmp_path / "checkpoints")
+    assert ckpt.latest_step() == bad_step - 1
+    restored = ckpt.manager.restore(ckpt.latest_step())
+    leaves = jax.tree.leaves(restored["state"]["params"])
+    assert leaves and all(np.isfinite(np.asarray(x)).all() for x in leaves)
+
+
+def _save_teacher(path, **overrides):
+    config = dj.DistilBertConfig().replace(**{**TINY_MODEL, **overrides})
+    model = dj.build_model(config, "masked_lm")
+    dj.save_pretrained(path, model, dj.init_params(model, 7))
+    return str(path)
+
+
+def test_distillation_run(tmp_path):
+    teacher = _save_teacher(tmp_path / "teacher", n_layers=3)
+    cfg = tiny_config("distill", total_steps=3, out_dir=str(tmp_path / "run"),
+                      distill={"teacher": teacher, "task": "mlm", "temperature": 2.0, "alpha": 0.5, "cosine_weight": 1.0})  # fmt: skip
+    result = train(cfg)
+    assert {"loss", "kd", "ce", "cos", "perplexity"} <= set(result.final_eval)
+    assert all(math.isfinite(v) for v in result.final_eval.values())
+    assert dj.from_pretrained(result.export_dir)[0].config.n_layers == 2
+
+
+def test_teacher_student_mismatch_errors(tmp_path):
+    teacher = _save_teacher(tmp_path / "t_vocab", vocab_size=300)
+    cfg = tiny_config("distill", distill={"teacher": teacher}, out_dir=str(tmp_path / "a"))
+    with pytest.raises(ConfigError, match="vocabulary sizes differ"):
+        train(cfg)
+    teacher = _save_teacher(tmp_path / "t_dim", dim=48)
+    cfg = tiny_config("distill", distill={"teacher": teacher, "cosine_weight": 1.0}, out_dir=str(tmp_path / "b"))
+    with pytest.raises(ConfigError, match="equal hidden sizes"):
+        train(cfg)
+    cfg = tiny_config("distill", distill={"teacher": str(tmp_path / "nope")}, out_dir=str(tmp_path / "c"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        train(cfg)
+
+
+def test_cli_smoke_run_token_classification(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(tiny_config("token-classify", total_steps=3).to_dict()))
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "distilbert_jax.train", "token-classify", "--config", str(path),
+                           "--out-dir", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "final eval: " in proc.stdout and "f1=" in proc.stdout
+    assert os.path.isfile(out / "model" / "config.json") and os.path.isfile(out / "metrics.png")
+
+
+def test_default_corpus_batches_fit_the_model():
+    cfg = tiny_config(model={}, data={"source": "default", "seq_len": 32, "vocab_size": 4000, "batch_size": 4})
+    data = make_sources(cfg)
+    batch = next(data.train)
+    assert batch["input_ids"].shape == batch["labels"].shape == (4, 32)
+    assert data.vocab_size == data.tokenizer.vocab_size and batch["input_ids"].max() < data.vocab_size
+    assert ((batch["labels"] != -100).sum()) > 0
+    classify = make_sources(tiny_config("classify", model={}, data={"source": "default", "seq_len": 32}))
+    assert classify.num_labels == 8
