@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import warnings
 
 MODULES = ("json", "os", "collections", "itertools", "functools", "re", "string", "textwrap", "pathlib",
            "argparse", "logging", "datetime", "decimal", "fractions", "random", "statistics", "typing")  # fmt: skip
@@ -21,7 +22,10 @@ def sentences(n: int) -> list[str]:
     pool: list[str] = []
     for name in MODULES:
         module = importlib.import_module(name)
-        for _, obj in inspect.getmembers(module):
+        with warnings.catch_warnings():  # typing.io & co. warn when touched
+            warnings.simplefilter("ignore", DeprecationWarning)
+            members = inspect.getmembers(module)
+        for _, obj in members:
             doc = inspect.getdoc(obj) if callable(obj) or inspect.ismodule(obj) else None
             if doc:
                 pool += [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n\n", doc) if len(s.strip()) > 20]
