@@ -41,6 +41,8 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 def check_batch_size(batch_size: int, grad_accum_steps: int, mesh: Mesh) -> None:
     """Raise a clear error unless each micro-batch splits evenly over the devices and processes."""
     devices, processes = mesh.devices.size, jax.process_count()
+    if batch_size % grad_accum_steps:
+        raise ValueError(f"batch size {batch_size} is not divisible by grad_accum_steps {grad_accum_steps}")
     micro = batch_size // grad_accum_steps
     if micro % devices:
         raise ValueError(
