@@ -66,10 +66,15 @@ class Linear(nn.Module):
     kernel_init: Any = nn.initializers.lecun_normal()
 
     @nn.compact
+    def weights(self, in_features: int) -> tuple[Array, Array]:
+        """The float32 (kernel [in, out], bias [out]), created on first use."""
+        kernel = self.param("kernel", self.kernel_init, (in_features, self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        return kernel, bias
+
     def __call__(self, x: Array) -> Array:
         # x [..., in] -> [..., features]
-        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        kernel, bias = self.weights(x.shape[-1])
         y = jnp.einsum("...i,io->...o", x.astype(self.dtype), kernel.astype(self.dtype),
                        preferred_element_type=jnp.float32)  # fmt: skip
         return y + bias
@@ -134,10 +139,12 @@ class MultiHeadSelfAttention(nn.Module):
         # x [B, T, D], mask [B, T] bool  ->  out [B, T, D], weights [B, H, T, T]
         c = self.config
         batch, seq_len, _ = x.shape
-        split = lambda t: t.reshape(batch, seq_len, c.n_heads, c.head_dim)  # noqa: E731
-        q = split(dense(c, c.dim, "q_lin", self.dtype)(x)) * c.head_dim**-0.5
-        k = split(dense(c, c.dim, "k_lin", self.dtype)(x))
-        v = split(dense(c, c.dim, "v_lin", self.dtype)(x))
+        # q, k, v in one matmul: x @ [Wq | Wk | Wv]
+        kernels, biases = zip(*(dense(c, c.dim, n, self.dtype).weights(c.dim) for n in ("q_lin", "k_lin", "v_lin")))
+        qkv = jnp.einsum("bti,io->bto", x.astype(self.dtype), jnp.concatenate(kernels, 1).astype(self.dtype),
+                         preferred_element_type=jnp.float32) + jnp.concatenate(biases)  # fmt: skip
+        q, k, v = jnp.split(qkv.reshape(batch, seq_len, 3, c.n_heads, c.head_dim), 3, axis=2)
+        q, k, v = q[:, :, 0] * c.head_dim**-0.5, k[:, :, 0], v[:, :, 0]
         scores = jnp.einsum("bqhd,bkhd->bhqk", q.astype(self.dtype), k.astype(self.dtype),
                             preferred_element_type=jnp.float32)  # fmt: skip
         scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
