@@ -35,8 +35,9 @@ def _datasets(cfg: TrainConfig):
     elif task == "token-classify":
         kw.update(tokens_field="tokens", tags_field="tags")
     train = loaders.TextDataset.from_files(paths["train"], **kw)
-    valid = loaders.TextDataset.from_files(paths["eval"], **kw, label_names=train.label_names) if kw.keys() - {"text_field"} \
-        else loaders.TextDataset.from_files(paths["eval"], **kw)  # fmt: skip
+    if task != "mlm":
+        kw["label_names"] = train.label_names  # the same label ids in both splits
+    valid = loaders.TextDataset.from_files(paths["eval"], **kw)
     return train, valid, d.source, None
 
 

@@ -120,9 +120,8 @@ def train(cfg: TrainConfig, *, train_source: BatchSource | None = None,
         log.log("train", n, values)
         bar.update(1)
         bar.set_postfix(loss=f"{values['loss']:.4f}")
-        if n % cfg.log_every == 0 or n == cfg.total_steps:
-            shown = " ".join(f"{k}={v:.4g}" for k, v in values.items())
-            bar.write(f"step {n}: {shown}") if lead else None
+        if lead and (n % cfg.log_every == 0 or n == cfg.total_steps):
+            bar.write(f"step {n}: " + " ".join(f"{k}={v:.4g}" for k, v in values.items()))
 
     def run_eval(n: int) -> dict[str, float]:
         metrics = evaluate(eval_step, state, eval_source_fn(), mesh, cfg.eval_batches, task)

@@ -38,7 +38,7 @@ class Task:
         return TASK_HEADS[self.name]
 
     @property
-    def needs_hidden_states(self) -> bool:
+    def uses_cosine(self) -> bool:
         return self.distill is not None and self.distill.cosine_weight > 0
 
     @property
@@ -67,7 +67,7 @@ class Task:
         if self.distill is not None:
             weight = (labels != -100).astype(jnp.float32)
             sums["kd"] = kd_kl_sum(out.logits, teacher_out.logits, self.distill.temperature, weight)
-            if self.needs_hidden_states:
+            if self.uses_cosine:
                 mask = batch["attention_mask"].astype(jnp.float32)
                 sums["cos"] = cosine_distance_sum(out.last_hidden_state, teacher_out.last_hidden_state, mask)
         return sums
@@ -81,7 +81,7 @@ class Task:
             return hard
         d = self.distill
         loss = d.alpha * _div(sums["kd"], denoms["count"]) + (1.0 - d.alpha) * hard
-        if self.needs_hidden_states:
+        if self.uses_cosine:
             loss = loss + d.cosine_weight * _div(sums["cos"], denoms["tokens"])
         return loss
 

@@ -137,3 +137,25 @@ def test_default_corpus_batches_fit_the_model():
     assert ((batch["labels"] != -100).sum()) > 0
     classify = make_sources(tiny_config("classify", model={}, data={"source": "default", "seq_len": 32}))
     assert classify.num_labels == 8
+
+
+def test_question_answering_run(tmp_path):
+    result = train(tiny_config("qa", total_steps=2, out_dir=str(tmp_path)))
+    assert {"loss", "start_accuracy", "end_accuracy", "exact_match"} <= set(result.final_eval)
+    assert dj.from_pretrained(result.export_dir)[0].config.num_labels == 2
+
+
+def test_classification_from_a_jsonl_file(tmp_path):
+    rows = [{"text": f"{'alpha beta' if i % 2 else 'gamma delta'} sample number {i}", "label": ["a", "b"][i % 2]}
+            for i in range(40)]  # fmt: skip
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = tiny_config("classify", model={**TINY_MODEL, "vocab_size": 300}, total_steps=2, out_dir=str(tmp_path / "run"),
+                      data={"source": str(path), "vocab_size": 120, "seq_len": 16, "batch_size": 8})  # fmt: skip
+    result = train(cfg)
+    assert result.model.config.num_labels == 2 and {"accuracy", "f1"} <= set(result.final_eval)
+    assert os.path.isfile(tmp_path / "run" / "model" / "tokenizer.json") or os.path.isfile(
+        tmp_path / "run" / "model" / "vocab.txt"
+    )
+    with pytest.raises(ConfigError, match="is not 'default', 'synthetic' or an existing file"):
+        train(cfg.replace(data={"source": str(tmp_path / "missing.jsonl")}))
