@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from .config import TASKS, ConfigError, TrainConfig
+from .config import TASKS, ConfigError, TrainConfig, read_json_object
 
 
 def _parse_value(text: str) -> Any:
@@ -35,17 +35,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def load_config(task: str, path: str | None, overrides: list[str]) -> TrainConfig:
     """The `TrainConfig` of a command line: the JSON file, `--set` overrides, then the task."""
-    data: dict[str, Any] = {}
-    if path:
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path} is not valid JSON: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path} must hold a JSON object")
+    data = read_json_object(path) if path else {}
     if data.get("task", task) != task:
         raise ConfigError(f"the command says task {task!r} but {path} says {data['task']!r}")
     data["task"] = task

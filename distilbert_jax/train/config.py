@@ -180,18 +180,26 @@ class TrainConfig:
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "TrainConfig":
         """Read a JSON config file."""
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        data = read_json_object(path)
         try:
             return cls.from_dict(data)
         except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from None
+            raise ConfigError(f"{os.fspath(path)}: {e}") from None
+
+
+def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object in file `path`; `ConfigError` if it is missing, not JSON or not an object."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
 
 
 _SECTIONS = {"optim": OptimConfig, "data": DataConfig, "distill": DistillConfig}
