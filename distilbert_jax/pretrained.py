@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -30,23 +31,11 @@ def _open_safetensors(path: str):
         raise WeightsError(f"{path} is not a readable safetensors file (truncated or another format?): {e}") from None
 
 
-def _read_file(path: str, names: list[str] | None = None) -> dict[str, np.ndarray]:
-    out = {}
-    with _open_safetensors(path) as f:
-        for name in names if names is not None else f.keys():
-            try:
-                out[name] = f.get_tensor(name)
-            except (SafetensorError, OSError, ValueError) as e:
-                raise WeightsError(f"{path}: cannot read tensor {name!r} (truncated file?): {e}") from None
-    return out
-
-
-def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Flat {HF key: numpy array} from a directory (single-file or sharded) or one `.safetensors` file.
-    Each shard is opened once and each tensor read once."""
-    path = os.fspath(path)
+def _weight_map(path: str) -> dict[str, str]:
+    """{HF key: safetensors file} for a directory (single file or sharded index) or one file."""
     if os.path.isfile(path):
-        return _read_file(path)
+        with _open_safetensors(path) as f:
+            return dict.fromkeys(f.keys(), path)
     index, single = os.path.join(path, INDEX_NAME), os.path.join(path, WEIGHTS_NAME)
     if os.path.isfile(index):
         try:
@@ -54,21 +43,57 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 weight_map: dict[str, str] = json.load(f)["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise WeightsError(f"{index} is not a valid safetensors index (needs 'weight_map'): {e}") from None
-        by_file: dict[str, list[str]] = {}
-        for key, file in weight_map.items():
-            by_file.setdefault(file, []).append(key)
-        missing = [f for f in by_file if not os.path.isfile(os.path.join(path, f))]
+        missing = sorted({f for f in weight_map.values() if not os.path.isfile(os.path.join(path, f))})
         if missing:
             raise WeightsError(f"{index} names shard files that do not exist: {missing}")
-        state = {}
-        for file, keys in sorted(by_file.items()):
-            state.update(_read_file(os.path.join(path, file), keys))
-        return state
+        return {key: os.path.join(path, file) for key, file in weight_map.items()}
     if os.path.isfile(single):
-        return _read_file(single)
+        return _weight_map(single)
     others = [f for f in os.listdir(path) if f.endswith((".bin", ".h5", ".msgpack", ".pt"))] if os.path.isdir(path) else []
     hint = f" (found {others}: convert them to safetensors)" if others else ""
     raise FileNotFoundError(f"no {WEIGHTS_NAME} or {INDEX_NAME} in {path}{hint}")
+
+
+class LazyState(Mapping[str, np.ndarray]):
+    """A read-only {HF key: numpy array} view of a checkpoint that reads each tensor when asked for it,
+    so converting never holds the whole checkpoint in host memory next to the params. Each shard is
+    opened once. Use as a context manager (closes the files)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self._files = _weight_map(os.fspath(path))
+        self._handles: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        file = self._files[key]
+        if file not in self._handles:
+            self._handles[file] = _open_safetensors(file).__enter__()
+        try:
+            return self._handles[file].get_tensor(key)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise WeightsError(f"{file}: cannot read tensor {key!r} (truncated file?): {e}") from None
+
+    def __iter__(self):
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.__exit__(None, None, None)
+        self._handles.clear()
+
+    def __enter__(self) -> "LazyState":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Flat {HF key: numpy array} from a directory (single-file or sharded) or one `.safetensors` file."""
+    with LazyState(path) as state:
+        return {key: state[key] for key in state}
 
 
 def _head_from_config(path: str) -> str:
@@ -104,9 +129,9 @@ def from_pretrained(
         config = config.replace(num_labels=num_labels)
     head = head or _head_from_config(path)
     model = build_model(config, head, dtype)
-    state = load_state_dict(path)
     try:
-        variables, report = hf_to_params(state, model, rng=rng, param_dtype=param_dtype)
+        with LazyState(path) as state:
+            variables, report = hf_to_params(state, model, rng=rng, param_dtype=param_dtype)
     except WeightsError as e:
         raise WeightsError(f"{path}: {e}") from None
     if report.initialized:

@@ -204,3 +204,21 @@ def test_params_to_hf_rejects_wrong_tree(hf_dir):
     bad = {"params": dict(variables["params"], extra={"kernel": jnp.zeros(3)})}
     with pytest.raises(dj.WeightsError, match="extra/kernel: not a param"):
         dj.params_to_hf(bad, model)
+
+
+def test_each_tensor_read_once_and_lazily(hf_dir, tmp_path, monkeypatch):
+    from collections import Counter
+
+    from distilbert_jax import pretrained
+
+    path, hf = hf_dir("masked_lm")
+    out = tmp_path / "shards"
+    hf.save_pretrained(out, max_shard_size="50KB")
+    reads, opened = Counter(), Counter()
+    real_get, real_open = pretrained.LazyState.__getitem__, pretrained._open_safetensors
+    monkeypatch.setattr(pretrained.LazyState, "__getitem__", lambda self, k: reads.update([k]) or real_get(self, k))
+    monkeypatch.setattr(pretrained, "_open_safetensors", lambda p: opened.update([p]) or real_open(p))
+    dj.from_pretrained(out)
+    assert reads and max(reads.values()) == 1  # no tensor read twice
+    shards = list(out.glob("*.safetensors"))
+    assert len(shards) > 2 and all(opened[str(s)] == 1 for s in shards)  # each shard opened once
