@@ -58,16 +58,25 @@ class _Head(nn.Module):
 
 
 class DistilBertForMaskedLM(_Head):
-    """`vocab_transform` → activation → `vocab_layer_norm` → `vocab_projector` (weight tied to word embeddings)."""
+    """`vocab_transform` → activation → `vocab_layer_norm` → `vocab_projector` (weight tied to word embeddings).
+
+    `masked_positions` [B, M] (token indices) restricts the vocabulary projection to those positions:
+    logits are then [B, M, V] — the same numbers as the full [B, T, V] gathered at the positions, for a
+    fraction of the cost (MLM training needs only the masked tokens)."""
 
     @nn.compact
     def __call__(self, input_ids=None, attention_mask=None, *, inputs_embeds=None, deterministic=True,
-                 output_hidden_states=False, output_attentions=False) -> HeadOutput:  # fmt: skip
+                 output_hidden_states=False, output_attentions=False, masked_positions=None) -> HeadOutput:  # fmt: skip
         c = self.config
         encoder = DistilBertModel(c, self.dtype, name="distilbert")
         enc = encoder(input_ids, attention_mask, inputs_embeds=inputs_embeds, deterministic=deterministic,
                       output_hidden_states=output_hidden_states, output_attentions=output_attentions)  # fmt: skip
-        h = activation_fn(c.activation)(dense(c, c.dim, "vocab_transform", self.dtype)(enc.last_hidden_state))
+        h = enc.last_hidden_state  # [B, T, D]
+        if masked_positions is not None:
+            if masked_positions.ndim != 2 or masked_positions.shape[0] != h.shape[0]:
+                raise ValueError(f"masked_positions must be [batch={h.shape[0]}, M], got {masked_positions.shape}")
+            h = jnp.take_along_axis(h, masked_positions[..., None].astype(jnp.int32), axis=1)  # [B, M, D]
+        h = activation_fn(c.activation)(dense(c, c.dim, "vocab_transform", self.dtype)(h))
         h = layer_norm("vocab_layer_norm")(h)
         bias = self.param("vocab_projector", lambda _: {"bias": jnp.zeros((c.vocab_size,), jnp.float32)})["bias"]
         words = encoder.word_matrix()  # [V, D]

@@ -156,3 +156,15 @@ def test_multiple_choice_needs_3d_input():
 def test_unknown_head():
     with pytest.raises(ValueError, match="unknown head 'summarization'"):
         dj.build_model(CFG, "summarization")
+
+
+def test_mlm_masked_positions_equal_gathered_full_logits(mlm):
+    model, variables = mlm
+    ids, mask = _ids(2, 10)
+    positions = jnp.array([[1, 4, 4], [0, 9, 2]])
+    full = model.apply(variables, ids, mask).logits
+    part = model.apply(variables, ids, mask, masked_positions=positions).logits
+    assert part.shape == (2, 3, CFG.vocab_size)
+    np.testing.assert_allclose(part, jnp.take_along_axis(full, positions[..., None], 1), atol=1e-5)
+    with pytest.raises(ValueError, match="masked_positions must be"):
+        model.apply(variables, ids, mask, masked_positions=positions[0])

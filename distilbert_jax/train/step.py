@@ -21,17 +21,36 @@ from .tasks import Batch, Sums, Task
 Metrics = dict[str, jax.Array]
 
 
+def mlm_positions(labels: jax.Array, m: int) -> tuple[jax.Array, jax.Array]:
+    """labels [B, T] (-100 = no target) -> positions [B, m] of the labelled tokens (in order, then
+    unlabelled filler) and their labels [B, m] (filler gets -100)."""
+    positions = jnp.argsort(labels == -100, axis=1, stable=True)[:, :m]
+    return positions, jnp.take_along_axis(labels, positions, axis=1)
+
+
 def _sums(model: nn.Module, task: Task, teacher_model: nn.Module | None, params: Any, teacher: Any,
           batch: Batch, rng: jax.Array | None) -> Sums:  # fmt: skip
     # batch: input_ids / attention_mask [B, T] (+ labels) -> additive sums for `task`
     deterministic = rng is None
-    out = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], deterministic=deterministic,
-                      rngs=None if deterministic else {"dropout": rng})  # fmt: skip
-    teacher_out = None
-    if teacher_model is not None:
-        teacher_out = teacher_model.apply(teacher, batch["input_ids"], batch["attention_mask"], deterministic=True)
-        teacher_out = jax.lax.stop_gradient(teacher_out)
-    return task.sums(out, batch, teacher_out)
+
+    def run(positions: jax.Array | None, labels: jax.Array | None) -> Sums:
+        extra = {} if positions is None else {"masked_positions": positions}
+        out = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                          deterministic=deterministic, rngs=None if deterministic else {"dropout": rng}, **extra)  # fmt: skip
+        teacher_out = None
+        if teacher_model is not None:
+            teacher_out = teacher_model.apply(teacher, batch["input_ids"], batch["attention_mask"], **extra)
+            teacher_out = jax.lax.stop_gradient(teacher_out)
+        return task.sums(out, batch if labels is None else dict(batch, labels=labels), teacher_out)
+
+    if task.max_predictions is None:
+        return run(None, None)
+    # MLM: project to the vocabulary only at the (at most max_predictions per row) masked positions;
+    # a batch with a row holding more takes the full projection, so the loss is always exact.
+    labels = batch["labels"]
+    positions, picked = mlm_positions(labels, task.max_predictions)
+    overflow = jnp.any(jnp.sum(labels != -100, axis=1) > task.max_predictions)
+    return jax.lax.cond(overflow, lambda: run(None, None), lambda: run(positions, picked))
 
 
 def split_microbatches(batch: Batch, k: int, mesh: Mesh | None = None) -> Batch:

@@ -27,11 +27,13 @@ class Task:
     """A training objective for one head (hashable: a static part of the jitted step).
 
     `name`: "mlm", "classify", "token-classify" or "qa"; `num_labels` turns on macro-F1;
-    `distill` adds the soft-target (and optional cosine) terms against a teacher's outputs."""
+    `distill` adds the soft-target (and optional cosine) terms against a teacher's outputs;
+    `max_predictions` (MLM) computes vocabulary logits only at up to that many masked tokens per row."""
 
     name: str
     num_labels: int | None = None
     distill: DistillConfig | None = None
+    max_predictions: int | None = None
 
     @property
     def head(self) -> str:
@@ -110,4 +112,14 @@ def task_for(cfg: TrainConfig, num_labels: int) -> Task:
     """The `Task` of a training config (`num_labels` of the model, for classification F1)."""
     name = cfg.base_task
     f1_labels = num_labels if name in ("classify", "token-classify") else None
-    return Task(name, f1_labels, cfg.distill if cfg.task == "distill" else None)
+    return Task(name, f1_labels, cfg.distill if cfg.task == "distill" else None, mlm_max_predictions(cfg))
+
+
+def mlm_max_predictions(cfg: TrainConfig) -> int | None:
+    """Masked tokens per row the MLM loss is computed on without the full projection: twice the expected
+    count (rounded up to 8), so a row rarely holds more (then the step falls back to all positions)."""
+    if cfg.base_task != "mlm":
+        return None
+    seq_len = cfg.data.seq_len
+    m = -(-int(2 * cfg.data.mask_prob * seq_len) // 8) * 8 + 8
+    return m if m < seq_len else None

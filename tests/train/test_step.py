@@ -64,3 +64,23 @@ def test_eval_metrics_combine_over_batches():
     np.testing.assert_allclose(metrics["loss"], -np.take_along_axis(lp, labels[:, None], 1).mean(), rtol=1e-5)
     np.testing.assert_allclose(metrics["accuracy"], (pred == labels).mean(), rtol=1e-6)
     np.testing.assert_allclose(metrics["f1"], np.mean(f1s), rtol=1e-5)
+
+
+def test_mlm_masked_only_projection_is_exact():
+    """Vocabulary logits at the masked tokens only (max_predictions) give the same training run as the
+    full projection — both when every row fits (gathered path) and when one does not (fallback)."""
+    full, full_losses = _run(Task("mlm"), 1)
+    for m in (8, 2):  # 16-token rows with ~15% masked: 8 always fits, 2 overflows in some batches
+        part, part_losses = _run(Task("mlm", max_predictions=m), 1)
+        np.testing.assert_allclose(part_losses, full_losses, rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(part.params), jax.tree.leaves(full.params)):
+            np.testing.assert_allclose(a, b, atol=2e-6)
+
+
+def test_mlm_positions_gathers_labelled_tokens_first():
+    from distilbert_jax.train.step import mlm_positions
+
+    labels = jnp.array([[-100, 7, -100, 9, -100], [5, -100, -100, -100, -100]])
+    positions, picked = mlm_positions(labels, 3)
+    assert positions[:, :2].tolist() == [[1, 3], [0, 1]]
+    assert picked.tolist() == [[7, 9, -100], [5, -100, -100]]
