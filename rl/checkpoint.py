@@ -1,0 +1,36 @@
+"""Checkpoints: the whole (seed-batched) `RunnerState` as flax msgpack, written atomically, plus config."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+from flax import serialization
+
+
+def save(path: str, runner: Any, config: dict) -> None:
+    """Write `runner` to `path` (tmp file + rename, so a crash never leaves a torn checkpoint)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    blob = serialization.msgpack_serialize({"config": json.dumps(config, sort_keys=True),
+                                            "state": serialization.to_state_dict(runner)})
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(blob)
+    os.replace(tmp, path)
+
+
+def load(path: str, template: Any, config: dict | None = None) -> Any:
+    """Restore a runner saved by `save` into the structure of `template`. With `config`, refuse a
+    checkpoint written for a different config (other than the keys that do not change the state)."""
+    with open(path, "rb") as f:
+        raw = serialization.msgpack_restore(f.read())
+    if config is not None:
+        saved = json.loads(raw["config"])
+        ignore = {"total_timesteps", "updates_per_chunk", "eval_samples", "out_dir", "name"}
+        diff = sorted(k for k in set(saved) | set(config) if k not in ignore and saved.get(k) != config.get(k))
+        if diff:
+            raise ValueError(f"checkpoint {path} was written with a different config (keys {diff}); "
+                             "use --no-resume or another out_dir")
+    return serialization.from_state_dict(template, raw["state"])
