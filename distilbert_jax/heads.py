@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from .config import DistilBertConfig
-from .modeling import DistilBertModel, EncoderOutput, activation_fn, dense, layer_norm
+from .modeling import DistilBertModel, Dropout, EncoderOutput, activation_fn, dense, layer_norm, matmul
 
 Array = jax.Array
 Dtype = Any
@@ -53,7 +53,7 @@ class _Head(nn.Module):
         # cls [N, D] -> pre_classifier -> ReLU -> dropout(seq_classif_dropout) -> classifier [N, features]
         c = self.config
         h = nn.relu(dense(c, c.dim, "pre_classifier", self.dtype)(cls))
-        h = nn.Dropout(c.seq_classif_dropout)(h, deterministic=deterministic)
+        h = Dropout(c.seq_classif_dropout)(h, deterministic=deterministic)
         return dense(c, features, "classifier", self.dtype)(h)
 
 
@@ -80,8 +80,7 @@ class DistilBertForMaskedLM(_Head):
         h = layer_norm("vocab_layer_norm")(h)
         bias = self.param("vocab_projector", lambda _: {"bias": jnp.zeros((c.vocab_size,), jnp.float32)})["bias"]
         words = encoder.word_matrix()  # [V, D]
-        logits = jnp.einsum("btd,vd->btv", h.astype(self.dtype), words.astype(self.dtype),
-                            preferred_element_type=jnp.float32) + bias  # fmt: skip
+        logits = matmul(h, words, self.dtype, transpose_w=True) + bias
         return _with_encoder(enc, logits=logits)
 
 
@@ -106,7 +105,7 @@ class DistilBertForTokenClassification(_Head):
         c = self.config
         enc = self.encode(input_ids, attention_mask, inputs_embeds, deterministic, output_hidden_states,
                           output_attentions)  # fmt: skip
-        h = nn.Dropout(c.dropout)(enc.last_hidden_state, deterministic=deterministic)
+        h = Dropout(c.dropout)(enc.last_hidden_state, deterministic=deterministic)
         logits = dense(c, c.num_labels, "classifier", self.dtype)(h)
         return _with_encoder(enc, logits=logits)
 
@@ -122,7 +121,7 @@ class DistilBertForQuestionAnswering(_Head):
             raise ValueError(f"question answering needs config.num_labels == 2 (start, end), got {c.num_labels}")
         enc = self.encode(input_ids, attention_mask, inputs_embeds, deterministic, output_hidden_states,
                           output_attentions)  # fmt: skip
-        h = nn.Dropout(c.qa_dropout)(enc.last_hidden_state, deterministic=deterministic)
+        h = Dropout(c.qa_dropout)(enc.last_hidden_state, deterministic=deterministic)
         logits = dense(c, 2, "qa_outputs", self.dtype)(h)
         return _with_encoder(enc, logits=None, start_logits=logits[..., 0], end_logits=logits[..., 1])
 

@@ -168,3 +168,17 @@ def test_mlm_masked_positions_equal_gathered_full_logits(mlm):
     np.testing.assert_allclose(part, jnp.take_along_axis(full, positions[..., None], 1), atol=1e-5)
     with pytest.raises(ValueError, match="masked_positions must be"):
         model.apply(variables, ids, mask, masked_positions=positions[0])
+
+
+def test_dropout_mask_statistics():
+    from distilbert_jax.modeling import keep_mask
+
+    shape = (64, 4, 32, 32)
+    a = np.asarray(keep_mask(jax.random.PRNGKey(0), shape, 0.1))
+    b = np.asarray(keep_mask(jax.random.PRNGKey(1), shape, 0.1))
+    assert abs(a.mean() - 0.9) < 0.003 and abs(b.mean() - 0.9) < 0.003
+    assert abs(np.asarray(keep_mask(jax.random.PRNGKey(2), shape, 0.5)).mean() - 0.5) < 0.003
+    flat = a.reshape(-1).astype(float)
+    assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.01  # neighbours independent
+    assert abs(np.corrcoef(flat, b.reshape(-1).astype(float))[0, 1]) < 0.01  # keys independent
+    assert np.asarray(keep_mask(jax.random.PRNGKey(0), shape, 0.0)).all()
