@@ -16,7 +16,7 @@ from loaders import (TokenStore, classification_batches, clm_batches, default_co
                      prefetch_to_device)  # fmt: skip
 
 
-def _epoch_rate(make_iter, repeats: int, prefetch: bool = False) -> tuple[float, int]:
+def epoch_rate(make_iter, repeats: int, prefetch: bool = False) -> tuple[float, int]:
     """Median tokens/s (B*T positions) over `repeats` full epochs, and the batches per epoch."""
     rates, steps = [], 0
     for _ in range(repeats + 1):  # first epoch is warm-up (page cache, thread pools)
@@ -68,7 +68,7 @@ def main() -> None:
              lambda: classification_batches(corpus.classification("train"), tok, **common), False),
         ]
         for name, setup_s, make_iter, prefetch in cases:
-            rate, steps = _epoch_rate(make_iter, args.repeats, prefetch)
+            rate, steps = epoch_rate(make_iter, args.repeats, prefetch)
             rows.append({"case": name, "setup_s": f"{setup_s:.2f}", "batches/epoch": steps,
                          "batches/s": f"{rate / (B * T):.0f}", "tokens/s": f"{rate / 1e6:.2f} M"})  # fmt: skip
     print(f"loader throughput, batches of {B}x{T}, {args.threads} grain threads, median of {args.repeats} epochs")

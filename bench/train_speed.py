@@ -26,14 +26,17 @@ import distilbert_jax as dj
 from bench.common import SIZES, device_description, hf_model, print_table
 from bench.speed import _interleaved
 from distilbert_jax.train import OptimConfig, Task, create_state, jit_train_step, make_optimizer, make_train_step
+from distilbert_jax.train.config import DataConfig, TrainConfig
 from distilbert_jax.train.data import SyntheticBatches
+from distilbert_jax.train.tasks import mlm_max_predictions
 
 # size -> (batch, seq) of a full run / of --quick
 SHAPES = {"small": ((32, 128), (32, 128)), "base": ((8, 128), (4, 128))}
+MASK_PROB = 0.15
 OPTIM = OptimConfig(learning_rate=1e-4, warmup_steps=10, weight_decay=0.01, max_grad_norm=1.0)
 
 
-def _ours(size: str, dtype, batch: dict[str, np.ndarray], hf) -> callable:
+def _ours(dtype, batch: dict[str, np.ndarray], hf, max_predictions: int | None = None) -> callable:
     """A closure running one of our optimizer steps (blocking), starting from the torch model's weights."""
     import tempfile
 
@@ -42,7 +45,7 @@ def _ours(size: str, dtype, batch: dict[str, np.ndarray], hf) -> callable:
         model, variables = dj.from_pretrained(tmp, "masked_lm", dtype=dtype)
     tx, schedule = make_optimizer(OPTIM, 1000)
     box = {"state": create_state(variables["params"], tx, 0)}
-    step = jit_train_step(make_train_step(model, Task("mlm"), tx, schedule), box["state"])
+    step = jit_train_step(make_train_step(model, Task("mlm", max_predictions=max_predictions), tx, schedule), box["state"])
     device_batch = {k: jnp.asarray(v) for k, v in batch.items()}
 
     def run():
@@ -77,17 +80,23 @@ def train_case(size: str, batch_size: int, seq_len: int, repeats: int) -> list[d
     """Median step time and tokens/s of ours vs torch, fp32 and bf16, for one size."""
     hf_size = "big" if size == "base" else size
     vocab = SIZES[hf_size]["vocab_size"]
-    batch = next(SyntheticBatches("mlm", vocab, batch_size, seq_len, seed=1))
+    batch = next(SyntheticBatches("mlm", vocab, batch_size, seq_len, seed=1, mask_prob=MASK_PROB))
     hf32 = hf_model("masked_lm", hf_size, randomize=False, dropout=0.1, attention_dropout=0.1)
-    fns = {"ours_fp32": _ours(size, jnp.float32, batch, hf32), "ours_bf16": _ours(size, jnp.bfloat16, batch, hf32)}
+    # "full": logits at every position, the same work as torch; "masked": only at the masked tokens
+    # (the training CLI's default for MLM, exact: see Task.max_predictions)
+    m = mlm_max_predictions(TrainConfig(task="mlm", data=DataConfig(seq_len=seq_len, mask_prob=MASK_PROB)))
+    fns = {}
+    for dtype, jdtype in (("fp32", jnp.float32), ("bf16", jnp.bfloat16)):
+        fns[f"ours_{dtype}_full"] = _ours(jdtype, batch, hf32)
+        fns[f"ours_{dtype}_masked"] = _ours(jdtype, batch, hf32, m)
     hf16 = hf_model("masked_lm", hf_size, randomize=False, dropout=0.1, attention_dropout=0.1)
     fns.update(torch_fp32=_torch(hf32, batch, False), torch_bf16=_torch(hf16, batch, True))
     ms = _interleaved(fns, repeats)
     tokens = batch_size * seq_len
     rows = []
-    for dtype in ("fp32", "bf16"):
-        ours, theirs = ms[f"ours_{dtype}"], ms[f"torch_{dtype}"]
-        rows.append(dict(size=size, batch=batch_size, seq=seq_len, dtype=dtype, ours_ms=round(ours, 1),
+    for dtype, projection in (("fp32", "full"), ("fp32", "masked"), ("bf16", "full"), ("bf16", "masked")):
+        ours, theirs = ms[f"ours_{dtype}_{projection}"], ms[f"torch_{dtype}"]
+        rows.append(dict(size=size, batch=batch_size, seq=seq_len, dtype=dtype, mlm_logits=projection, ours_ms=round(ours, 1),
                          torch_ms=round(theirs, 1), ours_tok_s=int(tokens / ours * 1e3),
                          torch_tok_s=int(tokens / theirs * 1e3), speedup=round(theirs / ours, 2)))  # fmt: skip
     return rows
@@ -98,14 +107,14 @@ def loader_case(batch_size: int, seq_len: int, repeats: int) -> dict:
     through `bench.loader_speed`'s epoch timer."""
     import tempfile
 
-    from bench.loader_speed import _epoch_rate
+    from bench.loader_speed import epoch_rate
     from loaders import TokenStore, default_corpus, mlm_batches
 
     corpus = default_corpus()
     tok = corpus.tokenizer()
     with tempfile.TemporaryDirectory() as cache_dir:
         store = TokenStore(corpus.pretrain("train"), tok, cache_dir)
-        rate, steps = _epoch_rate(lambda: mlm_batches(store, tok, batch_size=batch_size, seq_len=seq_len, seed=0,
+        rate, steps = epoch_rate(lambda: mlm_batches(store, tok, batch_size=batch_size, seq_len=seq_len, seed=0,
                                                       epochs=1, process_index=0, process_count=1), repeats)  # fmt: skip
     return dict(case=f"loaders mlm_batches {batch_size}x{seq_len} (cached)", batches_per_epoch=steps,
                 tok_s=int(rate))  # fmt: skip
@@ -135,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nMLM train step (AdamW + clipping, dropout on), median of {repeats} interleaved steps; "
           "speedup = torch ms / ours ms")  # fmt: skip
-    print_table(rows, ["size", "batch", "seq", "dtype", "ours_ms", "torch_ms", "ours_tok_s", "torch_tok_s", "speedup"])
+    print_table(rows, ["size", "batch", "seq", "dtype", "mlm_logits", "ours_ms", "torch_ms", "ours_tok_s", "torch_tok_s", "speedup"])
     print("\nLoader throughput:")
     print_table([loader], list(loader))
     print(f"\ndevice: {device}")
