@@ -7,6 +7,8 @@ import json
 import os
 from typing import Any
 
+from .jsonfile import read_json_object
+
 _ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
 
 
@@ -114,11 +116,7 @@ class DistilBertConfig:
             path = os.path.join(path, "config.json")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no config.json at {path}")
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
+        data = read_json_object(path)
         try:
             return cls.from_hf(data)
         except (TypeError, ValueError) as e:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import types
 import typing
 from typing import Any
+
+from ..jsonfile import read_json_object as _read_json_object
 
 TASKS = ("mlm", "classify", "token-classify", "qa", "distill")
 TASK_HEADS = {
@@ -189,17 +190,10 @@ class TrainConfig:
 
 def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON object in file `path`; `ConfigError` if it is missing, not JSON or not an object."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file {path} does not exist")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
+        return _read_json_object(path, ConfigError)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {os.fspath(path)} does not exist") from None
 
 
 _SECTIONS = {"optim": OptimConfig, "data": DataConfig, "distill": DistillConfig}
