@@ -182,3 +182,23 @@ def test_dropout_mask_statistics():
     assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.01  # neighbours independent
     assert abs(np.corrcoef(flat, b.reshape(-1).astype(float))[0, 1]) < 0.01  # keys independent
     assert np.asarray(keep_mask(jax.random.PRNGKey(0), shape, 0.0)).all()
+
+
+def test_bf16_matmul_gradients_match_float32():
+    """bf16 compute runs its backward matmuls in bf16 too (custom vjp); grads stay close to float32's."""
+    from distilbert_jax.modeling import matmul
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 16))
+    for transpose in (False, True):
+        w = jax.random.normal(jax.random.PRNGKey(1), (4, 16) if transpose else (16, 4))
+        loss = lambda dtype: lambda x, w: (matmul(x, w, dtype, transpose) ** 2).sum()  # noqa: E731
+        exact = jax.grad(loss(jnp.float32), argnums=(0, 1))(x, w)
+        low = jax.grad(loss(jnp.bfloat16), argnums=(0, 1))(x, w)
+        for a, b in zip(exact, low):
+            assert b.dtype == jnp.float32 and b.shape == a.shape
+            assert float(jnp.abs(a - b).max()) < 0.02 * float(jnp.abs(a).max())
+    model = dj.build_model(CFG, "masked_lm", jnp.bfloat16)
+    variables = dj.init_params(dj.build_model(CFG, "masked_lm"))
+    ids, mask = _ids()
+    grads = jax.grad(lambda v: model.apply(v, ids, mask).logits.std())(variables)
+    assert all(bool(jnp.isfinite(g).all()) and g.dtype == jnp.float32 for g in jax.tree_util.tree_leaves(grads))
