@@ -33,6 +33,7 @@ def hf_model(head: str, size: str | dict = "small", seed: int = 0, randomize: bo
     import torch
     import transformers
 
+    transformers.utils.logging.disable_progress_bar()  # no "Writing model shards" bar per save
     kwargs = dict(SIZES[size] if isinstance(size, str) else size)
     kwargs.update(config_kw)
     kwargs.setdefault("num_labels", 3 if head in ("sequence_classification", "token_classification") else 2)
