@@ -84,6 +84,22 @@ def device_description() -> str:
     return f"{dev.platform}:{dev.device_kind} ({jax.device_count()} device(s)), host {platform.processor() or platform.machine()}"
 
 
+def torch_reference(title: str) -> tuple[object, str]:
+    """Import torch with one thread per core and print `title` with the versions and the device on
+    stderr; returns (torch module, device description)."""
+    import os
+    import sys
+
+    import torch
+    import transformers
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    device = device_description()
+    print(f"{title}: JAX {jax.__version__} on {device} vs transformers {transformers.__version__} / torch "
+          f"{torch.__version__} ({torch.get_num_threads()} threads)", file=sys.stderr)  # fmt: skip
+    return torch, device
+
+
 def print_table(rows: list[dict], columns: list[str]) -> None:
     """Print rows as an aligned text table."""
     cells = [[str(r.get(c, "")) for c in columns] for r in rows]

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import distilbert_jax as dj
-from bench.common import SIZES, device_description, hf_model, print_table
+from bench.common import SIZES, hf_model, print_table, torch_reference
 from bench.corpus import sentences, train_vocab
 
 TARGETS = {  # (size, batch, dtype) -> minimum torch-fp32 / ours ratio asked for
@@ -122,12 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results/speed", help="writes <out>.json and <out>.md")
     args = parser.parse_args(argv)
     repeats = args.repeats or (5 if args.quick else 15)
-    import torch
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    device = device_description()
-    print(f"distilbert_jax speed vs transformers {__import__('transformers').__version__} / torch "
-          f"{torch.__version__} ({torch.get_num_threads()} threads) — JAX {jax.__version__} on {device}", file=sys.stderr)  # fmt: skip
+    torch, device = torch_reference("distilbert_jax forward speed")
     rows = []
     cases = [(s, b) for s in ("small", "big") for b in (1, 8)]
     for size, batch in cases:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import distilbert_jax as dj
-from bench.common import SIZES, device_description, hf_model, print_table
+from bench.common import SIZES, hf_model, print_table, torch_reference
 from bench.speed import _interleaved
 from distilbert_jax.train import OptimConfig, Task, create_state, jit_train_step, make_optimizer, make_train_step
 from distilbert_jax.train.config import DataConfig, TrainConfig
@@ -128,13 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results/train_speed", help="writes <out>.json")
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 7)
-    import torch
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    device = device_description()
-    print(f"MLM training step: distilbert_jax (JAX {jax.__version__}) vs transformers "
-          f"{__import__('transformers').__version__} / torch {torch.__version__} ({torch.get_num_threads()} threads)",
-          file=sys.stderr)  # fmt: skip
+    torch, device = torch_reference("MLM training step")
     rows = []
     for size in args.sizes.split(","):
         batch_size, seq_len = SHAPES[size][1 if args.quick else 0]
