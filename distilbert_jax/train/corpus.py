@@ -65,7 +65,8 @@ def loader_sources(cfg: TrainConfig) -> DataSetup:
     train = builder(train_ds, tokenizer, seed=cfg.seed, shuffle=d.shuffle, epochs=None, **common, **extra)
 
     def make_eval():
-        return builder(valid_ds, tokenizer, seed=cfg.seed, shuffle=False, epochs=1, **common, **extra)
+        # every validation example counts: the last batch is padded with rows whose labels are -100
+        return builder(valid_ds, tokenizer, seed=cfg.seed, shuffle=False, epochs=1, drop_last=False, **common, **extra)
 
     num_labels = None if task == "mlm" else train.num_labels
     return DataSetup(tokenizer, tokenizer.vocab_size, num_labels, train, make_eval)

@@ -159,3 +159,17 @@ def test_classification_from_a_jsonl_file(tmp_path):
     )
     with pytest.raises(ConfigError, match="is not 'default', 'synthetic' or an existing file"):
         train(cfg.replace(data={"source": str(tmp_path / "missing.jsonl")}))
+
+
+def test_evaluation_sees_every_validation_example(tmp_path):
+    """The eval iterator keeps the last partial batch (padded rows carry label -100), so 21 examples
+    at batch 8 give 21 labels, not 16."""
+    from distilbert_jax.train.corpus import loader_sources
+
+    rows = [{"text": f"sample {i} {'up' if i % 2 else 'down'}", "label": i % 2} for i in range(21)]
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = tiny_config("classify", out_dir=str(tmp_path / "run"),
+                      data={"source": str(path), "vocab_size": 80, "seq_len": 16, "batch_size": 8})  # fmt: skip
+    labels = [np.asarray(b["labels"]) for b in loader_sources(cfg).make_eval()]
+    assert sum(int((l != -100).sum()) for l in labels) == 21 and len(labels) == 3
