@@ -35,7 +35,7 @@ class Transition(NamedTuple):
     reward: Array        # [B]
     terminated: Array    # [B] bool — true end: no bootstrap
     done: Array          # [B] bool — terminated | truncated: the trace is cut
-    next_value: Array    # [B] V(final obs) (used when the env can truncate)
+    next_value: Array    # [B] V(pre-reset obs) where truncated (envs that can truncate), else 0
     info: dict
 
 
@@ -120,8 +120,10 @@ def env_step(setup: Setup, runner: RunnerState, _: Any) -> tuple[RunnerState, Tr
     logp = dist.log_prob(logits, runner.obs["mask"], action, env.active)
     keys = jax.random.split(k_env, setup.cfg.num_envs)
     obs, env_state, reward, term, trunc, info = jax.vmap(env.step)(keys, runner.env_state, action)
-    if env.can_truncate:
-        next_value = setup.network.apply(params, info.pop("final_obs"))[1]
+    if env.can_truncate:  # the value of the pre-reset observation, needed only where an episode was truncated
+        final_obs = info.pop("final_obs")
+        next_value = jax.lax.cond(jnp.any(trunc & ~term), lambda: setup.network.apply(params, final_obs)[1],
+                                  lambda: jnp.zeros_like(value))  # fmt: skip
     else:
         next_value = jnp.zeros_like(value)
     obs, env_state = shard_envs(setup, (obs, env_state))
@@ -197,11 +199,11 @@ def update_step(setup: Setup, runner: RunnerState, _: Any) -> tuple[RunnerState,
     """One PPO update: rollout, GAE, epochs of minibatch steps. Returns per-update metrics."""
     cfg = setup.cfg
     runner, traj = jax.lax.scan(functools.partial(env_step, setup), runner, None, cfg.num_steps)
+    # V of the state after each step: the next step's value, or (truncated steps) of the pre-reset observation
+    last_val = setup.network.apply(runner.train.params, runner.obs)[1]
+    next_values = jnp.concatenate([traj.value[1:], last_val[None]], 0)
     if setup.env.can_truncate:
-        next_values = traj.next_value
-    else:
-        last_val = setup.network.apply(runner.train.params, runner.obs)[1]
-        next_values = jnp.concatenate([traj.value[1:], last_val[None]], 0)
+        next_values = jnp.where(traj.done & ~traj.terminated, traj.next_value, next_values)
     adv, targets = gae(traj.reward, traj.value, next_values, traj.terminated.astype(jnp.float32), traj.done,
                        cfg.gamma, cfg.gae_lambda)
     data = (traj._replace(info={}), adv, targets)
