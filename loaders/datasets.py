@@ -84,7 +84,8 @@ class TextDataset:
         self.label_names = label_names
         self._headers: dict[int, list[str]] = {}
         self._fds: dict[int, int] = {}
-        self.kind = "tokens" if options.get("tokens_field") else "classification" if options.get("label_field") else "text"
+        self.kind = ("tokens" if options.get("tokens_field") else "classification" if options.get("label_field")
+                     else "qa" if options.get("question_field") else "text")  # fmt: skip
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
@@ -96,6 +97,8 @@ class TextDataset:
         label_field: str | None = None,
         tokens_field: str | None = None,
         tags_field: str = "tags",
+        question_field: str | None = None,
+        answers_field: str = "answers",
         label_names: Sequence[str] | None = None,
         format: str = "auto",
         documents: str = "lines",
@@ -108,6 +111,9 @@ class TextDataset:
         Classification: set `label_field` (labels: ints, or strings mapped to sorted `label_names`).
         Token classification (JSONL): set `tokens_field` (a list of words) and `tags_field` (a list of
         tag names, one per word). Pass the training set's `label_names` to a validation set.
+        Extractive QA (JSONL, SQuAD style): set `question_field`; `text_field` is the context and
+        `answers_field` holds `{"text": [...], "answer_start": [...]}` (the first answer is used; its
+        text must equal the context at answer_start).
         `on_error="raise"` stops at the first bad record (`file:line: message`); `"skip"` skips it,
         counts it in `stats.skipped` and warns once with the counts."""
         if isinstance(paths, (str, os.PathLike)):
@@ -119,16 +125,19 @@ class TextDataset:
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if documents not in ("lines", "blocks"):
             raise ValueError(f"documents must be 'lines' or 'blocks', got {documents!r}")
-        if label_field and tokens_field:
-            raise ValueError("set label_field (classification) or tokens_field (token classification), not both")
+        if sum(map(bool, (label_field, tokens_field, question_field))) > 1:
+            raise ValueError("set one of label_field (classification), tokens_field (token classification) "
+                             "or question_field (question answering)")
         for p in paths:
             if not os.path.isfile(p):
                 raise FileNotFoundError(f"{p} does not exist or is not a file")
         formats = [_format_of(p, format) for p in paths]
-        if tokens_field and any(f != "jsonl" for f in formats):
-            raise ValueError("token classification reads JSONL files (lists of words and tags)")
+        if (tokens_field or question_field) and any(f != "jsonl" for f in formats):
+            raise ValueError("token classification and question answering read JSONL files")
         options = dict(text_field=text_field, label_field=label_field, tokens_field=tokens_field,
                        tags_field=tags_field, documents=documents, on_error=on_error)  # fmt: skip
+        if question_field:  # only when set, so other datasets' fingerprints (and caches) stay as they were
+            options.update(question_field=question_field, answers_field=answers_field)
         indexer = _Indexer(options, label_names)
         for i, (p, f) in enumerate(zip(paths, formats)):
             indexer.index_file(i, p, f)
@@ -175,6 +184,10 @@ class TextDataset:
             words = [str(w) for w in rec[self.options["tokens_field"]]]
             return {"words": words, "tags": [names[str(t)] for t in rec[self.options["tags_field"]]]}
         out = {"text": rec[self.options["text_field"]]}
+        if self.kind == "qa":
+            answers = rec[self.options["answers_field"]]
+            out.update(question=rec[self.options["question_field"]], answer_text=answers["text"][0],
+                       answer_start=int(answers["answer_start"][0]))  # fmt: skip
         if self.labels is not None:
             out["label"] = int(self.labels[i])
         return out
@@ -355,6 +368,8 @@ class _Indexer:
         if not text.strip():
             self.problem("empty_text", where, f"field {o['text_field']!r} is empty")
             return False
+        if o.get("question_field"):
+            return self._check_qa(rec, text, where)
         if o["label_field"]:
             label = self._field(rec, o["label_field"], (str, int), where)
             if label is None:
@@ -364,6 +379,27 @@ class _Indexer:
                 self.problem("unknown_label", where, f"label {key!r} not in label_names {self.given_names[:10]}")
                 return False
             self.raw_labels.append(key)
+        return True
+
+    def _check_qa(self, rec: dict, context: str, where: str) -> bool:
+        o = self.o
+        question = self._field(rec, o["question_field"], (str,), where)
+        answers = None if question is None else self._field(rec, o["answers_field"], (dict,), where)
+        if answers is None:
+            return False
+        texts, starts = answers.get("text"), answers.get("answer_start")
+        if not (isinstance(texts, list) and isinstance(starts, list) and texts and len(texts) == len(starts)):
+            self.problem("bad_answer", where, f"{o['answers_field']!r} needs equal, non-empty lists 'text' and "
+                         f"'answer_start', got {answers!r:.60}")  # fmt: skip
+            return False
+        text, start = texts[0], starts[0]
+        if not isinstance(text, str) or not text or not isinstance(start, int) or isinstance(start, bool):
+            self.problem("bad_answer", where, f"answer must be a non-empty str at an int start, got {text!r:.30} @ {start!r}")
+            return False
+        if context[start : start + len(text)] != text:
+            found = context[max(start, 0) : max(start, 0) + len(text)]
+            self.problem("bad_answer", where, f"answer {text!r:.40} is not at context[{start}:] (found {found!r:.40})")
+            return False
         return True
 
     def finish(self) -> LoadStats:

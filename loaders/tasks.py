@@ -1,5 +1,5 @@
-"""The four batch builders: MLM and causal-LM over packed windows of a token stream, sequence and
-token classification over padded records. Each returns a resumable `BatchIterator` of int32 dicts;
+"""The batch builders: MLM and causal-LM over packed windows of a token stream, sequence and token
+classification and extractive question answering over padded records. Each returns a resumable `BatchIterator` of int32 dicts;
 `**loop` are `BatchIterator`'s options (`LoopOptions`: seed, shuffle, drop_last, epochs, process_index,
 process_count, pad_last, num_threads)."""
 
@@ -27,7 +27,8 @@ def _check_len(seq_len: int, tok, least: int) -> None:
 def _check_kind(ds: TextDataset, kind: str) -> None:
     if not isinstance(ds, TextDataset) or ds.kind != kind:
         got = ds.kind if isinstance(ds, TextDataset) else type(ds).__name__
-        hint = {"classification": "label_field=", "tokens": "tokens_field= and tags_field="}.get(kind, "")
+        hint = {"classification": "label_field=", "tokens": "tokens_field= and tags_field=",
+                "qa": "question_field="}.get(kind, "")  # fmt: skip
         raise ValueError(f"expected a {kind} TextDataset (from_files with {hint}), got {got}")
 
 
@@ -163,3 +164,48 @@ def token_classification_batches(
         return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
     return BatchIterator(len(ds), make_batch, batch_size=batch_size, label_names=ds.label_names, **loop)
+
+
+def answer_token_span(offsets: np.ndarray, sequence_ids: np.ndarray, start: int, end: int) -> tuple[int, int]:
+    """Token positions (first, last) of the character span [start, end) among the context tokens
+    (`sequence_ids == 1`) of one tokenized (question, context) row; (0, 0) — the [CLS] token, as HF
+    does — when truncation cut the answer off."""
+    ctx = np.flatnonzero(sequence_ids == 1)
+    if not len(ctx) or offsets[ctx[0], 0] > start or offsets[ctx[-1], 1] < end:
+        return 0, 0
+    first = ctx[np.searchsorted(offsets[ctx, 1], start, side="right")]  # first token ending after start
+    last = ctx[np.searchsorted(offsets[ctx, 0], end, side="left") - 1]  # last token starting before end
+    return int(first), int(last)
+
+
+def qa_batches(
+    ds: TextDataset,
+    tok,
+    *,
+    batch_size: int,
+    seq_len: int = 384,
+    **loop: Unpack[LoopOptions],
+) -> BatchIterator:
+    """Extractive QA: `[CLS] question [SEP] context [SEP]` (context truncated) padded to `seq_len`, with
+    the answer's first / last token positions ((0, 0) if truncation cut it off; -100 on padding rows).
+    → {"input_ids", "attention_mask": [B_local, seq_len], "start_positions", "end_positions": [B_local]} int32."""
+    _check_kind(ds, "qa")
+    _check_len(seq_len, tok, 4)
+
+    def make_batch(rows: np.ndarray, epoch: int) -> dict:
+        n = len(rows)
+        input_ids = np.full((n, seq_len), tok.pad_token_id, np.int32)
+        mask = np.zeros((n, seq_len), np.int32)
+        starts, ends = np.full(n, IGNORE, np.int32), np.full(n, IGNORE, np.int32)
+        real = np.flatnonzero(rows != PAD_ROW)
+        if len(real):
+            recs = [ds[int(rows[i])] for i in real]
+            b = tok([r["question"] for r in recs], [r["text"] for r in recs], max_length=seq_len,
+                    padding="max_length", truncation="only_second")  # fmt: skip
+            input_ids[real], mask[real] = b.input_ids, b.attention_mask
+            for k, (i, r) in enumerate(zip(real, recs)):
+                span = (r["answer_start"], r["answer_start"] + len(r["answer_text"]))
+                starts[i], ends[i] = answer_token_span(b.offsets[k], b.sequence_ids[k], *span)
+        return {"input_ids": input_ids, "attention_mask": mask, "start_positions": starts, "end_positions": ends}
+
+    return BatchIterator(len(ds), make_batch, batch_size=batch_size, **loop)

@@ -66,8 +66,10 @@ class DataConfig:
     mask_prob: float = 0.15
     vocab_size: int = 2000  # for a tokenizer trained on the corpus
     num_labels: int = 2
-    text_field: str = "text"
+    text_field: str = "text"  # for qa: the context
     label_field: str = "label"
+    question_field: str = "question"  # qa (SQuAD-style JSONL)
+    answers_field: str = "answers"  # qa: {"text": [...], "answer_start": [...]}
     shuffle: bool = True
 
     def check(self) -> list[str]:

@@ -17,8 +17,10 @@ def _datasets(cfg: TrainConfig):
     import loaders
 
     d, task = cfg.data, cfg.base_task
-    if task == "qa":
-        raise ConfigError("the loaders package has no question-answering data yet; use data.source 'synthetic'")
+    if task == "qa" and d.source == "default":
+        raise ConfigError("the default corpus has no question-answering data: set data.source to a SQuAD-style "
+                          "JSONL file (data.question_field, data.text_field = the context, data.answers_field) "
+                          "or to 'synthetic'")  # fmt: skip
     if d.source == "default":
         corpus = loaders.default_corpus()
         kind = {"mlm": "pretrain", "classify": "classification", "token-classify": "token_classification"}[task]
@@ -34,11 +36,14 @@ def _datasets(cfg: TrainConfig):
         kw["label_field"] = d.label_field
     elif task == "token-classify":
         kw.update(tokens_field="tokens", tags_field="tags")
+    elif task == "qa":
+        kw.update(question_field=d.question_field, answers_field=d.answers_field)
     train = loaders.TextDataset.from_files(paths["train"], **kw)
-    if task != "mlm":
+    if task in ("classify", "token-classify"):
         kw["label_names"] = train.label_names  # the same label ids in both splits
     valid = loaders.TextDataset.from_files(paths["eval"], **kw)
-    return train, valid, d.source, None
+    # a tokenizer is trained on the texts (contexts for QA); token data trains on its file
+    return train, valid, d.source if task == "token-classify" else train, None
 
 
 def loader_sources(cfg: TrainConfig) -> DataSetup:
@@ -52,9 +57,10 @@ def loader_sources(cfg: TrainConfig) -> DataSetup:
     elif d.source == "default":
         tokenizer = loaders.default_corpus().tokenizer(d.vocab_size)
     else:
-        tokenizer = loaders.build_tokenizer([tokenizer_text], os.path.join(cfg.out_dir, "tokenizer"), vocab_size=d.vocab_size)
+        source = [tokenizer_text] if isinstance(tokenizer_text, str) else tokenizer_text
+        tokenizer = loaders.build_tokenizer(source, os.path.join(cfg.out_dir, "tokenizer"), vocab_size=d.vocab_size)
     builder = {"mlm": loaders.mlm_batches, "classify": loaders.classification_batches,
-               "token-classify": loaders.token_classification_batches}[task]  # fmt: skip
+               "token-classify": loaders.token_classification_batches, "qa": loaders.qa_batches}[task]  # fmt: skip
     common = dict(batch_size=d.batch_size, seq_len=d.seq_len, process_index=jax.process_index(),
                   process_count=jax.process_count())  # fmt: skip
     if task == "mlm":
@@ -68,5 +74,5 @@ def loader_sources(cfg: TrainConfig) -> DataSetup:
         # every validation example counts: the last batch is padded with rows whose labels are -100
         return builder(valid_ds, tokenizer, seed=cfg.seed, shuffle=False, epochs=1, drop_last=False, **common, **extra)
 
-    num_labels = None if task == "mlm" else train.num_labels
+    num_labels = None if task in ("mlm", "qa") else train.num_labels
     return DataSetup(tokenizer, tokenizer.vocab_size, num_labels, train, make_eval)

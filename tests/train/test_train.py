@@ -173,3 +173,25 @@ def test_evaluation_sees_every_validation_example(tmp_path):
                       data={"source": str(path), "vocab_size": 80, "seq_len": 16, "batch_size": 8})  # fmt: skip
     labels = [np.asarray(b["labels"]) for b in loader_sources(cfg).make_eval()]
     assert sum(int((l != -100).sum()) for l in labels) == 21 and len(labels) == 3
+
+
+def test_question_answering_from_a_squad_style_file(tmp_path):
+    rows = []
+    for i in range(24):
+        context = f"record {i} says the capital of land {i} is city{i % 5} and nothing else matters here."
+        answer = f"city{i % 5}"
+        rows.append({"question": f"what is the capital of land {i}?", "context": context,
+                     "answers": {"text": [answer], "answer_start": [context.index(answer)]}})  # fmt: skip
+    path = tmp_path / "squad.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = tiny_config("qa", model={**TINY_MODEL, "vocab_size": 300}, total_steps=3, out_dir=str(tmp_path / "run"),
+                      data={"source": str(path), "text_field": "context", "vocab_size": 150, "seq_len": 48,
+                            "batch_size": 8})  # fmt: skip
+    result = train(cfg)
+    assert {"loss", "exact_match"} <= set(result.final_eval) and math.isfinite(result.final_eval["loss"])
+    model, variables = dj.from_pretrained(result.export_dir)
+    tok = dj.Tokenizer.from_pretrained(result.export_dir)
+    [answer] = dj.answer_questions(model, variables, tok, [rows[0]["question"]], [rows[0]["context"]])
+    assert answer is not None and answer.text in rows[0]["context"]
+    with pytest.raises(ConfigError, match="default corpus has no question-answering data"):
+        train(tiny_config("qa", out_dir=str(tmp_path / "run2"), data={"source": "default"}))
