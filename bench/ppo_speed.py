@@ -129,20 +129,24 @@ def main(argv: list[str] | None = None) -> None:
                      total_timesteps=16 * 64 * updates)
     for mt in ("mlp", "lstm", "distilbert-project", "distilbert-tokenize"):
         sps, comp = jitted_sps(base.replace(model_type=mt))
-        rows.append({"env": "sched", "model_type": mt, "loop": "jitted", "steps/s": f"{sps:.0f}",
+        rows.append({"env": "sched", "model_type": mt, "embedding": "shared", "loop": "jitted", "steps/s": f"{sps:.0f}",
                      "compile s": f"{comp:.1f}"})
         print(rows[-1], flush=True)
     cp = PPOConfig.from_json("rl/configs/cartpole.json").replace(total_timesteps=4 * 128 * updates * 4)
-    for mt in ("mlp", "lstm"):
-        c = cp.replace(model_type=mt)
+    # the MLP as in cartpole.json (separate actor / critic embeddings); the LSTM both with the library's
+    # default shared embedding (MLIR-RL's layout) and with separate ones; both loops run the same networks
+    for mt, shared in (("mlp", False), ("lstm", True), ("lstm", False)):
+        c = cp.replace(model_type=mt, shared_embedding=shared)
         sps, comp = jitted_sps(c)
         py = python_loop_sps(c, max(2, updates // 2))
-        rows.append({"env": "CartPole-v1", "model_type": mt, "loop": "jitted", "steps/s": f"{sps:.0f}",
-                     "compile s": f"{comp:.1f}", "speedup vs python loop": f"{sps / py:.1f}x"})
-        rows.append({"env": "CartPole-v1", "model_type": mt, "loop": "python loop", "steps/s": f"{py:.0f}"})
+        emb = "shared" if shared else "separate"
+        rows.append({"env": "CartPole-v1", "model_type": mt, "embedding": emb, "loop": "jitted", "steps/s": f"{sps:.0f}",
+                     "compile s": f"{comp:.1f}", "speedup vs python loop": f"{sps / py:.1f}x"})  # fmt: skip
+        rows.append({"env": "CartPole-v1", "model_type": mt, "embedding": emb, "loop": "python loop",
+                     "steps/s": f"{py:.0f}"})  # fmt: skip
         print(rows[-2], rows[-1], flush=True)
     print(f"\nPPO speed on {device_description()} (num_envs x num_steps = 16x64 sched, 4x128 CartPole)")
-    print_table(rows, ["env", "model_type", "loop", "steps/s", "compile s", "speedup vs python loop"])
+    print_table(rows, ["env", "model_type", "embedding", "loop", "steps/s", "compile s", "speedup vs python loop"])
     os.makedirs("results", exist_ok=True)
     with open("results/ppo_speed.json", "w") as f:
         json.dump({"device": device_description(), "rows": rows}, f, indent=2)
