@@ -111,6 +111,7 @@ def from_pretrained(
     param_dtype: Any = jnp.float32,
     rng: int = 0,
     num_labels: int | None = None,
+    ignore_mismatched_sizes: bool = False,
     return_report: bool = False,
 ) -> tuple[nn.Module, dict] | tuple[nn.Module, dict, LoadReport]:
     """Load an HF DistilBERT directory as `(model, {"params": tree})`.
@@ -118,7 +119,9 @@ def from_pretrained(
     head: "base", "masked_lm", "sequence_classification", "token_classification",
     "question_answering", "multiple_choice", or None to take it from config.json's `architectures`.
     A base checkpoint loads into a head model with the head freshly initialised (a warning names the
-    keys). `dtype` is the compute dtype; `param_dtype` the dtype params are cast to."""
+    keys). `dtype` is the compute dtype; `param_dtype` the dtype params are cast to.
+    `ignore_mismatched_sizes` re-initialises head params whose shape differs (e.g. a classifier trained
+    with another number of labels) instead of raising."""
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model directory {path} does not exist")
@@ -131,13 +134,14 @@ def from_pretrained(
     model = build_model(config, head, dtype)
     try:
         with LazyState(path) as state:
-            variables, report = hf_to_params(state, model, rng=rng, param_dtype=param_dtype)
+            variables, report = hf_to_params(state, model, rng=rng, param_dtype=param_dtype,
+                                             ignore_mismatched_sizes=ignore_mismatched_sizes)  # fmt: skip
     except WeightsError as e:
         raise WeightsError(f"{path}: {e}") from None
     if report.initialized:
         warnings.warn(
-            f"{path}: {len(report.initialized)} {head} head params were not in the checkpoint and are "
-            f"freshly initialised: {', '.join(report.initialized)}",
+            f"{path}: {len(report.initialized)} {head} head params were not in the checkpoint (or had another "
+            f"shape, with ignore_mismatched_sizes) and are freshly initialised: {', '.join(report.initialized)}",
             stacklevel=2,
         )
     return (model, variables, report) if return_report else (model, variables)

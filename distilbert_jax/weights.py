@@ -97,12 +97,15 @@ def hf_to_params(
     model: nn.Module,
     rng: jax.Array | int | None = 0,
     param_dtype=jnp.float32,
+    ignore_mismatched_sizes: bool = False,
 ) -> tuple[dict, LoadReport]:
     """Convert a flat HF state dict into `{"params": tree}` for `model`.
 
     Works with or without the `distilbert.` prefix, with the tied `vocab_projector.weight` present or
     absent, and from a base checkpoint into a head model (head params freshly initialised from `rng`
-    and listed in the report). Raises `WeightsError` listing every missing, unexpected or mis-shaped key.
+    and listed in the report). Raises `WeightsError` listing every missing, unexpected or mis-shaped key;
+    with `ignore_mismatched_sizes`, mis-shaped *head* params (e.g. another label count) are freshly
+    initialised instead (noted in the report); encoder mismatches always raise.
     """
     expected = param_shapes(model)
     into_base = _is_base(model)
@@ -134,6 +137,9 @@ def hf_to_params(
             array = array.T
         want = tuple(expected[path].shape)
         if array.shape != want:
+            if ignore_mismatched_sizes and enc_key is None:
+                report.notes.append(f"{key}: checkpoint {tuple(array.shape)} vs model {want}, re-initialised")
+                continue  # left missing: initialised below like any absent head param
             misshaped.append(f"{key}: checkpoint {tuple(array.shape)} vs model {want}")
             seen_wrong_shape.add(path)
             continue
@@ -164,7 +170,9 @@ def hf_to_params(
     if unexpected:
         problems.append(f"unexpected keys ({len(unexpected)}): " + ", ".join(sorted(unexpected)))
     if misshaped:
-        problems.append(f"mis-shaped keys ({len(misshaped)}): " + "; ".join(sorted(misshaped)))
+        head_only = all(not k.startswith(PREFIX) and _encoder_key(k.split(":")[0], prefixed) is None for k in misshaped)
+        hint = " (head params only: ignore_mismatched_sizes=True re-initialises them)" if head_only else ""
+        problems.append(f"mis-shaped keys ({len(misshaped)}){hint}: " + "; ".join(sorted(misshaped)))
     if problems:
         cfg = model.config
         raise WeightsError(

@@ -222,3 +222,20 @@ def test_each_tensor_read_once_and_lazily(hf_dir, tmp_path, monkeypatch):
     assert reads and max(reads.values()) == 1  # no tensor read twice
     shards = list(out.glob("*.safetensors"))
     assert len(shards) > 2 and all(opened[str(s)] == 1 for s in shards)  # each shard opened once
+
+
+def test_mismatched_head_sizes(hf_dir):
+    path, _ = hf_dir("sequence_classification")  # 3 labels
+    with pytest.raises(dj.WeightsError, match=r"head params only: ignore_mismatched_sizes=True") as err:
+        dj.from_pretrained(path, "multiple_choice")
+    assert "classifier.weight: checkpoint (32, 3) vs model (32, 1)" in str(err.value)
+    with pytest.warns(UserWarning, match="classifier.bias, classifier.weight"):
+        model, variables, report = dj.from_pretrained(path, "multiple_choice", ignore_mismatched_sizes=True,
+                                                      return_report=True)  # fmt: skip
+    assert variables["params"]["classifier"]["kernel"].shape == (32, 1)
+    assert any("re-initialised" in n for n in report.notes)
+    state = dj.load_state_dict(path)  # the encoder and pre_classifier still come from the checkpoint
+    np.testing.assert_array_equal(variables["params"]["pre_classifier"]["kernel"], state["pre_classifier.weight"].T)
+    bad = dict(state, **{"distilbert.embeddings.LayerNorm.weight": np.ones(5, np.float32)})
+    with pytest.raises(dj.WeightsError, match=r"mis-shaped keys \(1\): "):  # the encoder is never re-initialised
+        dj.hf_to_params(bad, model, ignore_mismatched_sizes=True)
