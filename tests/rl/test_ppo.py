@@ -64,3 +64,30 @@ def test_config_errors(tmp_path):
         PPOConfig(num_envs=3, num_steps=3, num_minibatches=2)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         PPOConfig.from_json(tmp_path / "missing.json")
+
+
+def test_data_parallel_over_fake_devices_matches_one_device():
+    """With 2 local (CPU) devices the env batch is sharded over a `data` mesh; the run equals 1 device."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import jax, json, numpy as np, rl\n"
+        "from rl.config import PPOConfig\n"
+        "from rl.ppo import make_setup, make_train\n"
+        "cfg = PPOConfig(env='sched', model_type='mlp', num_envs=4, num_steps=8, num_minibatches=2,"
+        " update_epochs=1, total_timesteps=4 * 8 * 2)\n"
+        "assert (make_setup(cfg).mesh is not None) == (jax.local_device_count() > 1)\n"
+        "runner, metrics = jax.jit(make_train(cfg))(jax.random.PRNGKey(0))\n"
+        "print(json.dumps([float(np.asarray(x).sum()) for x in jax.tree.leaves(runner.train.params)]))\n"
+    )
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    out = {}
+    for n in (1, 2):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", PYTHONPATH=root)
+        proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out[n] = json.loads(proc.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(out[2], out[1], rtol=1e-4, atol=1e-5)
