@@ -10,6 +10,8 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from distilbert_jax.tables import format_table
+
 # `transformers` config kwargs for the two standard sizes.
 SIZES = {
     "small": dict(vocab_size=1000, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=128),
@@ -102,10 +104,4 @@ def torch_reference(title: str) -> tuple[object, str]:
 
 def print_table(rows: list[dict], columns: list[str]) -> None:
     """Print rows as an aligned text table."""
-    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
-    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
-    print(line)
-    print("  ".join("-" * w for w in widths))
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    print(format_table(rows, columns))

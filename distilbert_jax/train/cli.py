@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from ..tables import format_table
 from .config import TASKS, ConfigError, TrainConfig, read_json_object
 
 
@@ -81,7 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    summary = " ".join(f"{k}={v:.4g}" for k, v in result.final_eval.items())
-    print(f"final eval: {summary}")
-    print(f"model exported to {result.export_dir}; plot {result.plot_path}")
+    print_summary(result)
     return 0
+
+
+def print_summary(result) -> None:
+    """A table of each metric: first and last logged training value, and the final evaluation."""
+    train_log = result.history.get("train", [])
+    first, last = (train_log[0], train_log[-1]) if train_log else ({}, {})
+    fmt = lambda v: "" if v is None else f"{v:.4g}"  # noqa: E731
+    start, end = f"train @ step {first.get('step', '-')}", f"train @ step {last.get('step', '-')}"
+    rows = [{"metric": n, start: fmt(first.get(n)), end: fmt(last.get(n)), "final eval": fmt(result.final_eval.get(n))}
+            for n in sorted(set(result.final_eval) | set(last) - {"step"})]  # fmt: skip
+    print("\n" + format_table(rows, ["metric", start, end, "final eval"]))
+    print(f"\nmodel exported to {result.export_dir}; plot {result.plot_path}")
