@@ -69,7 +69,9 @@ def train(cfg: PPOConfig, resume: bool = True, quiet: bool = False) -> tuple[ppo
         checkpoint.save(ckpt, runner, cfg.to_dict())
         np.savez(hist_path, **history)
         bar.update(n)
-        bar.set_postfix(ret=f"{np.mean(metrics['episode_return'][:, -1]):.3g}",
+        ended = metrics["episodes"].astype(float)  # episodes that ended in this chunk, per seed and update
+        mean_ret = (metrics["episode_return"] * ended).sum() / max(ended.sum(), 1.0)
+        bar.set_postfix(ret=f"{mean_ret:.3g}",
                         sps=f"{n * steps_per_update * len(cfg.seeds) / max(time.time() - t0, 1e-9):.0f}")
         t0 = time.time()
     bar.close()
