@@ -39,8 +39,11 @@ class _Head(nn.Module):
     config: DistilBertConfig
     dtype: Dtype = jnp.float32
 
-    def encode(self, input_ids, attention_mask, inputs_embeds, deterministic, output_hidden_states, output_attentions):
-        return DistilBertModel(self.config, self.dtype, name="distilbert")(
+    def encode(self, input_ids, attention_mask, inputs_embeds, deterministic, output_hidden_states,
+               output_attentions) -> tuple[DistilBertModel, EncoderOutput]:  # fmt: skip
+        """The "distilbert" encoder submodule and its outputs."""
+        encoder = DistilBertModel(self.config, self.dtype, name="distilbert")
+        return encoder, encoder(
             input_ids,
             attention_mask,
             inputs_embeds=inputs_embeds,
@@ -68,9 +71,8 @@ class DistilBertForMaskedLM(_Head):
     def __call__(self, input_ids=None, attention_mask=None, *, inputs_embeds=None, deterministic=True,
                  output_hidden_states=False, output_attentions=False, masked_positions=None) -> HeadOutput:  # fmt: skip
         c = self.config
-        encoder = DistilBertModel(c, self.dtype, name="distilbert")
-        enc = encoder(input_ids, attention_mask, inputs_embeds=inputs_embeds, deterministic=deterministic,
-                      output_hidden_states=output_hidden_states, output_attentions=output_attentions)  # fmt: skip
+        encoder, enc = self.encode(input_ids, attention_mask, inputs_embeds, deterministic, output_hidden_states,
+                                   output_attentions)  # fmt: skip
         h = enc.last_hidden_state  # [B, T, D]
         if masked_positions is not None:
             if masked_positions.ndim != 2 or masked_positions.shape[0] != h.shape[0]:
@@ -90,7 +92,7 @@ class DistilBertForSequenceClassification(_Head):
     @nn.compact
     def __call__(self, input_ids=None, attention_mask=None, *, inputs_embeds=None, deterministic=True,
                  output_hidden_states=False, output_attentions=False) -> HeadOutput:  # fmt: skip
-        enc = self.encode(input_ids, attention_mask, inputs_embeds, deterministic, output_hidden_states,
+        _, enc = self.encode(input_ids, attention_mask, inputs_embeds, deterministic, output_hidden_states,
                           output_attentions)  # fmt: skip
         logits = self.pooled_classifier(enc.last_hidden_state[:, 0], self.config.num_labels, deterministic)
         return _with_encoder(enc, logits=logits)
@@ -103,7 +105,7 @@ class DistilBertForTokenClassification(_Head):
     def __call__(self, input_ids=None, attention_mask=None, *, inputs_embeds=None, deterministic=True,
                  output_hidden_states=False, output_attentions=False) -> HeadOutput:  # fmt: skip
         c = self.config
-        enc = self.encode(input_ids, attention_mask, inputs_embeds, deterministic, output_hidden_states,
+        _, enc = self.encode(input_ids, attention_mask, inputs_embeds, deterministic, output_hidden_states,
                           output_attentions)  # fmt: skip
         h = Dropout(c.dropout)(enc.last_hidden_state, deterministic=deterministic)
         logits = dense(c, c.num_labels, "classifier", self.dtype)(h)
@@ -119,7 +121,7 @@ class DistilBertForQuestionAnswering(_Head):
         c = self.config
         if c.num_labels != 2:
             raise ValueError(f"question answering needs config.num_labels == 2 (start, end), got {c.num_labels}")
-        enc = self.encode(input_ids, attention_mask, inputs_embeds, deterministic, output_hidden_states,
+        _, enc = self.encode(input_ids, attention_mask, inputs_embeds, deterministic, output_hidden_states,
                           output_attentions)  # fmt: skip
         h = Dropout(c.qa_dropout)(enc.last_hidden_state, deterministic=deterministic)
         logits = dense(c, 2, "qa_outputs", self.dtype)(h)
@@ -138,7 +140,7 @@ class DistilBertForMultipleChoice(_Head):
             raise ValueError(f"multiple choice expects input_ids [batch, num_choices, seq_len], got shape {got}")
         batch, choices = source.shape[:2]
         flat = lambda a: None if a is None else a.reshape((batch * choices,) + a.shape[2:])  # noqa: E731
-        enc = self.encode(flat(input_ids), flat(attention_mask), flat(inputs_embeds), deterministic,
+        _, enc = self.encode(flat(input_ids), flat(attention_mask), flat(inputs_embeds), deterministic,
                           output_hidden_states, output_attentions)  # fmt: skip
         logits = self.pooled_classifier(enc.last_hidden_state[:, 0], 1, deterministic)
         return _with_encoder(enc, logits=logits.reshape(batch, choices))
