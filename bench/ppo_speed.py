@@ -16,7 +16,6 @@ import time
 
 import rl  # noqa: F401  (XLA CPU flags)
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bench.common import device_description, print_table

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import checkpoint, ppo
 from .config import PPOConfig
-from .envs import make_env, sched_env
+from .envs import sched_env
 from .evaluate import evaluate_gymnax, evaluate_schedules, geomean_speedups
 
 

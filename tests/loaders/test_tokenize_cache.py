@@ -2,7 +2,6 @@ import os
 import tracemalloc
 
 import numpy as np
-import pytest
 
 from loaders import TextDataset, TokenStore, build_tokenizer, mlm_batches
 
