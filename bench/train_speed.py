@@ -1,14 +1,17 @@
-"""Training-step throughput (tokens/s) of distilbert_jax MLM vs a PyTorch `transformers` step, side
-by side in one process, plus the loaders' MLM batch throughput.
+"""Training-step throughput (tokens/s) of distilbert_jax MLM vs a PyTorch `transformers` step, plus
+the loaders' MLM batch throughput.
 
-    python -m bench.train_speed [--quick] [--repeats 7] [--out results/train_speed]
+    python -m bench.train_speed [--quick] [--rounds 5] [--sizes small,base] [--out results/train_speed]
 
 Each case (size small|base; fp32|bf16) times one full optimizer step on the same batch / seq: ours is
 the project's jitted, state-donating step (AdamW + warmup/decay + clipping, dropout on); torch runs
-`DistilBertForMaskedLM` in train mode, loss.backward(), clip_grad_norm_, AdamW.step(). The calls run
-interleaved (one ours, one torch, repeat) after warm-up and the table gives medians; tokens/s counts
-batch x seq positions. bf16: our bf16-matmul compute (float32 params / master weights) and torch CPU
-autocast bf16. Writes `<out>.json`.
+`DistilBertForMaskedLM` in train mode, loss.backward(), clip_grad_norm_, AdamW.step(). Timed two ways:
+each framework in its own worker process (`bench.processes`, alternating rounds, same thread count:
+the figures the targets use) and interleaved in one process (for comparison). Medians; tokens/s counts
+batch x seq positions; GFLOP/s counts matmul FLOPs (3x the forward). "full" projects every position to
+the vocabulary (the same work as torch); "masked" only the masked tokens (the CLI's default for MLM,
+exact: see Task.max_predictions). bf16: our bf16-matmul compute (float32 params / master weights, fp32
+loss) and torch CPU autocast bf16. Writes `<out>.json`.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import distilbert_jax as dj
-from bench.common import SIZES, hf_model, print_table, torch_reference
-from bench.speed import _interleaved
+from bench.common import SIZES, cpu_description, hf_model, print_table, torch_reference
+from bench.processes import alternating, call_builder, medians
+from bench.speed import _interleaved, forward_flops
 from distilbert_jax.train import OptimConfig, Task, create_state, jit_train_step, make_optimizer, make_train_step
 from distilbert_jax.train.config import DataConfig, TrainConfig
 from distilbert_jax.train.data import SyntheticBatches
@@ -36,17 +40,25 @@ MASK_PROB = 0.15
 OPTIM = OptimConfig(learning_rate=1e-4, warmup_steps=10, weight_decay=0.01, max_grad_norm=1.0)
 
 
-def _ours(dtype, batch: dict[str, np.ndarray], hf, max_predictions: int | None = None) -> callable:
-    """A closure running one of our optimizer steps (blocking), starting from the torch model's weights."""
-    import tempfile
+def _batch(size: str, batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
+    """The seeded synthetic MLM batch every case trains on (identical in every process)."""
+    vocab = SIZES["big" if size == "base" else size]["vocab_size"]
+    return next(SyntheticBatches("mlm", vocab, batch_size, seq_len, seed=1, mask_prob=MASK_PROB))
 
-    with tempfile.TemporaryDirectory() as tmp:
-        hf.save_pretrained(tmp)
-        model, variables = dj.from_pretrained(tmp, "masked_lm", dtype=dtype)
+
+def _max_predictions(seq_len: int) -> int:
+    return mlm_max_predictions(TrainConfig(task="mlm", data=DataConfig(seq_len=seq_len, mask_prob=MASK_PROB)))
+
+
+# ---- builders, run inside worker processes (bench.processes) or in this one ----------------------
+def jax_step(path: str, size: str, batch_size: int, seq_len: int, dtype: str, projection: str):
+    """A closure running one of our optimizer steps (blocking) from the checkpoint in `path`."""
+    model, variables = dj.from_pretrained(path, "masked_lm", dtype={"fp32": jnp.float32, "bf16": jnp.bfloat16}[dtype])
     tx, schedule = make_optimizer(OPTIM, 1000)
     box = {"state": create_state(variables["params"], tx, 0)}
-    step = jit_train_step(make_train_step(model, Task("mlm", max_predictions=max_predictions), tx, schedule), box["state"])
-    device_batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    m = _max_predictions(seq_len) if projection == "masked" else None
+    step = jit_train_step(make_train_step(model, Task("mlm", max_predictions=m), tx, schedule), box["state"])
+    device_batch = {k: jnp.asarray(v) for k, v in _batch(size, batch_size, seq_len).items()}
 
     def run():
         box["state"], metrics = step(box["state"], device_batch)
@@ -55,17 +67,23 @@ def _ours(dtype, batch: dict[str, np.ndarray], hf, max_predictions: int | None =
     return run
 
 
-def _torch(hf, batch: dict[str, np.ndarray], bf16: bool) -> callable:
+def torch_step(path: str, size: str, batch_size: int, seq_len: int, dtype: str):
+    """A closure running one torch AdamW step of `DistilBertForMaskedLM` (autocast for bf16)."""
     import contextlib
 
     import torch
+    import transformers
 
-    hf.train()
+    from bench.processes import threads
+
+    torch.set_num_threads(threads())
+    transformers.utils.logging.disable_progress_bar()
+    hf = transformers.AutoModelForMaskedLM.from_pretrained(path, attn_implementation="eager").train()
     opt = torch.optim.AdamW(hf.parameters(), lr=OPTIM.learning_rate, weight_decay=OPTIM.weight_decay)
-    tb = {k: torch.from_numpy(v.astype(np.int64)) for k, v in batch.items()}
+    tb = {k: torch.from_numpy(v.astype(np.int64)) for k, v in _batch(size, batch_size, seq_len).items()}
 
     def run():
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
         with ctx:
             loss = hf(**tb).loss
         loss.backward()
@@ -76,29 +94,42 @@ def _torch(hf, batch: dict[str, np.ndarray], bf16: bool) -> callable:
     return run
 
 
-def train_case(size: str, batch_size: int, seq_len: int, repeats: int) -> list[dict]:
-    """Median step time and tokens/s of ours vs torch, fp32 and bf16, for one size."""
-    hf_size = "big" if size == "base" else size
-    vocab = SIZES[hf_size]["vocab_size"]
-    batch = next(SyntheticBatches("mlm", vocab, batch_size, seq_len, seed=1, mask_prob=MASK_PROB))
-    hf32 = hf_model("masked_lm", hf_size, randomize=False, dropout=0.1, attention_dropout=0.1)
-    # "full": logits at every position, the same work as torch; "masked": only at the masked tokens
-    # (the training CLI's default for MLM, exact: see Task.max_predictions)
-    m = mlm_max_predictions(TrainConfig(task="mlm", data=DataConfig(seq_len=seq_len, mask_prob=MASK_PROB)))
-    fns = {}
-    for dtype, jdtype in (("fp32", jnp.float32), ("bf16", jnp.bfloat16)):
-        fns[f"ours_{dtype}_full"] = _ours(jdtype, batch, hf32)
-        fns[f"ours_{dtype}_masked"] = _ours(jdtype, batch, hf32, m)
-    hf16 = hf_model("masked_lm", hf_size, randomize=False, dropout=0.1, attention_dropout=0.1)
-    fns.update(torch_fp32=_torch(hf32, batch, False), torch_bf16=_torch(hf16, batch, True))
-    ms = _interleaved(fns, repeats)
+def _step_flops(config: dict, batch_size: int, seq_len: int, predicted: int) -> float:
+    """Matmul FLOPs of a train step: 3x (encoder forward + MLM head at `predicted` positions)."""
+    d, v = config["dim"], config["vocab_size"]
+    return 3 * (forward_flops(config, batch_size, seq_len) + 2 * predicted * d * (d + v))
+
+
+def train_case(size: str, batch_size: int, seq_len: int, rounds: int, n_threads: int) -> list[dict]:
+    """Median step time, tokens/s and GFLOP/s of ours vs torch, fp32 and bf16, full and masked logits:
+    separate processes (targets) and interleaved in this process (comparison)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as path:
+        hf_model("masked_lm", "big" if size == "base" else size, randomize=False, dropout=0.1,
+                 attention_dropout=0.1).save_pretrained(path)  # fmt: skip
+        with open(os.path.join(path, "config.json")) as f:
+            config = json.load(f)
+        common = dict(path=path, size=size, batch_size=batch_size, seq_len=seq_len)
+        cases = {f"ours_{d}_{p}": ("bench.train_speed:jax_step", dict(common, dtype=d, projection=p))
+                 for d in ("fp32", "bf16") for p in ("full", "masked")}  # fmt: skip
+        cases.update({f"torch_{d}": ("bench.train_speed:torch_step", dict(common, dtype=d)) for d in ("fp32", "bf16")})
+        separate = medians(alternating(cases, rounds, 1, n_threads))
+        together = _interleaved({name: call_builder(*spec) for name, spec in cases.items()}, rounds)
     tokens = batch_size * seq_len
+    masked = int((_batch(size, batch_size, seq_len)["labels"] != -100).sum())
     rows = []
     for dtype, projection in (("fp32", "full"), ("fp32", "masked"), ("bf16", "full"), ("bf16", "masked")):
-        ours, theirs = ms[f"ours_{dtype}_{projection}"], ms[f"torch_{dtype}"]
+        ours, theirs = separate[f"ours_{dtype}_{projection}"], separate[f"torch_{dtype}"]
+        flops = _step_flops(config, batch_size, seq_len, tokens if projection == "full" else masked)
+        target = 1.0 if (size, dtype, projection) == ("base", "bf16", "full") else None
         rows.append(dict(size=size, batch=batch_size, seq=seq_len, dtype=dtype, mlm_logits=projection, ours_ms=round(ours, 1),
-                         torch_ms=round(theirs, 1), ours_tok_s=int(tokens / ours * 1e3),
-                         torch_tok_s=int(tokens / theirs * 1e3), speedup=round(theirs / ours, 2)))  # fmt: skip
+                         torch_ms=round(theirs, 1), speedup=round(theirs / ours, 2), target=f">= {target}" if target else "",
+                         met="" if target is None else ("yes" if theirs / ours >= target else "NO"),
+                         ours_tok_s=int(tokens / ours * 1e3), torch_tok_s=int(tokens / theirs * 1e3),
+                         ours_gflops=round(flops / ours / 1e6, 1),
+                         interleaved_ours_ms=round(together[f"ours_{dtype}_{projection}"], 1),
+                         interleaved_torch_ms=round(together[f"torch_{dtype}"], 1)))  # fmt: skip
     return rows
 
 
@@ -122,30 +153,33 @@ def loader_case(batch_size: int, seq_len: int, repeats: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller base batch")
-    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller base batch")
+    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds of one step per case (default 7, quick 3)")
     parser.add_argument("--sizes", default="small,base")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads of each framework")
     parser.add_argument("--out", default="results/train_speed", help="writes <out>.json")
     args = parser.parse_args(argv)
-    repeats = args.repeats or (3 if args.quick else 7)
+    rounds = args.rounds or (3 if args.quick else 7)
     torch, device = torch_reference("MLM training step")
+    cpu = cpu_description()
     rows = []
     for size in args.sizes.split(","):
         batch_size, seq_len = SHAPES[size][1 if args.quick else 0]
         print(f"  timing {size} {batch_size}x{seq_len} ...", file=sys.stderr)
-        rows += train_case(size, batch_size, seq_len, repeats)
+        rows += train_case(size, batch_size, seq_len, rounds, args.threads)
     loader = loader_case(32, 128, 1 if args.quick else 3)
 
-    print(f"\nMLM train step (AdamW + clipping, dropout on), median of {repeats} interleaved steps; "
-          "speedup = torch ms / ours ms")  # fmt: skip
-    print_table(rows, ["size", "batch", "seq", "dtype", "mlm_logits", "ours_ms", "torch_ms", "ours_tok_s", "torch_tok_s", "speedup"])
+    print(f"\nMLM train step (AdamW + clipping, dropout on), medians of {rounds} alternating rounds, each framework in its "
+          f"own process ({args.threads} threads each); speedup = torch ms / ours ms; interleaved_* = both in one process:")  # fmt: skip
+    print_table(rows, ["size", "batch", "seq", "dtype", "mlm_logits", "ours_ms", "torch_ms", "speedup", "target", "met",
+                       "ours_tok_s", "torch_tok_s", "ours_gflops", "interleaved_ours_ms", "interleaved_torch_ms"])  # fmt: skip
     print("\nLoader throughput:")
     print_table([loader], list(loader))
-    print(f"\ndevice: {device}")
+    print(f"\nCPU: {cpu}; {device}")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out + ".json", "w") as f:
-        json.dump(dict(device=device, jax=jax.__version__, torch=torch.__version__, repeats=repeats, quick=args.quick,
-                       train_step=rows, loader=loader), f, indent=2)  # fmt: skip
+        json.dump(dict(cpu=cpu, device=device, jax=jax.__version__, torch=torch.__version__, threads=args.threads, rounds=rounds,
+                       quick=args.quick, train_step=rows, loader=loader), f, indent=2)  # fmt: skip
     print(f"wrote {args.out}.json")
     return 0
 

@@ -161,6 +161,33 @@ class Dropout(nn.Module):
         return jnp.where(keep, x / (1.0 - self.rate), 0.0).astype(x.dtype)
 
 
+def embedding_lookup(table: Array, ids: Array) -> Array:
+    """Rows `ids` [...] of `table` [V, D] -> [..., D] in the table's dtype. A 16-bit float table is
+    gathered as its raw bits: XLA:CPU otherwise converts the *whole* table to f32 on every call to
+    gather a few rows (23M elements for DistilBERT's vocabulary)."""
+    if jnp.dtype(table.dtype).itemsize != 2 or not jnp.issubdtype(table.dtype, jnp.floating):
+        return jnp.take(table, ids, axis=0)
+    return _half_lookup(table, ids)
+
+
+@jax.custom_vjp
+def _half_lookup(table: Array, ids: Array) -> Array:
+    bits = jax.lax.bitcast_convert_type(table, jnp.uint16)
+    return jax.lax.bitcast_convert_type(jnp.take(bits, ids, axis=0), table.dtype)
+
+
+def _half_lookup_fwd(table, ids):
+    return _half_lookup(table, ids), (jnp.zeros((0,), table.dtype), table.shape, ids)
+
+
+def _half_lookup_bwd(residuals, g):  # the embedding gradient: scatter-add the rows' cotangents
+    dtype, shape, ids = residuals
+    return jnp.zeros(shape, jnp.float32).at[ids].add(g.astype(jnp.float32)).astype(dtype.dtype), None
+
+
+_half_lookup.defvjp(_half_lookup_fwd, _half_lookup_bwd)
+
+
 class Embeddings(nn.Module):
     config: DistilBertConfig
     dtype: Dtype = jnp.float32
@@ -183,7 +210,7 @@ class Embeddings(nn.Module):
     def __call__(self, input_ids: Array | None, inputs_embeds: Array | None, deterministic: bool) -> Array:
         # input_ids [B, T] int  |  inputs_embeds [B, T, D]  ->  [B, T, D] float32
         if input_ids is not None:
-            x = self.word_embeddings(input_ids)
+            x = embedding_lookup(self.word_embeddings.embedding, input_ids).astype(jnp.float32)
         else:
             _ = self.word_embeddings.embedding  # keep the param tree identical in both modes
             x = inputs_embeds.astype(jnp.float32)
@@ -193,7 +220,7 @@ class Embeddings(nn.Module):
                 f"sequence length {seq_len} exceeds max_position_embeddings="
                 f"{self.config.max_position_embeddings}; truncate the input (the tokenizer does by default)"
             )
-        x = x + self.position_embeddings.embedding[None, :seq_len]
+        x = x + embedding_lookup(self.position_embeddings.embedding, jnp.arange(seq_len))[None].astype(jnp.float32)
         x = self.LayerNorm(x)
         return self.dropout(x, deterministic=deterministic)
 
@@ -210,11 +237,13 @@ class MultiHeadSelfAttention(nn.Module):
         # x [B, T, D], mask [B, T] bool  ->  out [B, T, D], weights [B, H, T, T]
         c = self.config
         batch, seq_len, _ = x.shape
-        # q, k, v in one matmul: x @ [Wq | Wk | Wv]
-        kernels, biases = zip(*(dense(c, c.dim, n, self.dtype).weights(c.dim) for n in ("q_lin", "k_lin", "v_lin")))
-        qkv = matmul(x, jnp.concatenate(kernels, 1), self.dtype) + jnp.concatenate(biases)
-        # [B, T, 3·H·Dh] -> q, k, v each [B, H, T, Dh] (heads-major: the batched matmuls run fastest so)
-        q, k, v = qkv.reshape(batch, seq_len, 3, c.n_heads, c.head_dim).transpose(2, 0, 3, 1, 4)
+        # q, k, v as three matmuls: concatenating [Wq | Wk | Wv] for one matmul copies the kernels on
+        # every call (and XLA:CPU runs a bf16 concatenate as f32 with a convert on each side)
+        def heads(name: str) -> Array:  # x [B, T, D] -> [B, H, T, Dh] (heads-major: the batched matmuls run fastest so)
+            y = dense(c, c.dim, name, self.dtype)(x)
+            return y.reshape(batch, seq_len, c.n_heads, c.head_dim).transpose(0, 2, 1, 3)
+
+        q, k, v = heads("q_lin"), heads("k_lin"), heads("v_lin")
         scores = jnp.einsum("bhqd,bhkd->bhqk", (q * c.head_dim**-0.5).astype(self.dtype), k.astype(self.dtype),
                             preferred_element_type=jnp.float32)  # fmt: skip
         scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)

@@ -12,10 +12,10 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
-from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from .config import DistilBertConfig
+from .safetensors_file import SafetensorsError, SafetensorsFile
 from .heads import HEADS, build_model, head_of_architecture
 from .tokenizer import Tokenizer
 from .weights import LoadReport, WeightsError, hf_to_params, params_to_hf
@@ -24,10 +24,10 @@ WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 
 
-def _open_safetensors(path: str):
+def _open_safetensors(path: str) -> SafetensorsFile:
     try:
-        return safe_open(path, framework="numpy")
-    except (SafetensorError, OSError, ValueError) as e:
+        return SafetensorsFile(path)
+    except (SafetensorsError, OSError) as e:
         raise WeightsError(f"{path} is not a readable safetensors file (truncated or another format?): {e}") from None
 
 
@@ -69,7 +69,7 @@ class LazyState(Mapping[str, np.ndarray]):
             self._handles[file] = _open_safetensors(file).__enter__()
         try:
             return self._handles[file].get_tensor(key)
-        except (SafetensorError, OSError, ValueError) as e:
+        except (SafetensorsError, OSError) as e:
             raise WeightsError(f"{file}: cannot read tensor {key!r} (truncated file?): {e}") from None
 
     def __iter__(self):

@@ -19,6 +19,7 @@ from flax import traverse_util
 
 from .heads import DistilBertForMultipleChoice
 from .modeling import DistilBertModel, sinusoidal_table
+from .safetensors_file import to_device
 
 PREFIX = "distilbert."
 TIED_KEY = "vocab_projector.weight"
@@ -133,17 +134,18 @@ def hf_to_params(
                 continue
         path, transpose = target
         array = np.asarray(state[key])
-        if transpose and array.ndim == 2:
-            array = array.T
+        transpose = transpose and array.ndim == 2
+        got = array.shape[::-1] if transpose else array.shape
         want = tuple(expected[path].shape)
-        if array.shape != want:
+        if got != want:
             if ignore_mismatched_sizes and enc_key is None:
-                report.notes.append(f"{key}: checkpoint {tuple(array.shape)} vs model {want}, re-initialised")
+                report.notes.append(f"{key}: checkpoint {tuple(got)} vs model {want}, re-initialised")
                 continue  # left missing: initialised below like any absent head param
-            misshaped.append(f"{key}: checkpoint {tuple(array.shape)} vs model {want}")
+            misshaped.append(f"{key}: checkpoint {tuple(got)} vs model {want}")
             seen_wrong_shape.add(path)
             continue
-        params[path] = jnp.asarray(array, dtype=param_dtype)
+        params[path] = to_device(array, param_dtype, transpose)  # one copy at most, adopted by jax on CPU
+        del array
 
     word_path = encoder_root + ("embeddings", "word_embeddings", "embedding")
     if not into_base and TIED_KEY in state and word_path in params:

@@ -62,7 +62,9 @@ def load_teacher(cfg: TrainConfig, student: nn.Module) -> tuple[nn.Module, dict]
     """The teacher `(model, variables)` of a distillation config, checked against the student."""
     assert cfg.distill is not None
     try:
-        teacher, variables = dj.from_pretrained(cfg.distill.teacher, cfg.head, dtype=DTYPES[cfg.dtype])
+        # the frozen teacher only runs forwards: its params are cast to the compute dtype once, here
+        teacher, variables = dj.from_pretrained(cfg.distill.teacher, cfg.head, dtype=DTYPES[cfg.dtype],
+                                                param_dtype=DTYPES[cfg.dtype])  # fmt: skip
     except FileNotFoundError as e:
         raise ConfigError(f"distill.teacher: {e}") from None
     t, s = teacher.config, student.config
