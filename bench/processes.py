@@ -51,7 +51,8 @@ def _serve() -> None:
         try:
             if msg["op"] == "setup":
                 fn = call_builder(msg["builder"], msg["kwargs"])
-                fn(), fn()  # warm-up: compile, allocator
+                for _ in range(msg.get("warmup", 2)):  # compile, allocator
+                    fn()
                 reply: dict = {"ok": True}
             elif msg["op"] == "time":
                 times = []
@@ -109,13 +110,14 @@ def run_in_fresh_process(builder: str, threads: int, **kwargs) -> dict:
         worker.close()
 
 
-def alternating(cases: dict[str, tuple[str, dict]], rounds: int, per_round: int, threads: int) -> dict[str, list[float]]:
-    """{case: all timed ms}: each case built in its own worker process, then `rounds` rounds in which
-    every case in turn runs `per_round` timed calls."""
+def alternating(cases: dict[str, tuple[str, dict]], rounds: int, per_round: int, threads: int,
+                warmup: int = 2) -> dict[str, list[float]]:  # fmt: skip
+    """{case: all timed ms}: each case built in its own worker process and called `warmup` times, then
+    `rounds` rounds in which every case in turn runs `per_round` timed calls."""
     workers = {name: Worker(threads) for name in cases}
     try:
         for name, (builder, kwargs) in cases.items():
-            workers[name].ask(op="setup", builder=builder, kwargs=kwargs)
+            workers[name].ask(op="setup", builder=builder, kwargs=kwargs, warmup=warmup)
         times: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(rounds):
             for name, worker in workers.items():

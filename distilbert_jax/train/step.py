@@ -33,7 +33,7 @@ def _sums(model: nn.Module, task: Task, teacher_model: nn.Module | None, params:
     # batch: input_ids / attention_mask [B, T] (+ labels) -> additive sums for `task`
     deterministic = rng is None
 
-    def run(params: Any, positions: jax.Array | None, labels: jax.Array | None) -> Sums:
+    def run(positions: jax.Array | None, labels: jax.Array | None) -> Sums:
         extra = {} if positions is None else {"masked_positions": positions}
         out = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
                           deterministic=deterministic, rngs=None if deterministic else {"dropout": rng}, **extra)  # fmt: skip
@@ -44,16 +44,13 @@ def _sums(model: nn.Module, task: Task, teacher_model: nn.Module | None, params:
         return task.sums(out, batch if labels is None else dict(batch, labels=labels), teacher_out)
 
     if task.max_predictions is None:
-        return run(params, None, None)
+        return run(None, None)
     # MLM: project to the vocabulary only at the (at most max_predictions per row) masked positions;
-    # a batch with a row holding more takes the full projection, so the loss is always exact. The
-    # rare full branch is rematerialised: under grad, `cond` keeps both branches' residuals and fills
-    # the untaken one's with zeros, which for the full projection is a [B, T, V] buffer every step.
+    # a batch with a row holding more takes the full projection, so the loss is always exact.
     labels = batch["labels"]
     positions, picked = mlm_positions(labels, task.max_predictions)
     overflow = jnp.any(jnp.sum(labels != -100, axis=1) > task.max_predictions)
-    full = jax.checkpoint(lambda p: run(p, None, None))
-    return jax.lax.cond(overflow, full, lambda p: run(p, positions, picked), params)
+    return jax.lax.cond(overflow, lambda: run(None, None), lambda: run(positions, picked))
 
 
 def split_microbatches(batch: Batch, k: int, mesh: Mesh | None = None) -> Batch:
