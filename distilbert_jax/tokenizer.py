@@ -41,7 +41,44 @@ def _check_texts(texts, name: str) -> list[str]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}: {t!r:.60}")
+        problem = _surrogate_problem(t)
+        if problem:
+            raise ValueError(f"{name}[{i}] {problem}: {t!r:.60}; clean it first, e.g. "
+                             "text.encode('utf-8', 'replace').decode('utf-8')")  # fmt: skip
     return list(texts)
+
+
+def _surrogate_problem(text) -> str | None:
+    """What makes `text` unencodable (a lone surrogate), or None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return (f"holds {text[e.start:e.end]!r} at character {e.start}, a lone surrogate (not valid Unicode; "
+                "was the text decoded with errors='surrogateescape'?)")  # fmt: skip
+    return None
+
+
+def encode_batch(backend: tokenizers.Tokenizer, texts: list, pairs: list | None = None, **kwargs) -> list:
+    """`backend.encode_batch(texts | zip(texts, pairs), **kwargs)`; when it fails, find the failing item
+    and raise a `ValueError` naming it (`texts[i]`, `text_pair[i]`) and the problem, not the library's
+    internal message alone."""
+    inputs = texts if pairs is None else list(zip(texts, pairs))
+    try:
+        return backend.encode_batch(inputs, **kwargs)
+    except Exception as batch_error:  # tokenizers raises bare Exceptions with its internal messages
+        for i, item in enumerate(inputs):
+            try:
+                backend.encode_batch([item], **kwargs)
+            except Exception as e:
+                what = f"texts[{i}] {texts[i]!r:.60}" + ("" if pairs is None else f" with text_pair[{i}] {pairs[i]!r:.60}")
+                problem = _surrogate_problem(texts[i]) or (pairs and _surrogate_problem(pairs[i]))
+                hint = ""
+                if "Truncation error" in str(e) and pairs is not None:
+                    hint = "; with truncation='only_second' / 'only_first' the other text alone must fit max_length"
+                raise ValueError(f"tokenizing {what} failed: {problem or e}{hint}") from None
+        raise ValueError(f"tokenization of {len(inputs)} items failed: {batch_error}") from None
 
 
 def _bert_backend(vocab_path: str, lowercase: bool, strip_accents: bool | None) -> tokenizers.Tokenizer:
@@ -160,10 +197,7 @@ class Tokenizer:
         if strategy:
             self.backend.enable_truncation(limit, strategy=strategy)
         try:
-            inputs = texts if pairs is None else list(zip(texts, pairs))
-            encodings = self.backend.encode_batch(inputs)
-        except Exception as e:  # e.g. only_second truncation where the first text alone is too long
-            raise ValueError(f"tokenization failed: {e}") from None
+            encodings = encode_batch(self.backend, texts, pairs)
         finally:
             self.backend.no_truncation()
 

@@ -13,7 +13,7 @@ import numpy as np
 from .batching import PAD_ROW, BatchIterator, LoopOptions, pack_rows
 from .datasets import TextDataset
 from .mlm import IGNORE, mask_tokens
-from .tokenize_cache import TokenStore, encode_texts
+from .tokenize_cache import TokenStore, encode_batch, encode_texts
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -145,7 +145,8 @@ def token_classification_batches(
 
     def make_batch(rows: np.ndarray, epoch: int) -> dict:
         recs = [ds[int(r)] for r in rows if r != PAD_ROW]
-        encs = iter(tok.backend.encode_batch([r["words"] for r in recs], is_pretokenized=True, add_special_tokens=False)
+        encs = iter(encode_batch(tok.backend, [r["words"] for r in recs], is_pretokenized=True,
+                                 add_special_tokens=False)
                     if recs else [])  # fmt: skip
         recs_it = iter(recs)
         chunks, tag_chunks = [], []

@@ -82,6 +82,10 @@ def test_padding_options(pair):
         ((["word " * 600],), dict(truncation=False), ValueError, "longer than max_length=512"),
         ((["ok"],), dict(padding="left"), ValueError, "padding must be"),
         ((["ok"],), dict(truncation="middle"), ValueError, "truncation must be"),
+        ((["ok", "\ud800x"],), {}, ValueError, r"texts\[1\] holds '\\ud800' at character 0, a lone surrogate"),
+        ((["q"], ["ok", "a\udfffb"][1:]), {}, ValueError, r"text_pair\[0\] holds '\\udfff' at character 1"),
+        ((["short", "word " * 30], ["a", "b"]), dict(truncation="only_second", max_length=10), ValueError,
+         r"tokenizing texts\[1\] 'word word.* with text_pair\[1\] 'b' failed: Truncation error.*other text alone"),
     ],
 )
 def test_bad_input(pair, args, kwargs, error, match):
