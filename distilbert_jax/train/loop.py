@@ -19,11 +19,12 @@ import distilbert_jax as dj
 
 from .checkpoint import Checkpoints
 from .config import TrainConfig
-from .data import BatchSource, DeviceFeeder, make_sources
+from .data import BatchSource, DeviceFeeder
 from .models import build_student, load_teacher
 from .optim import make_optimizer
 from .parallel import check_batch_size, data_mesh, global_batch, initialize_distributed, replicate
 from .reporting import RunLog
+from .sources import make_sources
 from .state import TrainState, create_state
 from .step import jit_train_step, make_eval_step, make_train_step
 from .tasks import Task, task_for
