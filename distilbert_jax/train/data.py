@@ -113,10 +113,12 @@ class DeviceFeeder:
 @dataclasses.dataclass
 class DataSetup:
     """The data side of a run: tokenizer (None for synthetic data), vocabulary size, label count
-    (None: take the config's), the training source and a factory of fresh evaluation sources."""
+    (None: take the config's), the training source, a factory of fresh evaluation sources and the
+    label names (None if unknown)."""
 
     tokenizer: Any
     vocab_size: int
     num_labels: int | None
     train: BatchSource
     make_eval: Callable[[], BatchSource]
+    label_names: tuple[str, ...] | None = None
