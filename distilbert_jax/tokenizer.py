@@ -20,12 +20,14 @@ _TRUNCATION = ("longest_first", "only_first", "only_second")
 class Batch:
     """A tokenized batch. Arrays are [B, T]; `offsets` [B, T, 2] are character spans into the source
     text (into the second text for tokens with `sequence_ids == 1`); `sequence_ids` is 0 / 1 for tokens of
-    the first / second text and -1 for special tokens and padding."""
+    the first / second text and -1 for special tokens and padding. With `return_overflowing_tokens`, each
+    row is one window of a long input and `overflow_to_sample_mapping` [B] names the input it came from."""
 
     input_ids: np.ndarray
     attention_mask: np.ndarray
     offsets: np.ndarray
     sequence_ids: np.ndarray
+    overflow_to_sample_mapping: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -176,11 +178,17 @@ class Tokenizer:
         padding: str = "longest",
         truncation: bool | str = True,
         pad_to_multiple_of: int | None = None,
+        stride: int = 0,
+        return_overflowing_tokens: bool = False,
     ) -> Batch:
         """Tokenize texts (or text pairs, e.g. question + context) into padded [B, T] arrays.
 
         padding: "longest" (to the longest in the batch) or "max_length". truncation: True
-        ("longest_first"), "only_first", "only_second" or False (then a too-long text is an error)."""
+        ("longest_first"), "only_first", "only_second" or False (then a too-long text is an error).
+        `return_overflowing_tokens=True` keeps what truncation cuts off as further rows (windows), each
+        overlapping the previous one by `stride` tokens, with `overflow_to_sample_mapping` [rows] giving
+        each row's input — the same rows as `transformers`' fast tokenizer (e.g. question + long context
+        with `truncation="only_second"`)."""
         texts = _check_texts(texts, "texts")
         pairs = None if text_pair is None else _check_texts(text_pair, "text_pair")
         if pairs is not None and len(pairs) != len(texts):
@@ -194,12 +202,20 @@ class Tokenizer:
         if strategy is not False and strategy not in _TRUNCATION:
             raise ValueError(f"truncation must be True, False or one of {_TRUNCATION}, got {truncation!r}")
 
+        if stride < 0 or (stride and not (strategy and return_overflowing_tokens)):
+            raise ValueError(f"stride must be >= 0 and needs truncation and return_overflowing_tokens=True, "
+                             f"got stride={stride}")  # fmt: skip
         if strategy:
-            self.backend.enable_truncation(limit, strategy=strategy)
+            self.backend.enable_truncation(limit, stride=stride, strategy=strategy)
         try:
             encodings = encode_batch(self.backend, texts, pairs)
         finally:
             self.backend.no_truncation()
+        sample_mapping = None
+        if return_overflowing_tokens:
+            windows = [[e, *e.overflowing] for e in encodings]
+            sample_mapping = np.repeat(np.arange(len(windows)), [len(w) for w in windows]).astype(np.int32)
+            encodings = [w for per_input in windows for w in per_input]
 
         lengths = [len(e.ids) for e in encodings]
         if not strategy and max(lengths) > limit:
@@ -219,7 +235,7 @@ class Tokenizer:
             mask[row, :k] = 1
             offsets[row, :k] = enc.offsets
             seq_ids[row, :k] = [-1 if s is None else s for s in enc.sequence_ids]
-        return Batch(ids, mask, offsets, seq_ids)
+        return Batch(ids, mask, offsets, seq_ids, sample_mapping)
 
     def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = True) -> str:
         """Token ids back to text (WordPiece `##` pieces joined)."""

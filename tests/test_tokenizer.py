@@ -103,3 +103,27 @@ def test_bad_files(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{broken")
     with pytest.raises(ValueError, match="not a valid tokenizers file"):
         dj.Tokenizer.from_pretrained(tmp_path)
+
+
+def test_overflowing_windows_equal_transformers(pair, mixed_texts):
+    """Question + long context split into windows overlapping by `stride`: the same rows, offsets and
+    window → example mapping as DistilBertTokenizerFast(return_overflowing_tokens=True, stride=...)."""
+    ours, hf = pair
+    contexts = [" ".join(mixed_texts[20:60]), "a short context.", mixed_texts[-4]]
+    questions = ["what is it?", "a longer question about the thing here?", "why?"]
+    for max_length, stride in ((64, 16), (48, 0)):
+        b = ours(questions, contexts, max_length=max_length, truncation="only_second", stride=stride,
+                 return_overflowing_tokens=True)  # fmt: skip
+        ref = hf(questions, contexts, max_length=max_length, truncation="only_second", stride=stride, padding=True,
+                 return_overflowing_tokens=True, return_offsets_mapping=True, return_tensors="np")  # fmt: skip
+        assert len(b) > len(questions) + 3
+        np.testing.assert_array_equal(b.input_ids, ref["input_ids"])
+        np.testing.assert_array_equal(b.attention_mask, ref["attention_mask"])
+        np.testing.assert_array_equal(b.offsets, ref["offset_mapping"])
+        np.testing.assert_array_equal(b.overflow_to_sample_mapping, ref["overflow_to_sample_mapping"])
+        for row in range(len(b)):
+            want = [-1 if s is None else s for s in ref.sequence_ids(row)]
+            assert b.sequence_ids[row].tolist() == want
+    assert ours(["x"]).overflow_to_sample_mapping is None
+    with pytest.raises(ValueError, match="stride must be"):
+        ours(["x"], stride=4)
