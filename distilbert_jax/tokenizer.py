@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -114,6 +115,7 @@ class Tokenizer:
 
     def __init__(self, backend: tokenizers.Tokenizer, model_max_length: int = 512, lowercase: bool = True):
         self.backend = backend
+        self._truncation_lock = threading.Lock()
         self.model_max_length = int(model_max_length)
         self.lowercase = lowercase
         backend.no_padding()
@@ -125,6 +127,13 @@ class Tokenizer:
         self.unk_token_id, self.sep_token_id, self.pad_token_id, self.cls_token_id, self.mask_token_id = (
             vocab[t] for t in SPECIAL_TOKENS.values()
         )
+
+    def __getstate__(self) -> dict:  # picklable (a lock is not)
+        return {k: v for k, v in self.__dict__.items() if k != "_truncation_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._truncation_lock = threading.Lock()
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
@@ -205,12 +214,13 @@ class Tokenizer:
         if stride < 0 or (stride and not (strategy and return_overflowing_tokens)):
             raise ValueError(f"stride must be >= 0 and needs truncation and return_overflowing_tokens=True, "
                              f"got stride={stride}")  # fmt: skip
-        if strategy:
-            self.backend.enable_truncation(limit, stride=stride, strategy=strategy)
-        try:
-            encodings = encode_batch(self.backend, texts, pairs)
-        finally:
-            self.backend.no_truncation()
+        with self._truncation_lock:  # truncation is backend state: one call at a time (loader threads)
+            if strategy:
+                self.backend.enable_truncation(limit, stride=stride, strategy=strategy)
+            try:
+                encodings = encode_batch(self.backend, texts, pairs)
+            finally:
+                self.backend.no_truncation()
         sample_mapping = None
         if return_overflowing_tokens:
             windows = [[e, *e.overflowing] for e in encodings]

@@ -66,6 +66,8 @@ def loader_sources(cfg: TrainConfig) -> DataSetup:
     if task == "mlm":
         common["mask_prob"] = d.mask_prob
         extra = {"cache_dir": cache_dir}
+    elif task == "qa":
+        extra = {"stride": d.qa_stride}  # every window of a long context is a row, as run_qa
     else:
         extra = {}
     train = builder(train_ds, tokenizer, seed=cfg.seed, shuffle=d.shuffle, epochs=None, **common, **extra)
