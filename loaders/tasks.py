@@ -196,45 +196,22 @@ def qa_batches(
     → {"input_ids", "attention_mask": [B_local, seq_len], "start_positions", "end_positions": [B_local]} int32."""
     _check_kind(ds, "qa")
     _check_len(seq_len, tok, 4)
-    if stride is not None:
-        return _qa_window_batches(ds, tok, batch_size=batch_size, seq_len=seq_len, stride=stride, **loop)
-
-    def make_batch(rows: np.ndarray, epoch: int) -> dict:
-        n = len(rows)
-        input_ids = np.full((n, seq_len), tok.pad_token_id, np.int32)
-        mask = np.zeros((n, seq_len), np.int32)
-        starts, ends = np.full(n, IGNORE, np.int32), np.full(n, IGNORE, np.int32)
-        real = np.flatnonzero(rows != PAD_ROW)
-        if len(real):
-            recs = [ds[int(rows[i])] for i in real]
-            b = tok([r["question"] for r in recs], [r["text"] for r in recs], max_length=seq_len,
-                    padding="max_length", truncation="only_second")  # fmt: skip
-            input_ids[real], mask[real] = b.input_ids, b.attention_mask
-            for k, (i, r) in enumerate(zip(real, recs)):
-                span = (r["answer_start"], r["answer_start"] + len(r["answer_text"]))
-                starts[i], ends[i] = answer_token_span(b.offsets[k], b.sequence_ids[k], *span)
-        return {"input_ids": input_ids, "attention_mask": mask, "start_positions": starts, "end_positions": ends}
-
-    return BatchIterator(len(ds), make_batch, batch_size=batch_size, **loop)
-
-
-def _qa_windows(tok, recs: list[dict], seq_len: int, stride: int, padding: str = "longest"):
-    return tok([r["question"] for r in recs], [r["text"] for r in recs], max_length=seq_len, padding=padding,
-               truncation="only_second", stride=stride, return_overflowing_tokens=True)  # fmt: skip
-
-
-def _qa_window_batches(ds: TextDataset, tok, *, batch_size: int, seq_len: int, stride: int,
-                       **loop: Unpack[LoopOptions]) -> BatchIterator:  # fmt: skip
-    if not 0 <= stride < seq_len // 2:
+    if stride is not None and not 0 <= stride < seq_len // 2:
         raise ValueError(f"stride must be in [0, seq_len // 2 = {seq_len // 2}), got {stride}")
-    chunk = 512
-    example_of = []  # window row -> (example, window within the example)
-    for lo in range(0, len(ds), chunk):
-        recs = [ds[i] for i in range(lo, min(lo + chunk, len(ds)))]
-        mapping = _qa_windows(tok, recs, seq_len, stride).overflow_to_sample_mapping
-        counts = np.bincount(mapping, minlength=len(recs))
-        example_of += [(lo + i, w) for i in range(len(recs)) for w in range(counts[i])]
-    windows = np.asarray(example_of, np.int64).reshape(-1, 2)
+
+    def tokenize(recs: list[dict], padding: str = "max_length"):
+        return tok([r["question"] for r in recs], [r["text"] for r in recs], max_length=seq_len, padding=padding,
+                   truncation="only_second", stride=stride or 0, return_overflowing_tokens=stride is not None)  # fmt: skip
+
+    # row -> (example, window of the example): one row per example, or one per window counted up front
+    windows = np.stack([np.arange(len(ds)), np.zeros(len(ds), np.int64)], 1)
+    if stride is not None:
+        counts = []
+        for lo in range(0, len(ds), 512):
+            recs = [ds[i] for i in range(lo, min(lo + 512, len(ds)))]
+            counts.append(np.bincount(tokenize(recs, "longest").overflow_to_sample_mapping, minlength=len(recs)))
+        counts = np.concatenate(counts)
+        windows = np.stack([np.repeat(np.arange(len(ds)), counts), np.concatenate([np.arange(c) for c in counts])], 1)
 
     def make_batch(rows: np.ndarray, epoch: int) -> dict:
         n = len(rows)
@@ -245,11 +222,13 @@ def _qa_window_batches(ds: TextDataset, tok, *, batch_size: int, seq_len: int, s
         if len(real):
             examples = sorted({int(windows[rows[i], 0]) for i in real})
             recs = [ds[e] for e in examples]
-            b = _qa_windows(tok, recs, seq_len, stride, padding="max_length")
-            first_row = {e: int(np.argmax(b.overflow_to_sample_mapping == k)) for k, e in enumerate(examples)}
+            b = tokenize(recs)
+            mapping = np.arange(len(examples)) if stride is None else b.overflow_to_sample_mapping
+            first_row = np.searchsorted(mapping, np.arange(len(examples)))  # each example's first row of b
             for i in real:
                 example, window = windows[rows[i]]
-                row, rec = first_row[int(example)] + int(window), recs[examples.index(int(example))]
+                k = examples.index(int(example))
+                row, rec = first_row[k] + int(window), recs[k]
                 input_ids[i], mask[i] = b.input_ids[row], b.attention_mask[row]
                 span = (rec["answer_start"], rec["answer_start"] + len(rec["answer_text"]))
                 starts[i], ends[i] = answer_token_span(b.offsets[row], b.sequence_ids[row], *span)
