@@ -30,6 +30,8 @@ def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     """An uninitialised C-contiguous array whose data starts on an `ALIGN`-byte boundary."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes == 0:  # nothing to align (numpy may place an empty view anywhere)
+        return np.empty(shape, dtype)
     raw = np.empty(nbytes + ALIGN, np.uint8)
     start = -raw.ctypes.data % ALIGN
     return raw[start : start + nbytes].view(dtype).reshape(shape)

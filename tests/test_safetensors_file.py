@@ -39,7 +39,7 @@ def test_reads_every_dtype_aligned(mixed_file):
             got = f.get_tensor(key)
             assert got.dtype == want.dtype and got.shape == want.shape
             np.testing.assert_array_equal(got, want)
-            assert got.ctypes.data % ALIGN == 0 and got.flags.c_contiguous
+            assert got.flags.c_contiguous and (got.size == 0 or got.ctypes.data % ALIGN == 0)
 
 
 def test_broken_files_name_the_problem(mixed_file, tmp_path):
