@@ -30,6 +30,25 @@ def test_embed_matches_manual_pooling(encoder):
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
 
 
+def test_embed_sorts_by_length_keeps_order_and_bounds_compilations(encoder):
+    """Many texts of mixed lengths (several tokenizer windows): rows come back in input order, equal to
+    embedding each text alone, and the encoder compiles once per length bucket at most."""
+    from distilbert_jax.inference import pool_hidden
+
+    model, variables, tok = encoder
+    rng = np.random.default_rng(0)
+    words = "json module paths files handled here data value list".split()
+    texts = [" ".join(rng.choice(words, size=int(n))) for n in rng.integers(1, 100, size=300)]
+    pool_hidden.clear_cache()
+    got = dj.embed(model, variables, tok, texts, batch_size=2)  # windows of 128 texts
+    limit = model.config.max_position_embeddings
+    assert pool_hidden._cache_size() <= limit // 32
+    for i in (0, 1, 150, 299):
+        b = tok([texts[i]])
+        h = np.asarray(model.apply(variables, b.input_ids, b.attention_mask).last_hidden_state[0])
+        np.testing.assert_allclose(got[i], h.mean(0), atol=1e-5)
+
+
 def test_embed_errors(encoder):
     model, variables, tok = encoder
     with pytest.raises(ValueError, match="pooling"):
