@@ -12,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .heads import DistilBertForMultipleChoice, DistilBertForQuestionAnswering
+from .sentence import SENTENCE_POOLINGS
 from .tokenizer import Tokenizer, _check_texts
 
-POOLINGS = ("cls", "mean")
+POOLINGS = SENTENCE_POOLINGS
 
 
 def _bucket(n: int, limit: int, multiple: int = 32) -> int:
@@ -22,15 +23,26 @@ def _bucket(n: int, limit: int, multiple: int = 32) -> int:
     return min(limit, -(-n // multiple) * multiple)
 
 
+def _pool(hidden: jax.Array, attention_mask: jax.Array, mode: str) -> jax.Array:
+    # hidden [B, T, D], attention_mask [B, T] -> [B, D], as sentence-transformers' Pooling
+    mask = attention_mask.astype(jnp.float32)[..., None]
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "max":
+        return jnp.where(mask > 0, hidden, -jnp.inf).max(1)
+    total, count = (hidden * mask).sum(1), jnp.maximum(mask.sum(1), 1e-9)
+    return total / (count if mode == "mean" else jnp.sqrt(count))
+
+
 @functools.partial(jax.jit, static_argnames=("model", "pooling", "normalize"))
-def pool_hidden(model: nn.Module, variables, input_ids, attention_mask, pooling: str, normalize: bool):
-    """Encode [B, T] ids and pool to [B, D]: "cls" = first token, "mean" = mean over real tokens."""
+def pool_hidden(model: nn.Module, variables, input_ids, attention_mask, pooling: str | tuple[str, ...],
+                normalize: bool):  # fmt: skip
+    """Encode [B, T] ids and pool to [B, D] (× number of modes): "cls" = first token, "mean" = mean over
+    real tokens, "max" = max over real tokens, "mean_sqrt_len_tokens" = sum / sqrt(length); several
+    modes are concatenated in order."""
     hidden = model.apply(variables, input_ids, attention_mask).last_hidden_state.astype(jnp.float32)
-    if pooling == "cls":
-        pooled = hidden[:, 0]
-    else:
-        mask = attention_mask.astype(jnp.float32)[..., None]
-        pooled = (hidden * mask).sum(1) / jnp.maximum(mask.sum(1), 1.0)
+    modes = (pooling,) if isinstance(pooling, str) else pooling
+    pooled = jnp.concatenate([_pool(hidden, attention_mask, mode) for mode in modes], axis=-1)
     if normalize:
         pooled = pooled / jnp.maximum(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
     return pooled
@@ -42,15 +54,22 @@ def embed(
     tokenizer: Tokenizer,
     texts: str | Sequence[str],
     *,
-    pooling: str = "mean",
+    pooling: str | Sequence[str] | None = None,
     batch_size: int = 32,
     max_length: int | None = None,
-    normalize: bool = False,
+    normalize: bool | None = None,
 ) -> np.ndarray:
     """Embed texts as [N, D] float32: tokenized in batches (truncated to `max_length`), encoded under
-    jit, pooled with "cls" or masked "mean". Works with the bare model or any single-sequence head."""
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    jit, pooled with "cls", masked "mean", "max" or "mean_sqrt_len_tokens" (a list concatenates several).
+    Works with the bare model or any single-sequence head. `pooling` / `normalize` default to the model's
+    sentence-transformers settings (`config.pooling`, `config.normalize_embeddings`), else "mean" / False."""
+    config = model.config
+    if pooling is None:
+        pooling = config.pooling or ("mean",)
+    modes = (pooling,) if isinstance(pooling, str) else tuple(pooling)
+    if not modes or any(mode not in POOLINGS for mode in modes):
+        raise ValueError(f"pooling must be one of {POOLINGS} (or a list of them), got {pooling!r}")
+    normalize = config.normalize_embeddings if normalize is None else bool(normalize)
     if isinstance(model, DistilBertForMultipleChoice):
         raise ValueError("embed needs a single-sequence model; load the multiple-choice checkpoint with head='base'")
     if batch_size < 1:
@@ -67,7 +86,7 @@ def embed(
         ids[: len(chunk), : batch.input_ids.shape[1]] = batch.input_ids
         mask[: len(chunk), : batch.input_ids.shape[1]] = batch.attention_mask
         mask[len(chunk) :, 0] = 1  # filler rows: one visible token, discarded below
-        pooled = pool_hidden(model, variables, jnp.asarray(ids), jnp.asarray(mask), pooling, normalize)
+        pooled = pool_hidden(model, variables, jnp.asarray(ids), jnp.asarray(mask), modes, normalize)
         out.append(np.asarray(pooled)[: len(chunk)])
     return np.concatenate(out)
 
