@@ -109,11 +109,15 @@ class Tokenizer:
         if not os.path.isdir(path):
             raise FileNotFoundError(f"tokenizer directory {path} does not exist")
         sentence = read_sentence_transformers(path)
-        if sentence is not None:
-            tok = cls.from_pretrained(sentence.transformer_path)
-            if sentence.max_seq_length:
-                tok.model_max_length = sentence.max_seq_length
-            return tok
+        if sentence is None:
+            return cls._from_hf_dir(path)
+        tok = cls._from_hf_dir(sentence.transformer_path)
+        if sentence.max_seq_length:
+            tok.model_max_length = sentence.max_seq_length
+        return tok
+
+    @classmethod
+    def _from_hf_dir(cls, path: str) -> "Tokenizer":
         cfg: dict = {}
         cfg_path = os.path.join(path, "tokenizer_config.json")
         if os.path.isfile(cfg_path):
