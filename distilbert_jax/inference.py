@@ -162,7 +162,8 @@ def answer_questions(
         raise ValueError(f"answer_questions needs a question_answering model, got {type(model).__name__}")
     questions, contexts = _check_texts(questions, "questions"), _check_texts(contexts, "contexts")
     batch = tokenizer(questions, contexts, max_length=max_length, truncation="only_second")
-    out = jax.jit(model.apply)(variables, jnp.asarray(batch.input_ids), jnp.asarray(batch.attention_mask))
+    out = jax.jit(model.apply)(variables, jnp.asarray(batch.input_ids), jnp.asarray(batch.attention_mask),
+                               token_type_ids=jnp.asarray(batch.token_type_ids))  # BERT: question 0, context 1
     starts, ends = np.asarray(out.start_logits), np.asarray(out.end_logits)
     answers = []
     for i, context in enumerate(contexts):

@@ -103,10 +103,15 @@ def path_to_hf_key(path: tuple[str, ...]) -> str:
     return ".".join(path[:-1] + (_FLAX_TO_HF[path[-1]],))
 
 
+def modern_layer_norm_key(key: str) -> str:
+    """Old-style (TF-era) `….LayerNorm.gamma` / `beta` -> `….LayerNorm.weight` / `bias`."""
+    return _OLD_LAYER_NORM.sub(lambda m: f"{m[1]}.{'weight' if m[2] == 'gamma' else 'bias'}", key)
+
+
 def bert_to_key(key: str) -> str:
     """A BERT checkpoint key -> ours (`bert.` -> `distilbert.`, BERT module names -> DistilBERT's,
     `LayerNorm.gamma/beta` -> `LayerNorm.weight/bias`); keys it does not know come back unchanged."""
-    key = _OLD_LAYER_NORM.sub(lambda m: f"{m[1]}.{'weight' if m[2] == 'gamma' else 'bias'}", key)
+    key = modern_layer_norm_key(key)
     key = BERT_ALIASES.get(key, key)
     prefix = ""
     if key.startswith("bert."):
@@ -136,7 +141,7 @@ def _source_keys(state: Mapping[str, np.ndarray], bert: bool) -> tuple[dict[str,
     names: dict[str, str] = {}
     duplicates = []
     for key in state:
-        ours = bert_to_key(key) if bert else _OLD_LAYER_NORM.sub(lambda m: f"{m[1]}.{'weight' if m[2] == 'gamma' else 'bias'}", key)
+        ours = bert_to_key(key) if bert else modern_layer_norm_key(key)
         if IGNORED_KEYS.match(ours):
             continue
         if ours in names:  # e.g. cls.predictions.bias and its tied copy cls.predictions.decoder.bias
