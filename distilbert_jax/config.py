@@ -46,8 +46,7 @@ class DistilBertConfig:
     LayerNorm eps `layer_norm_eps`, a pooler (dense + tanh on the first token) under the classifiers,
     and BERT's head dropouts (`classifier_dropout`, else `dropout`). `pooling` / `normalize_embeddings`
     hold a sentence-transformers directory's pooling ("cls", "max", "mean", "mean_sqrt_len_tokens";
-    several are concatenated)
-    and are what `embed` applies by default."""
+    several are concatenated), which `embed` applies by default; they are not part of `config.json`."""
 
     vocab_size: int = 30522
     dim: int = 768

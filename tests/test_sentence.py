@@ -35,7 +35,10 @@ def st_dir(vocab_dir, tmp_path_factory):
             p.add_(torch.randn(p.shape) * 0.05)
     model.save_pretrained(bert)
     tok.save_pretrained(bert)
-    from sentence_transformers import models
+    try:  # sentence-transformers >= 6 (the old `models` path warns there)
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:
+        from sentence_transformers import models
     transformer = models.Transformer(str(bert), max_seq_length=24)
     st = sentence_transformers.SentenceTransformer(
         modules=[transformer, models.Pooling(32, pooling_mode="cls"), models.Normalize()], device="cpu"
