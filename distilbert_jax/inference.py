@@ -155,19 +155,46 @@ def answer_questions(
     *,
     max_length: int = 384,
     max_answer_length: int = 30,
+    stride: int | None = None,
+    batch_size: int = 32,
 ) -> list[Answer | None]:
-    """Answer each question from its context with a question-answering model (context truncated to
-    fit `max_length`); None where no context token survived truncation."""
+    """Answer each question from its context with a question-answering model. A context longer than
+    `max_length` allows is split into windows overlapping by `stride` tokens (default min(128,
+    max_length // 2), as the `transformers` pipeline); every window is scored and the best span of any
+    window (highest p(start)·p(end) within its window) is the answer. None where no context token fits."""
     if not isinstance(model, DistilBertForQuestionAnswering):
         raise ValueError(f"answer_questions needs a question_answering model, got {type(model).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     questions, contexts = _check_texts(questions, "questions"), _check_texts(contexts, "contexts")
-    batch = tokenizer(questions, contexts, max_length=max_length, truncation="only_second")
-    out = jax.jit(model.apply)(variables, jnp.asarray(batch.input_ids), jnp.asarray(batch.attention_mask),
-                               token_type_ids=jnp.asarray(batch.token_type_ids))  # BERT: question 0, context 1
-    starts, ends = np.asarray(out.start_logits), np.asarray(out.end_logits)
-    answers = []
-    for i, context in enumerate(contexts):
-        best = decode_answer(starts[i], ends[i], batch.offsets[i], batch.sequence_ids[i], context,
-                             max_answer_length=max_answer_length)  # fmt: skip
-        answers.append(best[0] if best else None)
-    return answers
+    if len(questions) != len(contexts):
+        raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
+    stride = min(128, max_length // 2) if stride is None else stride
+    batch = tokenizer(questions, contexts, max_length=max_length, truncation="only_second", stride=stride,
+                      return_overflowing_tokens=True)  # fmt: skip
+    starts, ends = _qa_logits(model, variables, batch.input_ids, batch.attention_mask, batch.token_type_ids,
+                              batch_size)  # fmt: skip
+    best: list[Answer | None] = [None] * len(contexts)
+    for row, i in enumerate(batch.overflow_to_sample_mapping):
+        found = decode_answer(starts[row], ends[row], batch.offsets[row], batch.sequence_ids[row], contexts[i],
+                              max_answer_length=max_answer_length)  # fmt: skip
+        if found and (best[i] is None or found[0].score > best[i].score):
+            best[i] = found[0]
+    return best
+
+
+def _qa_logits(model: nn.Module, variables: dict, ids: np.ndarray, mask: np.ndarray, types: np.ndarray,
+               batch_size: int):  # fmt: skip
+    """(start, end) logits [N, T] of N rows, run in jitted chunks of `batch_size` rows (the last padded).
+    `types` are the segment ids (question 0, context 1) BERT models read."""
+    apply = jax.jit(model.apply)
+    starts, ends = [], []
+    for lo in range(0, len(ids), batch_size):
+        chunk = [a[lo : lo + batch_size] for a in (ids, mask, types)]
+        n = len(chunk[0])
+        if len(ids) > batch_size and n < batch_size:  # same shape as the other chunks: no recompilation
+            chunk = [np.concatenate([a, np.repeat(a[:1], batch_size - n, 0)]) for a in chunk]
+        out = apply(variables, *map(jnp.asarray, chunk[:2]), token_type_ids=jnp.asarray(chunk[2]))
+        starts.append(np.asarray(out.start_logits)[:n])
+        ends.append(np.asarray(out.end_logits)[:n])
+    return np.concatenate(starts), np.concatenate(ends)

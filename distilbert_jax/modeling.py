@@ -20,6 +20,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 
 from .config import DistilBertConfig
 
@@ -164,6 +165,40 @@ class Dropout(nn.Module):
         return jnp.where(keep, x / (1.0 - self.rate), 0.0).astype(x.dtype)
 
 
+def check_input_ids(input_ids: Array, vocab_size: int) -> None:
+    """Raise `ValueError` naming the ids of `input_ids` [B, T] outside [0, vocab_size) and where they are.
+    Under a trace (jit, grad, vmap) the values are unknown: there it adds a `jax.experimental.checkify`
+    check instead, reported by a `checkify.checkify`-wrapped caller (see `checked_apply`)."""
+    if isinstance(input_ids, jax.core.Tracer):
+        bad = (input_ids < 0) | (input_ids >= vocab_size)
+        first = jnp.argmax(bad.reshape(-1))
+        checkify.check(
+            ~bad.any(),
+            f"input_ids hold {{count}} id(s) outside the vocabulary [0, {vocab_size}), "
+            f"first {{value}} at flat index {{index}} of shape {tuple(input_ids.shape)}",
+            count=bad.sum(), value=input_ids.reshape(-1)[first], index=first,
+        )  # fmt: skip
+        return
+    ids = np.asarray(input_ids)
+    bad = np.argwhere((ids < 0) | (ids >= vocab_size))
+    if len(bad):
+        shown = ", ".join(f"{int(ids[tuple(i)])} at {tuple(int(j) for j in i)}" for i in bad[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise ValueError(
+            f"input_ids hold {len(bad)} id(s) outside the vocabulary [0, vocab_size={vocab_size}): "
+            f"{shown}{more}; does the tokenizer match the model's config?"
+        )
+
+
+def ids_for_lookup(input_ids: Array, vocab_size: int) -> Array:
+    """`input_ids` checked (concrete: `check_input_ids` raises; traced: unchecked) with negative ids
+    mapped out of range, so that under `jit` every out-of-vocabulary id, negative or ≥ vocab_size,
+    embeds as NaN (the embedding lookup's fill value) instead of wrapping around silently."""
+    if not isinstance(input_ids, jax.core.Tracer):
+        check_input_ids(input_ids, vocab_size)
+    return jnp.where(input_ids < 0, vocab_size, input_ids)
+
+
 class Embeddings(nn.Module):
     config: DistilBertConfig
     dtype: Dtype = jnp.float32
@@ -190,7 +225,7 @@ class Embeddings(nn.Module):
                  token_type_ids: Array | None = None) -> Array:  # fmt: skip
         # input_ids [B, T] int  |  inputs_embeds [B, T, D]; token_type_ids [B, T] (BERT)  ->  [B, T, D] float32
         if input_ids is not None:
-            x = self.word_embeddings(input_ids)
+            x = self.word_embeddings(ids_for_lookup(input_ids, self.config.vocab_size))
         else:
             _ = self.word_embeddings.embedding  # keep the param tree identical in both modes
             x = inputs_embeds.astype(jnp.float32)
@@ -381,3 +416,25 @@ class DistilBertModel(nn.Module):
     def word_matrix(self) -> Array:
         """The word-embedding matrix [V, D] (tied to the masked-LM projector)."""
         return self.embeddings.word_matrix()
+
+
+def checked_apply(model: nn.Module) -> Any:
+    """`model.apply` jitted with a runtime check of the token ids: `checked_apply(model)(params,
+    input_ids, attention_mask, **kwargs)` raises `checkify.JaxRuntimeError` naming an id outside
+    [0, vocab_size) (plain `jax.jit(model.apply)` gives NaN outputs for such ids instead)."""
+    vocab_size = model.config.vocab_size
+
+    def apply(variables, input_ids=None, attention_mask=None, **kwargs):
+        if input_ids is not None:
+            check_input_ids(input_ids, vocab_size)
+        return model.apply(variables, input_ids, attention_mask, **kwargs)
+
+    checked = jax.jit(checkify.checkify(apply, errors=checkify.user_checks),
+                      static_argnames=("deterministic", "output_hidden_states", "output_attentions"))  # fmt: skip
+
+    def run(variables, input_ids=None, attention_mask=None, **kwargs):
+        err, out = checked(variables, input_ids, attention_mask, **kwargs)
+        err.throw()
+        return out
+
+    return run

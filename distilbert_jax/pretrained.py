@@ -33,6 +33,19 @@ def _open_safetensors(path: str):
         raise WeightsError(f"{path} is not a readable safetensors file (truncated or another format?): {e}") from None
 
 
+def _is_plain_file_name(name: object) -> bool:
+    """Whether a shard name from an index is a file name inside the directory (no path parts)."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and os.path.basename(name) == name
+        and not os.path.isabs(name)
+        and not os.path.splitdrive(name)[0]
+    )
+
+
 def _weight_map(path: str) -> dict[str, str]:
     """{HF key: safetensors file} for a directory (single file or sharded index) or one file."""
     if os.path.isfile(path):
@@ -45,6 +58,12 @@ def _weight_map(path: str) -> dict[str, str]:
                 weight_map: dict[str, str] = json.load(f)["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise WeightsError(f"{index} is not a valid safetensors index (needs 'weight_map'): {e}") from None
+        outside = sorted({str(f) for f in weight_map.values() if not _is_plain_file_name(f)})
+        if outside:
+            raise WeightsError(
+                f"{index} names shard files outside the checkpoint directory {path}: {outside}; only plain "
+                "file names inside it are accepted"
+            )
         missing = sorted({f for f in weight_map.values() if not os.path.isfile(os.path.join(path, f))})
         if missing:
             raise WeightsError(f"{index} names shard files that do not exist: {missing}")
@@ -154,6 +173,8 @@ def from_pretrained(
                                              ignore_mismatched_sizes=ignore_mismatched_sizes)  # fmt: skip
     except WeightsError as e:
         raise WeightsError(f"{path}: {e}") from None
+    for note in report.warnings():
+        warnings.warn(f"{path}: {note}", stacklevel=2)
     if report.initialized:
         warnings.warn(
             f"{path}: {len(report.initialized)} {head} head params were not in the checkpoint (or had another "

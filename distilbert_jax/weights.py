@@ -83,6 +83,19 @@ class LoadReport:
     initialized: list[str] = dataclasses.field(default_factory=list)
     unused: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    nonfinite: list[str] = dataclasses.field(default_factory=list)  # keys holding NaN / Inf
+
+    def warnings(self) -> list[str]:
+        """The messages `from_pretrained` warns with: non-finite weights and unused checkpoint keys."""
+        out = []
+        if self.nonfinite:
+            out.append(f"{len(self.nonfinite)} checkpoint tensors hold NaN / Inf values: " + "; ".join(self.nonfinite))
+        if self.unused:
+            out.append(
+                f"{len(self.unused)} checkpoint keys are not used by this model (another head's weights?): "
+                + ", ".join(self.unused)
+            )
+        return out
 
 
 def _kind(module: str) -> str:
@@ -233,6 +246,7 @@ def hf_to_params(
             misshaped.append(f"{source}: checkpoint {tuple(array.shape)} vs model {want}")
             seen_wrong_shape.add(path)
             continue
+        _note_nonfinite(key, array, report)
         params[path] = jnp.asarray(array, dtype=param_dtype)
 
     word_path = encoder_root + ("embeddings", "word_embeddings", "embedding")
@@ -282,6 +296,19 @@ def hf_to_params(
             params[path] = init[path].astype(param_dtype)
         report.initialized = sorted(display(path_to_hf_key(p)) for p in fresh)
     return {"params": traverse_util.unflatten_dict(params)}, report
+
+
+def _note_nonfinite(key: str, array: np.ndarray, report: LoadReport) -> None:
+    """Record in the report (`nonfinite` and `notes`) a tensor holding NaN or Inf."""
+    if array.dtype.kind in "biu":
+        return
+    array = array.astype(np.float32, copy=False)  # bf16 / fp16 too
+    if np.isfinite(array).all():
+        return
+    n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+    entry = f"{key} ({n_nan} NaN, {n_inf} Inf of {array.size})"
+    report.nonfinite.append(entry)
+    report.notes.append(f"non-finite values in {entry}")
 
 
 def _fresh_params(model: nn.Module, rng: jax.Array) -> dict[tuple[str, ...], jax.Array]:

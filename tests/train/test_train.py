@@ -14,7 +14,7 @@ import pytest
 import distilbert_jax as dj
 from distilbert_jax.train import Checkpoints, ConfigError, TrainingDiverged, enable_compile_cache, train
 from distilbert_jax.train.config import TINY_MODEL, tiny_config
-from distilbert_jax.train.data import make_sources
+from distilbert_jax.train.sources import make_sources
 
 enable_compile_cache()
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
