@@ -143,6 +143,13 @@ def test_token_type_ids(hf_dir, vocab_dir, tmp_path):
     for name in ("input_ids", "token_type_ids", "attention_mask"):
         np.testing.assert_array_equal(getattr(ours, name), ref[name], err_msg=name)
     assert set(np.unique(ours.token_type_ids)) == {0, 1}
+    # overflowing windows of a long pair keep their segment ids too
+    windows = tok(first, [second[0] * 20, second[1]], max_length=24, truncation="only_second", stride=4,
+                  return_overflowing_tokens=True)  # fmt: skip
+    ref = theirs(first, [second[0] * 20, second[1]], max_length=24, truncation="only_second", stride=4,
+                 return_overflowing_tokens=True, padding=True, return_tensors="np")  # fmt: skip
+    assert len(windows) > 2
+    np.testing.assert_array_equal(windows.token_type_ids, ref["token_type_ids"])
     np.testing.assert_array_equal(tok(first).token_type_ids, 0)
     # a BERT model saved with the tokenizer: transformers' AutoTokenizer gives token types too
     path, _ = hf_dir("base", arch="bert")
