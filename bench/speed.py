@@ -1,8 +1,8 @@
 """Forward latency of distilbert_jax vs PyTorch `transformers`, two ways, plus load time and memory.
 
-    python -m bench.speed [--quick] [--rounds 5] [--per-round 3] [--out results/speed]
+    python -m bench.speed [--quick] [--rounds 5] [--per-round 3] [--arch distilbert bert] [--out results/speed]
 
-For each case (size small|big, batch 1|8, seq 128, fp32 | bf16) it times:
+For each case (DistilBERT size small|big and BERT-base, batch 1|8, seq 128, fp32 | bf16) it times:
 - **separate processes** (the figures the targets use): our forward and torch's each in its own
   worker process (`bench.processes`), same thread count, alternating rounds of calls; medians.
 - **interleaved in one process** (one JAX call, one torch call, repeat): shown for comparison — on a
@@ -33,7 +33,7 @@ from bench.common import cpu_description, hf_model, print_table, torch_reference
 from bench.corpus import sentences, train_vocab
 from bench.processes import alternating, call_builder, medians, reset_peak_rss, run_in_fresh_process, threads, vm_kib
 
-# (size, batch) -> the most ours-ms / torch-ms (same dtype) asked for, separate processes
+# DistilBERT (size, batch) -> the most ours-ms / torch-ms (same dtype) asked for, separate processes
 TARGETS = {("big", 1): 1.0, ("big", 8): 0.9, ("small", 1): 1.0}
 DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
 
@@ -133,7 +133,7 @@ def torch_load(path: str) -> dict:
 
 
 # ---- cases --------------------------------------------------------------------------------------
-def forward_case(path: str, size: str, batch: int, seq: int, rounds: int, per_round: int, n_threads: int,
+def forward_case(path: str, arch: str, size: str, batch: int, seq: int, rounds: int, per_round: int, n_threads: int,
                  interleaved_repeats: int) -> list[dict]:  # fmt: skip
     """Rows for one shape: separate-process and interleaved medians, fp32 and bf16."""
     cases = {
@@ -148,10 +148,10 @@ def forward_case(path: str, size: str, batch: int, seq: int, rounds: int, per_ro
     rows = []
     for dtype in DTYPES:
         ours, theirs = separate[f"jax_{dtype}"], separate[f"torch_{dtype}"]
-        target = TARGETS.get((size, batch))
+        target = TARGETS.get((size, batch)) if arch == "distilbert" else None
         ratio = ours / theirs
         rows.append(dict(
-            size=size, batch=batch, seq=seq, dtype=dtype, ours_ms=round(ours, 2), torch_ms=round(theirs, 2),
+            model=arch, size=size, batch=batch, seq=seq, dtype=dtype, ours_ms=round(ours, 2), torch_ms=round(theirs, 2),
             ours_over_torch=round(ratio, 2), target=f"<= {target}" if target else "",
             met="" if target is None else ("yes" if ratio <= target else "NO"),
             ours_gflops=round(flops / ours / 1e6, 1), torch_gflops=round(flops / theirs / 1e6, 1),
@@ -201,7 +201,7 @@ def tokenizer_case(n: int, repeats: int) -> dict:
                 ratio=round(ms["hf"] / ms["ours"], 2), ours_tokens_per_s=int(tokens / ms["ours"] * 1e3))  # fmt: skip
 
 
-FORWARD_COLUMNS = ["size", "batch", "seq", "dtype", "ours_ms", "torch_ms", "ours_over_torch", "target", "met", "ours_gflops",
+FORWARD_COLUMNS = ["model", "size", "batch", "seq", "dtype", "ours_ms", "torch_ms", "ours_over_torch", "target", "met", "ours_gflops",
                    "torch_gflops", "interleaved_ours_ms", "interleaved_torch_ms"]  # fmt: skip
 
 
@@ -211,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds per case (default 7, quick 3)")
     parser.add_argument("--per-round", type=int, default=3, help="timed calls per case per round")
     parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--arch", nargs="+", choices=("distilbert", "bert"), default=["distilbert", "bert"],
+                        help="models to time: DistilBERT small + base, and/or BERT-base (default both)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads of each framework")
     parser.add_argument("--out", default="results/speed", help="writes <out>.json and <out>.md")
     args = parser.parse_args(argv)
@@ -220,14 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU: {cpu}", file=sys.stderr)
     rows, load = [], None
     with tempfile.TemporaryDirectory() as tmp:
-        for size in ("small", "big"):
-            path = os.path.join(tmp, size)
-            hf_model("base", size, randomize=False).save_pretrained(path)
+        models = [(arch, size) for arch in args.arch for size in (("small", "big") if arch == "distilbert" else ("big",))]
+        for arch, size in models:
+            path = os.path.join(tmp, f"{arch}-{size}")
+            hf_model("base", size, randomize=False, arch=arch).save_pretrained(path)
             for batch in (1, 8):
-                print(f"  timing {size} batch {batch} ...", file=sys.stderr)
-                rows += forward_case(path, size, batch, args.seq_len, rounds, args.per_round, args.threads,
+                print(f"  timing {arch} {size} batch {batch} ...", file=sys.stderr)
+                rows += forward_case(path, arch, size, batch, args.seq_len, rounds, args.per_round, args.threads,
                                      rounds * args.per_round)  # fmt: skip
-            if size == "big":
+            if (arch, size) == ("distilbert", "big"):
                 print("  load time and memory ...", file=sys.stderr)
                 load = load_case(path, args.threads, 3 if args.quick else 5)
     print("  matmul peak ...", file=sys.stderr)
@@ -239,11 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, FORWARD_COLUMNS)
     print("\nMatmul peak of this machine (GFLOP/s):")
     print_table(peak, list(peak[0]))
-    print("\nLoading the big checkpoint (fresh process each; peak RSS growth from VmHWM):")
-    print_table([load], list(load))
+    if load:
+        print("\nLoading the big DistilBERT checkpoint (fresh process each; peak RSS growth from VmHWM):")
+        print_table([load], list(load))
     print("\nTokenizer, 1000 sentences, pad/truncate to 128:")
     print_table([tok], list(tok))
-    checks = [r for r in rows if r["met"]] + [load]
+    checks = [r for r in rows if r["met"]] + ([load] if load else [])
     missed = [r for r in checks if r["met"] == "NO"]
     print(f"\nCPU: {cpu}; {device}; targets met: {len(checks) - len(missed)}/{len(checks)}")
 

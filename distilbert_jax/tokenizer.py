@@ -1,5 +1,5 @@
-"""WordPiece tokenizer for DistilBERT through the `tokenizers` library (same ids as HF's
-`DistilBertTokenizerFast`), returning padded numpy arrays."""
+"""WordPiece tokenizer for DistilBERT and BERT through the `tokenizers` library (same ids as HF's
+`DistilBertTokenizerFast` / `BertTokenizerFast`, token types included), returning padded numpy arrays."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import numpy as np
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
+from .sentence import read_sentence_transformers
+
 SPECIAL_TOKENS = {"unk": "[UNK]", "sep": "[SEP]", "pad": "[PAD]", "cls": "[CLS]", "mask": "[MASK]"}
 _TRUNCATION = ("longest_first", "only_first", "only_second")
 
@@ -22,13 +24,16 @@ class Batch:
     """A tokenized batch. Arrays are [B, T]; `offsets` [B, T, 2] are character spans into the source
     text (into the second text for tokens with `sequence_ids == 1`); `sequence_ids` is 0 / 1 for tokens of
     the first / second text and -1 for special tokens and padding. With `return_overflowing_tokens`, each
-    row is one window of a long input and `overflow_to_sample_mapping` [B] names the input it came from."""
+    row is one window of a long input and `overflow_to_sample_mapping` [B] names the input it came from.
+    `token_type_ids` are BERT's segment ids: 0 for `[CLS] A [SEP]`, 1 for `B [SEP]` of a pair, 0 for
+    padding (DistilBERT ignores them)."""
 
     input_ids: np.ndarray
     attention_mask: np.ndarray
     offsets: np.ndarray
     sequence_ids: np.ndarray
     overflow_to_sample_mapping: np.ndarray | None = None
+    token_type_ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -113,11 +118,13 @@ def _bert_backend(vocab_path: str, lowercase: bool, strip_accents: bool | None) 
 class Tokenizer:
     """DistilBERT WordPiece tokenizer. `tok(texts, max_length=128)` → `Batch` of padded numpy arrays."""
 
-    def __init__(self, backend: tokenizers.Tokenizer, model_max_length: int = 512, lowercase: bool = True):
+    def __init__(self, backend: tokenizers.Tokenizer, model_max_length: int = 512, lowercase: bool = True,
+                 tokenizer_class: str = "DistilBertTokenizer"):  # fmt: skip
         self.backend = backend
         self._truncation_lock = threading.Lock()
         self.model_max_length = int(model_max_length)
         self.lowercase = lowercase
+        self.tokenizer_class = tokenizer_class  # written back by save_pretrained
         backend.no_padding()
         backend.no_truncation()
         vocab = backend.get_vocab()
@@ -145,10 +152,21 @@ class Tokenizer:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "Tokenizer":
-        """Load from an HF directory: `tokenizer.json` if present, else `vocab.txt` (+ `tokenizer_config.json`)."""
+        """Load from an HF directory: `tokenizer.json` if present, else `vocab.txt` (+ `tokenizer_config.json`).
+        A sentence-transformers directory's tokenizer is its transformer's, limited to its `max_seq_length`."""
         path = os.fspath(path)
         if not os.path.isdir(path):
             raise FileNotFoundError(f"tokenizer directory {path} does not exist")
+        sentence = read_sentence_transformers(path)
+        if sentence is None:
+            return cls._from_hf_dir(path)
+        tok = cls._from_hf_dir(sentence.transformer_path)
+        if sentence.max_seq_length:
+            tok.model_max_length = sentence.max_seq_length
+        return tok
+
+    @classmethod
+    def _from_hf_dir(cls, path: str) -> "Tokenizer":
         cfg: dict = {}
         cfg_path = os.path.join(path, "tokenizer_config.json")
         if os.path.isfile(cfg_path):
@@ -158,15 +176,18 @@ class Tokenizer:
         if not isinstance(max_len, int) or max_len > 1_000_000:  # HF writes 1e30 for "unset"
             max_len = 512
         lowercase = bool(cfg.get("do_lower_case", True))
+        tokenizer_class = str(cfg.get("tokenizer_class") or "DistilBertTokenizer").removesuffix("Fast")
         json_path, vocab_path = os.path.join(path, "tokenizer.json"), os.path.join(path, "vocab.txt")
         if os.path.isfile(json_path):
             try:
                 backend = tokenizers.Tokenizer.from_file(json_path)
             except Exception as e:  # tokenizers raises a bare Exception on bad JSON
                 raise ValueError(f"{json_path} is not a valid tokenizers file: {e}") from None
-            return cls(backend, max_len, lowercase)
+            return cls(backend, max_len, lowercase, tokenizer_class)
         if os.path.isfile(vocab_path):
-            return cls.from_vocab(vocab_path, lowercase, cfg.get("strip_accents"), max_len)
+            tok = cls.from_vocab(vocab_path, lowercase, cfg.get("strip_accents"), max_len)
+            tok.tokenizer_class = tokenizer_class
+            return tok
         raise FileNotFoundError(f"{path} has neither tokenizer.json nor vocab.txt")
 
     # ---- encoding -------------------------------------------------------------------------------
@@ -239,21 +260,25 @@ class Tokenizer:
         mask = np.zeros((n, width), np.int32)
         offsets = np.zeros((n, width, 2), np.int32)
         seq_ids = np.full((n, width), -1, np.int32)
+        type_ids = np.zeros((n, width), np.int32)
         for row, enc in enumerate(encodings):
             k = len(enc.ids)
             ids[row, :k] = enc.ids
             mask[row, :k] = 1
             offsets[row, :k] = enc.offsets
             seq_ids[row, :k] = [-1 if s is None else s for s in enc.sequence_ids]
-        return Batch(ids, mask, offsets, seq_ids, sample_mapping)
+            type_ids[row, :k] = enc.type_ids
+        return Batch(ids, mask, offsets, seq_ids, sample_mapping, type_ids)
 
     def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = True) -> str:
         """Token ids back to text (WordPiece `##` pieces joined)."""
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
     # ---- saving ---------------------------------------------------------------------------------
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write `tokenizer.json`, `vocab.txt` and `tokenizer_config.json` (loadable by `transformers`)."""
+    def save_pretrained(self, path: str | os.PathLike, tokenizer_class: str | None = None) -> None:
+        """Write `tokenizer.json`, `vocab.txt` and `tokenizer_config.json` (loadable by `transformers`);
+        `tokenizer_class` (default: the one loaded, else DistilBertTokenizer) names the HF class, e.g.
+        BertTokenizer, whose inputs include token_type_ids."""
         path = os.fspath(path)
         os.makedirs(path, exist_ok=True)
         self.backend.save(os.path.join(path, "tokenizer.json"))
@@ -261,7 +286,7 @@ class Tokenizer:
         with open(os.path.join(path, "vocab.txt"), "w", encoding="utf-8") as f:
             f.writelines(token + "\n" for token, _ in vocab)
         config = {
-            "tokenizer_class": "DistilBertTokenizer",
+            "tokenizer_class": tokenizer_class or self.tokenizer_class,
             "do_lower_case": self.lowercase,
             "model_max_length": self.model_max_length,
             **{f"{k}_token": v for k, v in SPECIAL_TOKENS.items()},

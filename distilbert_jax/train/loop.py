@@ -86,7 +86,7 @@ def train(cfg: TrainConfig, *, train_source: BatchSource | None = None,
     eval_source_fn = eval_source_fn or data.make_eval
     model, params = build_student(cfg, data.vocab_size, data.num_labels)
     task = task_for(cfg, model.config.num_labels, data.label_names)
-    teacher_model, teacher = load_teacher(cfg, model) if cfg.task == "distill" else (None, None)
+    teacher_model, teacher = load_teacher(cfg, model, tokenizer) if cfg.task == "distill" else (None, None)
     tx, schedule = make_optimizer(cfg.optim, cfg.total_steps)
     state = replicate(create_state(params, tx, cfg.seed, teacher), mesh)
 
