@@ -50,13 +50,10 @@ def _interleaved(fns: dict[str, callable], repeats: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def forward_flops(config: dict, batch: int, seq: int) -> float:
-    """Matmul FLOPs of one encoder forward from an HF config dict (DistilBERT or BERT key names)."""
-    d = config.get("dim") or config["hidden_size"]
-    f = config.get("hidden_dim") or config["intermediate_size"]
-    layers = config.get("n_layers") or config["num_hidden_layers"]
-    tokens = batch * seq
-    return layers * (2 * tokens * (4 * d * d + 2 * d * f) + 4 * batch * seq * seq * d)
+def forward_flops(config: dj.DistilBertConfig, batch: int, seq: int) -> float:
+    """Matmul FLOPs of one encoder forward (DistilBERT or BERT: the config maps both)."""
+    d, f, tokens = config.dim, config.hidden_dim, batch * seq
+    return config.n_layers * (2 * tokens * (4 * d * d + 2 * d * f) + 4 * batch * seq * seq * d)
 
 
 # ---- builders, run inside worker processes (bench.processes) -----------------------------------
@@ -143,8 +140,7 @@ def forward_case(path: str, arch: str, size: str, batch: int, seq: int, rounds: 
     }
     separate = medians(alternating(cases, rounds, per_round, n_threads))
     together = _interleaved({name: call_builder(*spec) for name, spec in cases.items()}, interleaved_repeats)
-    with open(os.path.join(path, "config.json")) as f:
-        flops = forward_flops(json.load(f), batch, seq)
+    flops = forward_flops(dj.DistilBertConfig.from_json_file(path), batch, seq)
     rows = []
     for dtype in DTYPES:
         ours, theirs = separate[f"jax_{dtype}"], separate[f"torch_{dtype}"]

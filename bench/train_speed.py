@@ -94,9 +94,9 @@ def torch_step(path: str, size: str, batch_size: int, seq_len: int, dtype: str):
     return run
 
 
-def _step_flops(config: dict, batch_size: int, seq_len: int, predicted: int) -> float:
+def _step_flops(config: dj.DistilBertConfig, batch_size: int, seq_len: int, predicted: int) -> float:
     """Matmul FLOPs of a train step: 3x (encoder forward + MLM head at `predicted` positions)."""
-    d, v = config["dim"], config["vocab_size"]
+    d, v = config.dim, config.vocab_size
     return 3 * (forward_flops(config, batch_size, seq_len) + 2 * predicted * d * (d + v))
 
 
@@ -108,8 +108,7 @@ def train_case(size: str, batch_size: int, seq_len: int, rounds: int, n_threads:
     with tempfile.TemporaryDirectory() as path:
         hf_model("masked_lm", "big" if size == "base" else size, randomize=False, dropout=0.1,
                  attention_dropout=0.1).save_pretrained(path)  # fmt: skip
-        with open(os.path.join(path, "config.json")) as f:
-            config = json.load(f)
+        config = dj.DistilBertConfig.from_json_file(path)
         common = dict(path=path, size=size, batch_size=batch_size, seq_len=seq_len)
         cases = {f"ours_{d}_{p}": ("bench.train_speed:jax_step", dict(common, dtype=d, projection=p))
                  for d in ("fp32", "bf16") for p in ("full", "masked")}  # fmt: skip
