@@ -4,7 +4,7 @@
 |---|---|---|
 | T (tile sizes t_l) | T | `cache_parallel[l] = t_l` (parallel loops), `cache_reduction[l] = t_l` (reduction loops): sequential `scf.for` tile loops inside one workgroup; `distribution` stays 0 (one thread) |
 | TP (tile sizes t_l) | TP | `distribution[l] = t_l` on parallel loops (workgroups = `scf.forall` tiles run by IREE's thread pool), `cache_reduction[l] = t_l` on reduction loops |
-| I (loop j innermost) | I | the `linalg.generic` is emitted with its iteration dims in the op's loop order (`transform.structured.interchange`); every config list follows that order |
+| I (loop j innermost) | I | the `linalg.generic` is emitted with its iteration dims in the op's loop order (`transform.structured.interchange`), only the order of parallel loops is kept — reduction loops stay innermost in their original order, as IREE re-orders them anyway; every config list follows that order |
 | V | V | `vector_common_parallel` / `vector_reduction` = the tile extents (the whole tile, ≤ 512 elements, becomes one vector op); without V both are 1 (scalar code) |
 | NT | — | nothing |
 
@@ -53,11 +53,15 @@ def unscheduled(spec: OpSpec) -> OpSchedule:
 
 
 def emitted_perm(spec: OpSpec, sched: OpSchedule) -> tuple[int, ...]:
-    """Loop order of the emitted generic as emitted-loop ids (an added batch loop stays outermost)."""
+    """Loop order of the emitted generic as emitted-loop ids: the parallel loops in the schedule's order,
+    then the reduction loops in their original order (IREE's dispatch formation moves reductions innermost
+    and puts a convolution's window/channel reductions back in canonical order, measured: the requested
+    order would not reach codegen); an added batch loop stays outermost."""
     env_perm = range(len(sched.tiles)) if sched.perm is None else sched.perm
     idx = {e: i for i, e in enumerate(spec.env_loops)}
-    order = tuple(idx[e] for e in env_perm if e in idx)
-    return ((0,) if spec.batch_loop else ()) + order
+    order = [idx[e] for e in env_perm if e in idx]
+    order = [j for j in order if not spec.reduction[j]] + [j for j in range(spec.n_loops) if spec.reduction[j]]
+    return ((0,) if spec.batch_loop else ()) + tuple(order)
 
 
 def _collapse(spec: OpSpec, cfg: dict[str, list[int]], perm: tuple[int, ...]) -> dict[str, list[int]]:

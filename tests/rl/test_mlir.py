@@ -74,14 +74,25 @@ def test_unscheduled_and_iree_default_run_and_differ():
 
 def test_rejected_schedule_is_reported_not_raised(caplog):
     spec = emit.op_spec(small_table(), 0, 0)
-    bad = OpSchedule((4, 4, 8), False, False, perm=(0, 2, 1))      # reduction loop outside: IREE refuses
+    bad = OpSchedule((32, 64, 48), False, True)                    # one 32x64x48 vector: IREE refuses
     with caplog.at_level(logging.WARNING, logger="rl.mlir"):
         m = measure.measure_op(spec, bad, repeats=2)
-    assert m.status == "rejected" and not m.ok and np.isnan(m.time_s)
+    assert m.status == "rejected" and not m.ok and np.isnan(m.time_s) and "vector" in m.error
     assert spec.name in caplog.text and bad.key() in caplog.text
     relu = emit.op_spec(small_table(), 2, 1)
     m = measure.measure_op(relu, OpSchedule((4, 8), True, False), repeats=2)   # not a chunk of IREE's 1-D op
     assert m.status == "rejected" and "contiguous" in m.error
+
+
+def test_interchange_of_parallel_loops_reaches_codegen():
+    spec = emit.op_spec(small_table(), 0, 0)                      # matmul (i, j, k)
+    sched = OpSchedule((4, 16, 48), True, False, perm=(1, 0, 2))   # j outer
+    assert measure.emitted_perm(spec, sched) == (1, 0, 2)
+    assert "affine_map<(d0, d1, d2) -> (d1, d2)>" in measure.sources(spec, sched)[0]   # A[i, k], i = d1
+    m = measure.measure_op(spec, sched, repeats=2)
+    assert m.ok and m.config["distribution"] == [16, 4, 0]
+    # a reduction loop is never moved out: IREE would move it back (measured), so it is kept innermost
+    assert measure.emitted_perm(spec, OpSchedule((32, 64, 48), perm=(2, 0, 1))) == (0, 1, 2)
 
 
 def test_wrong_result_is_reported_not_scored(monkeypatch):
