@@ -185,34 +185,52 @@ def op_module(spec: OpSpec, perm: tuple[int, ...] | None = None, dynamic_batch: 
     IREE folds a static unit dim away and its CPU configuration pipeline then rebuilds the batch-less
     convolution (`InsertBatchDimForBatchlessConvPass`, after the tuning spec ran) without its attributes,
     silently dropping the requested config. IREE's default codegen is measured on the static form."""
-    perm = tuple(range(spec.n_loops)) if perm is None else tuple(perm)
-    if sorted(perm) != list(range(spec.n_loops)):
-        raise ValueError(f"{spec.name}: perm {perm} is not a permutation of {spec.n_loops} loops")
-    pos = [perm.index(j) for j in range(spec.n_loops)]
-    n_in = len(spec.maps) - 1
-    dyn = dynamic_batch and spec.batch_loop
-    ins = [_ttype(spec.shape(t), dyn and _has_batch(spec, t)) for t in range(n_in)]
-    out = _ttype(spec.shape(n_in), dyn)
-    maps = ", ".join(_affine(spec, t, pos) for t in range(n_in + 1))
-    iters = ", ".join('"reduction"' if spec.reduction[j] else '"parallel"' for j in perm)
-    args = ", ".join(f"%in{t}: {ty}" for t, ty in enumerate(ins))
-    block = ", ".join([f"%{'ab'[t]}: f32" for t in range(n_in)] + ["%o: f32"])
-    lines = [f"func.func @main({args}) -> {out} {{"]
-    if dyn:
-        lines += ["  %i0 = arith.constant 0 : index", f"  %n = tensor.dim %in0, %i0 : {ins[0]}",
-                  f"  %empty = tensor.empty(%n) : {out}"]
-    else:
-        lines.append(f"  %empty = tensor.empty() : {out}")
-    init = "%empty"
-    if init_value(spec.kind) is not None:
-        lines.append(f"  %cst = arith.constant {init_value(spec.kind):e} : f32")
-        lines.append(f"  %init = linalg.fill ins(%cst : f32) outs(%empty : {out}) -> {out}")
-        init = "%init"
-    lines += [f"  %res = linalg.generic {{indexing_maps = [{maps}], iterator_types = [{iters}]}}",
-              f"      ins({', '.join(f'%in{t}' for t in range(n_in))} : {', '.join(ins)}) outs({init} : {out}) {{",
-              f"  ^bb0({block}):"]
-    lines += [f"    {line}" for line in _body(spec.kind)]
-    lines += ["    linalg.yield %r : f32", f"  }} -> {out}", f"  return %res : {out}", "}"]
+    return chain_module([spec], [perm], dynamic_batch)
+
+
+def chain_module(specs: list[OpSpec], perms: list[tuple[int, ...] | None], dynamic_batch: bool = True) -> str:
+    """`op_module` for a producer → consumer chain: op i > 0 reads op i−1's result as its first operand
+    (the arguments are op 0's loads, then every later op's other loads); returns the last result."""
+    args, body, prev = [], [], None
+    for i, (spec, perm) in enumerate(zip(specs, perms)):
+        perm = tuple(range(spec.n_loops)) if perm is None else tuple(perm)
+        if sorted(perm) != list(range(spec.n_loops)):
+            raise ValueError(f"{spec.name}: perm {perm} is not a permutation of {spec.n_loops} loops")
+        pos = [perm.index(j) for j in range(spec.n_loops)]
+        n_in = len(spec.maps) - 1
+        dyn = dynamic_batch and spec.batch_loop
+        ins = [_ttype(spec.shape(t), dyn and _has_batch(spec, t)) for t in range(n_in)]
+        out = _ttype(spec.shape(n_in), dyn)
+        x = "" if i == 0 else f"_{i}"        # op 0's names as in a one-op module (stable cache keys)
+        names = []
+        for t in range(n_in):
+            if t == 0 and prev is not None:
+                if prev[1] != ins[0]:
+                    raise ValueError(f"{spec.name} cannot read {specs[i - 1].name}'s result: {prev[1]} != {ins[0]}")
+                names.append(prev[0])
+            else:
+                names.append(f"%in{len(args)}")
+                args.append(f"{names[-1]}: {ins[t]}")
+        if dyn:
+            body += [f"  %i0{x} = arith.constant 0 : index", f"  %n{x} = tensor.dim {names[0]}, %i0{x} : {ins[0]}",
+                     f"  %empty{x} = tensor.empty(%n{x}) : {out}"]
+        else:
+            body.append(f"  %empty{x} = tensor.empty() : {out}")
+        init = f"%empty{x}"
+        if init_value(spec.kind) is not None:
+            body.append(f"  %cst{x} = arith.constant {init_value(spec.kind):e} : f32")
+            body.append(f"  %init{x} = linalg.fill ins(%cst{x} : f32) outs(%empty{x} : {out}) -> {out}")
+            init = f"%init{x}"
+        maps = ", ".join(_affine(spec, t, pos) for t in range(n_in + 1))
+        iters = ", ".join('"reduction"' if spec.reduction[j] else '"parallel"' for j in perm)
+        block = ", ".join([f"%{'ab'[t]}: f32" for t in range(n_in)] + ["%o: f32"])
+        body += [f"  %res{x} = linalg.generic {{indexing_maps = [{maps}], iterator_types = [{iters}]}}",
+                 f"      ins({', '.join(names)} : {', '.join(ins)}) outs({init} : {out}) {{",
+                 f"  ^bb0({block}):"]
+        body += [f"    {line}" for line in _body(spec.kind)]
+        body += ["    linalg.yield %r : f32", f"  }} -> {out}"]
+        prev = (f"%res{x}", out)
+    lines = [f"func.func @main({', '.join(args)}) -> {prev[1]} {{"] + body + [f"  return {prev[0]} : {prev[1]}", "}"]
     return "\n".join(lines) + "\n"
 
 

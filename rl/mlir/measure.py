@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from .emit import OpSpec, op_inputs, op_module, reference, tolerance
+from .emit import OpSpec, chain_module, op_inputs, op_module, reference, tolerance
 from .schedule import NotRepresentable, OpSchedule, emitted_perm, lowering_config, tuning_spec
 
 log = logging.getLogger("rl.mlir")
@@ -92,17 +92,29 @@ def parse_config(text: str) -> dict[str, list[int]] | None:
     return {k: [int(x) for x in v.split(",") if x.strip()] for k, v in re.findall(r"(\w+) = \[([^\]]*)\]", m.group(1))}
 
 
-def sources(spec: OpSpec, sched: OpSchedule | None) -> tuple[str, str]:
+def sources(spec: OpSpec | list[OpSpec], sched: OpSchedule | None) -> tuple[str, str]:
     """(MLIR module, tuning spec) compiled for `spec` under `sched` ("" = no spec: IREE's default).
+    A list of specs is a producer → consumer chain fused into one dispatch (TF): the config goes on the
+    producer (the root, matched as the op with a reduction loop) and IREE tiles the consumer with it.
     Raises `NotRepresentable` when IREE's form of the op cannot carry the schedule."""
+    specs = spec if isinstance(spec, list) else [spec]
     if sched is None:
-        return op_module(spec, None, dynamic_batch=False), ""
-    return op_module(spec, emitted_perm(spec, sched)), tuning_spec(lowering_config(spec, sched))
+        return chain_module(specs, [None] * len(specs), dynamic_batch=False), ""
+    perm = emitted_perm(specs[0], sched)
+    if len(specs) > 1:
+        if not any(specs[0].reduction):
+            raise NotRepresentable(f"{specs[0].name}: tiled fusion needs a producer with a reduction loop")
+        try:
+            src = chain_module(specs, [perm] + [None] * (len(specs) - 1))
+        except ValueError as e:
+            raise NotRepresentable(str(e)) from None
+        return src, tuning_spec(lowering_config(specs[0], sched), root_only=True)
+    return op_module(specs[0], perm), tuning_spec(lowering_config(specs[0], sched))
 
 
-def compile_op(spec: OpSpec, src: str, spec_text: str) -> tuple[bytes, dict | None, bool]:
-    """IREE-compile for the host CPU → (vmfb, dumped config of the generic, whether codegen kept the
-    emitted loop order: the dumped op has the emitted indexing maps)."""
+def compile_op(spec: OpSpec, src: str, spec_text: str) -> tuple[bytes, dict | None, bool, int]:
+    """IREE-compile for the host CPU → (vmfb, dumped config of the (root) generic, whether codegen kept
+    the emitted loop order: the dumped op has the emitted indexing maps, number of dispatches)."""
     import iree.compiler as ic
 
     with tempfile.TemporaryDirectory(prefix="rl_mlir_") as tmp:
@@ -113,9 +125,10 @@ def compile_op(spec: OpSpec, src: str, spec_text: str) -> tuple[bytes, dict | No
                 f.write(spec_text)
             args.append(f"--iree-codegen-tuning-spec-path={path}")
         vmfb = ic.compile_str(src, target_backends=["llvm-cpu"], extra_args=args)
-        text = "".join(open(f).read() for f in sorted(glob.glob(os.path.join(tmp, "configured_*.mlir"))))
+        files = sorted(glob.glob(os.path.join(tmp, "configured_*.mlir")))
+        text = "".join(open(f).read() for f in files)
     merged = any(len(g) > 1 for g in spec.collapse_groups())   # IREE's form has fewer loops: configs compared
-    return vmfb, parse_config(text), merged or generic_maps(src) == generic_maps(text)
+    return vmfb, parse_config(text), merged or generic_maps(src) == generic_maps(text), len(files)
 
 
 SLOW_S = 0.5   # an op whose first run takes longer is timed by that run alone (keeps evaluation affordable)
@@ -145,12 +158,29 @@ def run_and_time(vmfb: bytes, inputs: list[np.ndarray], warmup: int, repeats: in
     return out, times
 
 
-def measure_op(spec: OpSpec, sched: OpSchedule | None, repeats: int = 5, warmup: int = 2,
+def chain_inputs(specs: list[OpSpec], seed: int = 0) -> list[np.ndarray]:
+    """Arguments of `chain_module(specs)`: op 0's loads, then each later op's loads but the first."""
+    return op_inputs(specs[0], seed) + [x for s in specs[1:] for x in op_inputs(s, seed)[1:]]
+
+
+def chain_reference(specs: list[OpSpec], inputs: list[np.ndarray]) -> np.ndarray:
+    n0 = len(specs[0].maps) - 1
+    out, rest = reference(specs[0], inputs[:n0]), inputs[n0:]
+    for s in specs[1:]:
+        k = len(s.maps) - 2
+        out, rest = reference(s, [out] + rest[:k]), rest[k:]
+    return out
+
+
+def measure_op(spec: OpSpec | list[OpSpec], sched: OpSchedule | None, repeats: int = 5, warmup: int = 2,
                use_cache: bool = True) -> Measurement:
-    """Compile, verify, check and time `spec` under `sched` (None = IREE default); cached on disk."""
-    label = f"{spec.name} schedule {sched.key() if sched else 'IREE-default'}"
+    """Compile, verify, check and time `spec` under `sched` (None = IREE default); cached on disk. A list
+    of specs is a chain fused into its producer's dispatch (`sources`)."""
+    specs = spec if isinstance(spec, list) else [spec]
+    spec = specs[0]
+    label = "+".join(s.name for s in specs) + f" schedule {sched.key() if sched else 'IREE-default'}"
     try:
-        src, spec_text = sources(spec, sched)
+        src, spec_text = sources(specs, sched)
     except NotRepresentable as e:
         log.warning("IREE cannot take %s: %s", label, e)
         return Measurement("rejected", error=str(e))
@@ -162,21 +192,22 @@ def measure_op(spec: OpSpec, sched: OpSchedule | None, repeats: int = 5, warmup:
             return Measurement(**json.load(f))
     t0 = time.perf_counter()
     try:
-        vmfb, got, same_order = compile_op(spec, src, spec_text)
+        vmfb, got, same_order, n_dispatch = compile_op(spec, src, spec_text)
     except Exception as e:  # noqa: BLE001  (IREE raises CompilerToolError with the diagnostics)
         msg = next((ln.strip() for ln in str(e).splitlines() if "error:" in ln), str(e).splitlines()[0])
         log.warning("IREE rejected %s: %s", label, msg[:300])
         m = Measurement("rejected", error=msg[:2000])
     else:
         compile_s = time.perf_counter() - t0
-        if want is not None and (got != want or not same_order):
-            why = f"requested {want}, codegen has {got}" + ("" if same_order else "; IREE re-ordered the loops")
+        if want is not None and (got != want or not same_order or (len(specs) > 1 and n_dispatch != 1)):
+            why = (f"requested {want}, codegen has {got}" + ("" if same_order else "; IREE re-ordered the loops")
+                   + ("" if len(specs) == 1 or n_dispatch == 1 else f"; not fused ({n_dispatch} dispatches)"))
             log.warning("config did not reach codegen for %s: %s", label, why)
             m = Measurement("unverified", config=got, compile_s=compile_s, error=why)
         else:
-            inputs = op_inputs(spec)
+            inputs = chain_inputs(specs)
             out, times = run_and_time(vmfb, inputs, warmup, repeats)
-            ref = reference(spec, inputs)
+            ref = chain_reference(specs, inputs)
             err = float(np.abs(out.astype(np.float64) - ref).max()) if out.shape == ref.shape else float("inf")
             med = float(np.median(times))
             if not err <= tolerance(spec, ref):
@@ -197,7 +228,8 @@ def measure_op(spec: OpSpec, sched: OpSchedule | None, repeats: int = 5, warmup:
 
 @dataclasses.dataclass
 class ProgramMeasurement:
-    """A program's measured time: the sum of its ops' medians (each op is its own IREE dispatch)."""
+    """A program's measured time: the sum of its dispatches' medians (each op is its own IREE dispatch,
+    except an op fused (TF) into its producer's; `ops` has one measurement per dispatch)."""
 
     status: str                 # "ok", or the status of the first op that was not
     time_s: float
@@ -215,7 +247,14 @@ def measure_program(specs: list[OpSpec], schedules: list[OpSchedule | None] | No
     schedules = [None] * len(specs) if schedules is None else schedules
     if len(schedules) != len(specs):
         raise ValueError(f"{len(schedules)} schedules for a program of {len(specs)} ops")
-    ops = [measure_op(s, sc, repeats, use_cache=use_cache) for s, sc in zip(specs, schedules)]
+    groups = []                                   # [op ids] per dispatch: a fused (TF) op joins its producer's
+    for k, sc in enumerate(schedules):
+        if k > 0 and sc is not None and sc.fused:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    ops = [measure_op([specs[k] for k in g] if len(g) > 1 else specs[g[0]], schedules[g[0]], repeats,
+                      use_cache=use_cache) for g in groups]
     bad = next((m.status for m in ops if not m.ok), None)
     if bad is not None:
         return ProgramMeasurement(bad, float("nan"), float("nan"), ops)

@@ -60,16 +60,16 @@ class MeasuredSchedulingEnv(SchedulingEnv):
             raise ValueError(f"unscheduled program(s) {bad} could not be measured")
         self.n_measured = 0
 
-    def _host_reward(self, terminated, prog, tile_choice, parallel, vectorized, perm) -> np.ndarray:
+    def _host_reward(self, terminated, prog, tile_choice, parallel, vectorized, perm, fused) -> np.ndarray:
         terminated = np.asarray(terminated)
         shape = terminated.shape
         flat = lambda x: np.asarray(x).reshape((-1,) + np.asarray(x).shape[len(shape):])  # noqa: E731
         term, progs = terminated.reshape(-1), np.asarray(prog).reshape(-1)
-        tc, par, vec, pm = (flat(x) for x in (tile_choice, parallel, vectorized, perm))
+        tc, par, vec, pm, fu = (flat(x) for x in (tile_choice, parallel, vectorized, perm, fused))
         out = np.zeros(term.shape, np.float32)
         for b in np.flatnonzero(term):
             p = int(progs[b])
-            s = SchedState(p, 0, 0, tc[b], par[b], par[b], vec[b], pm[b], 0)
+            s = SchedState(p, 0, 0, tc[b], par[b], par[b], vec[b], pm[b], 0, fu[b])
             t = self.timer(self.table, p, from_env_state(self.table, s))
             self.n_measured += 1
             if np.isnan(t):
@@ -82,7 +82,7 @@ class MeasuredSchedulingEnv(SchedulingEnv):
     def step_env(self, s: SchedState, action: jax.Array):
         obs, new, _, terminated, info = super().step_env(s, action)
         r = io_callback(self._host_reward, jax.ShapeDtypeStruct(terminated.shape, jnp.float32), terminated,
-                        new.prog, new.tile_choice, new.parallel, new.vectorized, new.perm)
+                        new.prog, new.tile_choice, new.parallel, new.vectorized, new.perm, new.fused)
         r = jnp.where(terminated, r, 0.0)
         return obs, new, r, terminated, {**info, "log10_speedup": r}
 

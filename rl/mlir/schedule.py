@@ -6,6 +6,7 @@
 | TP (tile sizes t_l) | TP | `distribution[l] = t_l` on parallel loops (workgroups = `scf.forall` tiles run by IREE's thread pool), `cache_reduction[l] = t_l` on reduction loops |
 | I (loop j innermost) | I | the `linalg.generic` is emitted with its iteration dims in the op's loop order (`transform.structured.interchange`), only the order of parallel loops is kept — reduction loops stay innermost in their original order, as IREE re-orders them anyway; every config list follows that order |
 | V | V | `vector_common_parallel` / `vector_reduction` = the tile extents (the whole tile, ≤ 512 elements, becomes one vector op); without V both are 1 (scalar code) |
+| TF | TF | the op is emitted in its producer's function, reading the producer's result: IREE forms one dispatch, the producer's config (matched as the generic whose innermost loop is a reduction) tiles both, the consumer fused into the producer's tile loops (its own tiles unused) |
 | NT | — | nothing |
 
 An untiled loop gets 0 at the tiling levels; an untiled op is one workgroup. "No schedule" is therefore
@@ -37,10 +38,12 @@ class OpSchedule:
     parallel: bool = False
     vectorize: bool = False
     perm: tuple[int, ...] | None = None    # env loop ids outer → inner; None = original order
+    fused: bool = False                    # TF: runs inside the producer's tiles (its own tiles are unused)
 
     def key(self) -> str:
         perm = "" if self.perm is None else "p" + ".".join(map(str, self.perm))
-        return f"t{'.'.join(map(str, self.tiles))}{'P' if self.parallel else ''}{'V' if self.vectorize else ''}{perm}"
+        flags = ("P" if self.parallel else "") + ("V" if self.vectorize else "") + ("F" if self.fused else "")
+        return f"t{'.'.join(map(str, self.tiles))}{flags}{perm}"
 
 
 class NotRepresentable(ValueError):
@@ -117,8 +120,15 @@ def config_attr(cfg: dict[str, list[int]]) -> str:
             "translation_info = #iree_codegen.translation_info<pipeline = #iree_cpu.pipeline<DoubleTilingExpert>>>")
 
 
-def tuning_spec(cfg: dict[str, list[int]]) -> str:
-    """Transform library for `--iree-codegen-tuning-spec-path` putting `cfg` on the dispatch's generic op."""
+def tuning_spec(cfg: dict[str, list[int]], root_only: bool = False) -> str:
+    """Transform library for `--iree-codegen-tuning-spec-path` putting `cfg` on the dispatch's generic op
+    (`root_only`: only on a generic whose innermost loop is a reduction, the root of a fused dispatch)."""
+    root = ("""  transform.match.structured %op : !transform.any_op {
+  ^bb0(%s: !transform.any_op):
+    transform.match.structured.dim %s[-1] reduction : !transform.any_op
+    transform.match.structured.yield
+  }
+""" if root_only else "")
     return f"""module @rl_schedule attributes {{ transform.with_named_sequence }} {{
 transform.named_sequence @apply_op_config(%op: !transform.any_op {{transform.readonly}},
                                           %config: !transform.any_param {{transform.readonly}}) {{
@@ -128,7 +138,7 @@ transform.named_sequence @apply_op_config(%op: !transform.any_op {{transform.rea
 transform.named_sequence @match_op(%op: !transform.any_op {{transform.readonly}})
     -> (!transform.any_op, !transform.any_param) {{
   transform.match.operation_name %op ["linalg.generic"] : !transform.any_op
-  %config = transform.param.constant {config_attr(cfg)} -> !transform.any_param
+{root}  %config = transform.param.constant {config_attr(cfg)} -> !transform.any_param
   transform.yield %op, %config : !transform.any_op, !transform.any_param
 }}
 transform.named_sequence @main(%variant_op: !transform.any_op {{transform.consumed}}) -> (!transform.any_op)
@@ -153,5 +163,5 @@ def from_env_state(table: ProgramTable, state: SchedState) -> list[OpSchedule]:
         tiles = tuple(int(b) if s == 0 else int(s) for s, b in zip(sizes, table.bounds[p, k, :n]))
         perm = tuple(int(j) for j in np.asarray(state.perm)[k] if j < n)
         out.append(OpSchedule(tiles, bool(state.parallel[k]), bool(state.vectorized[k]),
-                              None if perm == tuple(range(n)) else perm))
+                              None if perm == tuple(range(n)) else perm, bool(np.asarray(state.fused)[k])))
     return out

@@ -95,6 +95,21 @@ def test_interchange_of_parallel_loops_reaches_codegen():
     assert measure.emitted_perm(spec, OpSchedule((32, 64, 48), perm=(2, 0, 1))) == (0, 1, 2)
 
 
+def test_tiled_fusion_is_one_dispatch_with_the_producer_config():
+    t = small_table()
+    specs = emit.program_specs(t, 0)                               # matmul -> bias_gelu -> residual_add
+    prod = OpSchedule((4, 16, 48), True, False)
+    m = measure.measure_op(specs[:2], prod, repeats=2)             # verified: one dispatch, root config
+    assert m.ok and m.config == lowering_config(specs[0], prod)
+    assert "%res_1 = linalg.generic" in measure.sources(specs[:2], prod)[0]
+    scheds = [prod, OpSchedule((32, 64), fused=True), tiled_schedule(specs[2])]
+    pm = measure.measure_program(specs, scheds, repeats=2)
+    assert pm.ok and len(pm.ops) == 2 and pm.ops[0] == m
+    # fusing into a producer without a reduction loop (an elementwise op) is not offered
+    bad = measure.measure_op(specs[1:], OpSchedule((32, 64)), repeats=2)
+    assert bad.status == "rejected" and "reduction" in bad.error
+
+
 def test_wrong_result_is_reported_not_scored(monkeypatch):
     spec = emit.op_spec(small_table(), 3, 0)
     monkeypatch.setattr(measure, "reference", lambda s, x: emit.reference(s, x) + 1.0)
@@ -122,7 +137,7 @@ def test_program_measurement_sums_ops():
 
 def test_env_state_maps_to_schedules():
     import jax.numpy as jnp
-    from rl.env import SchedulingEnv, T, TP, V, N_HEADS
+    from rl.env import NT, SchedulingEnv, T, TF, TP, V, N_HEADS
     from rl.mlir.schedule import from_env_state
 
     env = SchedulingEnv(small_table())
@@ -131,6 +146,10 @@ def test_env_state_maps_to_schedules():
     a[0], a[1:4] = TP, [1, 4, 0]          # matmul: tile i→1, j→8, k untiled, parallel
     _, s, *_ = env.step_env(s, jnp.asarray(a))
     _, s, *_ = env.step_env(s, jnp.asarray(np.eye(N_HEADS, dtype=np.int32)[0] * V))
+    assert bool(env.observe(s)["mask"][0, TF])                   # cursor on bias_gelu, whose producer is a matmul
     scheds = from_env_state(env.table, s)
     assert scheds[0] == OpSchedule((1, 8, 48), True, True, None)
     assert scheds[1] == OpSchedule((32, 64)) and T == 1
+    # TF on the consumer: legal here (matmul -> bias_gelu), the schedule marks it fused
+    obs, s2, *_ = env.step_env(s, jnp.asarray(np.eye(N_HEADS, dtype=np.int32)[0] * TF))
+    assert bool(obs["mask"][0, NT]) and from_env_state(env.table, s2)[1].fused

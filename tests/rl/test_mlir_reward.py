@@ -55,7 +55,7 @@ def test_measured_reward_ppo_traces_once_and_uses_the_timer():
     # the reward handed back is log10(measured unscheduled / measured scheduled); 0 where not terminated
     r = menv._host_reward(np.array([True, False]), np.array([0, 1]), np.zeros((2, 3, 6), np.int32),
                           np.zeros((2, 3), bool), np.array([[True, False, False]] * 2),
-                          np.tile(np.arange(6), (2, 3, 1)))
+                          np.tile(np.arange(6), (2, 3, 1)), np.zeros((2, 3), bool))
     assert r[0] == pytest.approx(np.log10(2.0)) and r[1] == 0.0
 
 
