@@ -142,7 +142,7 @@ def evaluate_measured(cfg: PPOConfig, setup: ppo.Setup, params, seed: int) -> di
         json.dump(to_json(res), f, indent=1)
     out = {}
     for method, vs_none, vs_iree, _ in summary_rows(res):
-        if method in ("no schedule", "IREE default", "heuristic", "policy (greedy)") or "32" in method:
+        if method in ("IREE default", "heuristic", "policy (greedy)") or method.endswith(f"of {cfg.eval_samples})"):
             out[f"{method} ×none"] = vs_none
             out[f"{method} ×IREE"] = vs_iree
     return out

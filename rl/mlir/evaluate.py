@@ -2,8 +2,8 @@
 
 `python -m rl.mlir.evaluate [--programs test|validation] [--k 32] [--repeats 3] [--out results/mlir_eval.json]`
 measures, per program, no schedule (scalar loops, one thread), IREE's default codegen, the env's heuristic,
-random search (best of 1 / 8 / 32 measured schedules: the first n of one set of 32 uniformly random legal
-episodes) and, given a trained policy (`rl.train` with `"eval_backend": "mlir"`), its greedy schedule, and
+random search (best of 1 / 8 / 32 measured schedules, up to k: the first n of one set of k uniformly random
+legal episodes) and, given a trained policy (`rl.train` with `"eval_backend": "mlir"`), its greedy schedule, and
 prints the geomean speedups over no schedule and over IREE's default. A schedule IREE rejects (or whose
 config did not reach codegen, or whose result is wrong) counts as the unscheduled program (1×) and is
 counted in the `failed` column; random search takes its best *successful* schedule.
@@ -90,7 +90,7 @@ def measured_methods(env: SchedulingEnv, network: Any = None, params: Any = None
         times[name] = np.where(np.isnan(t), base, t)
     rand_t = measure_schedules(table, rand, repeats, bar)
     bar.close()
-    for n in RANDOM_KS:
+    for n in sorted({n for n in RANDOM_KS if n <= k} | {k}):
         if n <= k:
             best = np.nanmin(np.where(np.isnan(rand_t[:, :n]), np.inf, rand_t[:, :n]), axis=1)
             failed[f"random search (best of {n})"] = int(np.isinf(best).sum())

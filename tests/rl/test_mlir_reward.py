@@ -76,3 +76,28 @@ def test_measured_reward_with_iree(tmp_path, monkeypatch):
     from rl.mlir.schedule import from_env_state
     m = measure_program(program_specs(table, 0), from_env_state(table, s), 3)     # cached: same measurement
     assert m.ok and float(r) == pytest.approx(np.log10(menv.measured_base[0] / m.time_s), rel=1e-5)
+
+
+def test_train_cli_measured_evaluation(tmp_path, monkeypatch, capsys):
+    """`python -m rl.train --config <..._mlir.json>`: held-out table measured with IREE (tiny programs here)."""
+    pytest.importorskip("iree.compiler")
+    import json
+
+    from rl import envs, train
+
+    monkeypatch.setenv("RL_MLIR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(envs, "test_programs", lambda: P.stack_programs(
+        [("mm_bias", [P.matmul(16, 32, 16), P.elementwise(16, 32, "bias_add")])]))
+    cfg = dict(TINY, total_timesteps=64, eval_samples=2, eval_backend="mlir",
+               machine="rl/configs/machine_calibrated_zen4_2core.json", out_dir=str(tmp_path / "runs"))
+    path = tmp_path / "tiny_mlir.json"
+    path.write_text(json.dumps(cfg))
+    train.main(["--config", str(path)])
+    out = capsys.readouterr().out
+    assert "measured with IREE" in out and "IREE default" in out and "policy (greedy)" in out
+    res = json.loads((tmp_path / "runs" / "tiny_mlir" / "mlir_eval_seed0.json").read_text())
+    assert res["programs"] == ["mm_bias"]
+    for method in ("no schedule", "IREE default", "heuristic", "random search (best of 2)", "policy (greedy)"):
+        assert np.isfinite(res["times"][method][0]) and res["times"][method][0] > 0
+    summary = json.loads((tmp_path / "runs" / "tiny_mlir" / "results.json").read_text())["eval"]["0"]
+    assert summary["policy (greedy) ×none"] > 0 and summary["IREE default ×IREE"] == pytest.approx(1.0)
