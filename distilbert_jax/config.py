@@ -32,15 +32,22 @@ class DistilBertConfig:
     initializer_range: float = 0.02
     id2label: tuple[tuple[int, str], ...] = ((0, "LABEL_0"), (1, "LABEL_1"))
     problem_type: str | None = None
+    qkv_dim: int | None = None  # attention width (q/k/v map dim -> qkv_dim); None: dim (HF DistilBERT ties them)
 
     def __post_init__(self):
+        if self.qkv_dim == self.dim:
+            object.__setattr__(self, "qkv_dim", None)  # one spelling of "tied", so equal configs compare equal
         problems = []
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "max_position_embeddings"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 problems.append(f"{name} must be a positive int, got {value!r}")
-        if not problems and self.dim % self.n_heads:
-            problems.append(f"n_heads ({self.n_heads}) must divide dim ({self.dim})")
+        if self.qkv_dim is not None and (not isinstance(self.qkv_dim, int) or isinstance(self.qkv_dim, bool)
+                                         or self.qkv_dim <= 0):  # fmt: skip
+            problems.append(f"qkv_dim must be a positive int or None (= dim), got {self.qkv_dim!r}")
+        if not problems and self.attention_dim % self.n_heads:
+            name = "dim" if self.qkv_dim is None else "qkv_dim"
+            problems.append(f"n_heads ({self.n_heads}) must divide {name} ({self.attention_dim})")
         if self.activation not in _ACTIVATIONS:
             problems.append(f"activation must be one of {_ACTIVATIONS}, got {self.activation!r}")
         for name in ("dropout", "attention_dropout", "qa_dropout", "seq_classif_dropout"):
@@ -64,8 +71,27 @@ class DistilBertConfig:
         return {label: i for i, label in self.id2label}
 
     @property
+    def attention_dim(self) -> int:
+        """The width of q / k / v (all heads together): `qkv_dim`, or `dim` when that is None."""
+        return self.dim if self.qkv_dim is None else self.qkv_dim
+
+    @property
     def head_dim(self) -> int:
-        return self.dim // self.n_heads
+        return self.attention_dim // self.n_heads
+
+    @property
+    def transformers_compatible(self) -> bool:
+        """Whether `transformers`' DistilBERT can hold this config (it has no attention width apart from dim)."""
+        return self.qkv_dim is None
+
+    def check_transformers_compatible(self) -> None:
+        """Raise a ValueError saying why if `transformers` cannot load a model of this config."""
+        if not self.transformers_compatible:
+            raise ValueError(
+                f"qkv_dim={self.qkv_dim} differs from dim={self.dim}: transformers' DistilBERT ties the attention "
+                "width to the hidden size (its q_lin/k_lin/v_lin are dim x dim), so it cannot load this model; "
+                "distilbert_jax.from_pretrained can (save with for_transformers=False)"
+            )
 
     def with_labels(self, labels: int | list[str] | tuple[str, ...]) -> "DistilBertConfig":
         """A copy with `num_labels` labels (an int gives LABEL_0…) or the given label names."""
@@ -101,8 +127,9 @@ class DistilBertConfig:
     def to_hf(self) -> dict[str, Any]:
         """The Hugging Face `config.json` dict (loadable by `transformers.DistilBertConfig`)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "id2label"}
-        if out["problem_type"] is None:
-            del out["problem_type"]
+        for optional in ("problem_type", "qkv_dim"):
+            if out[optional] is None:
+                del out[optional]
         out["id2label"] = {str(i): label for i, label in self.id2label}
         out["label2id"] = {label: i for i, label in self.id2label}
         out.update(model_type="distilbert", architectures=["DistilBertModel"], tie_word_embeddings=True)

@@ -207,11 +207,12 @@ class MultiHeadSelfAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, mask: Array, deterministic: bool) -> tuple[Array, Array]:
-        # x [B, T, D], mask [B, T] bool  ->  out [B, T, D], weights [B, H, T, T]
+        # x [B, T, D], mask [B, T] bool  ->  out [B, T, D], weights [B, H, T, T]; q/k/v [B, T, qkv_dim]
         c = self.config
         batch, seq_len, _ = x.shape
         # q, k, v in one matmul: x @ [Wq | Wk | Wv]
-        kernels, biases = zip(*(dense(c, c.dim, n, self.dtype).weights(c.dim) for n in ("q_lin", "k_lin", "v_lin")))
+        width = c.attention_dim  # = dim unless qkv_dim sets the attention width apart
+        kernels, biases = zip(*(dense(c, width, n, self.dtype).weights(c.dim) for n in ("q_lin", "k_lin", "v_lin")))
         qkv = matmul(x, jnp.concatenate(kernels, 1), self.dtype) + jnp.concatenate(biases)
         # [B, T, 3·H·Dh] -> q, k, v each [B, H, T, Dh] (heads-major: the batched matmuls run fastest so)
         q, k, v = qkv.reshape(batch, seq_len, 3, c.n_heads, c.head_dim).transpose(2, 0, 3, 1, 4)
@@ -225,7 +226,7 @@ class MultiHeadSelfAttention(nn.Module):
         dropped = Dropout(c.attention_dropout)(unnormalised, deterministic=deterministic)
         context = jnp.einsum("bhqk,bhkd->bhqd", dropped.astype(self.dtype), v.astype(self.dtype),
                              preferred_element_type=jnp.float32) / row_sums  # fmt: skip
-        out = dense(c, c.dim, "out_lin", self.dtype)(context.transpose(0, 2, 1, 3).reshape(batch, seq_len, c.dim))
+        out = dense(c, c.dim, "out_lin", self.dtype)(context.transpose(0, 2, 1, 3).reshape(batch, seq_len, width))
         weights = unnormalised / row_sums  # only computed when output_attentions asks for it
         return out, weights
 
