@@ -67,7 +67,7 @@ class SuperNetOutput:
     `attention` [B, head_slots, T, T] of the arch's last layer (when asked; zero rows for unused slots);
     `values` [B, T, slots·slot_size] of the arch's last layer (when asked; zero past its heads)."""
 
-    logits: Array
+    logits: Array | None
     last_hidden_state: Array
     attention: Array | None = None
     values: Array | None = None
@@ -143,6 +143,13 @@ class SuperNet:
         """The sub-network `arch` (data) in `bucket` (static) on input_ids / attention_mask [B, T].
         `masked_positions` [B, M] restricts the vocabulary projection (logits [B, M, V]); `rng` turns on
         dropout. Equal to the extracted standalone model at `arch` (fp32, up to rounding)."""
+        out = self.encode(params, arch, bucket, input_ids, attention_mask, rng=rng, output_attention=output_attention,
+                          output_values=output_values)  # fmt: skip
+        return out.replace(logits=self.mlm_logits(params, arch, bucket, out.last_hidden_state, masked_positions))
+
+    def encode(self, params: dict, arch: ArchArrays, bucket: Bucket, input_ids: Array, attention_mask: Array, *,
+               rng: Array | None = None, output_attention: bool = False, output_values: bool = False) -> SuperNetOutput:  # fmt: skip
+        """The encoder part of `apply` (`logits` None)."""
         c, b = self.base, bucket
         enc = params["distilbert"]
         m_h = (jnp.arange(b.hidden) < arch.hidden).astype(F32)  # [Hb]
@@ -200,16 +207,23 @@ class SuperNet:
             run = lambda carry, i=i: block(i, carry[0])  # noqa: E731
             carry = jax.lax.cond(i < arch.layers, run, lambda carry: carry, carry)
         x, attn, values = carry
+        return SuperNetOutput(None, x, attn, values)
 
-        h = x
+    def mlm_logits(self, params: dict, arch: ArchArrays, bucket: Bucket, hidden: Array,
+                   masked_positions: Array | None = None) -> Array:  # fmt: skip
+        """The masked-LM head on `encode`'s hidden [B, T, bucket.hidden] -> logits [B, T|M, V]."""
+        b, h = bucket, hidden
+        m_h = (jnp.arange(b.hidden) < arch.hidden).astype(F32)
+        n_h = arch.hidden.astype(F32)
+        act = activation_fn(self.base.activation)
+        enc = params["distilbert"]
         if masked_positions is not None:
             h = jnp.take_along_axis(h, masked_positions[..., None].astype(jnp.int32), axis=1)
         t = params["vocab_transform"]
         h = act(matmul(h, t["kernel"][: b.hidden, : b.hidden] * m_h, self.dtype) + t["bias"][: b.hidden] * m_h)
         h = _masked_layer_norm(h, params["vocab_layer_norm"], m_h, n_h)
         words = enc["embeddings"]["word_embeddings"]["embedding"][:, : b.hidden]
-        logits = matmul(h, words, self.dtype, transpose_w=True) + params["vocab_projector"]["bias"]
-        return SuperNetOutput(logits, x, attn, values)
+        return matmul(h, words, self.dtype, transpose_w=True) + params["vocab_projector"]["bias"]
 
     # ---- extraction -----------------------------------------------------------------------------------
     def extract(self, params: dict, arch: Arch | str | dict) -> tuple[Any, dict]:
