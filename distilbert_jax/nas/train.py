@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 import distilbert_jax as dj
 from distilbert_jax.train.checkpoint import Checkpoints
 from distilbert_jax.train.config import ConfigError, TrainConfig
-from distilbert_jax.train.data import DeviceFeeder, make_sources
+from distilbert_jax.train.data import BatchSource, DeviceFeeder, make_sources
 from distilbert_jax.train.loop import _finite_or_stop
 from distilbert_jax.train.models import DTYPES, model_config
 from distilbert_jax.train.optim import make_optimizer
@@ -75,8 +75,9 @@ def load_teacher(settings: NasSettings, supernet: SuperNet, dtype: Any):
     return model, variables
 
 
-def train_supernet(settings: NasSettings, cfg: TrainConfig) -> NasResult:
-    """Train (or resume) the SuperNet of `settings` with the data / optimizer / schedule of `cfg`."""
+def train_supernet(settings: NasSettings, cfg: TrainConfig, *, train_source: BatchSource | None = None) -> NasResult:
+    """Train (or resume) the SuperNet of `settings` with the data / optimizer / schedule of `cfg`
+    (`train_source` overrides the training batches of `cfg.data`)."""
     if cfg.optim.grad_accum_steps != 1:
         raise ConfigError("optim.grad_accum_steps: SuperNet steps do not accumulate (use the sandwich rule or a "
                           "smaller batch)")  # fmt: skip
@@ -84,6 +85,7 @@ def train_supernet(settings: NasSettings, cfg: TrainConfig) -> NasResult:
     check_batch_size(cfg.data.batch_size, 1, mesh)
     lead = jax.process_index() == 0
     data = make_sources(cfg)
+    train_source = train_source or data.train
     dtype = DTYPES[cfg.dtype]
     supernet = SuperNet(settings.space, model_config(cfg, data.vocab_size), settings.buckets, dtype)
     teacher_model, teacher = load_teacher(settings, supernet, dtype) if settings.objective == "distill" else (None, None)
@@ -97,7 +99,7 @@ def train_supernet(settings: NasSettings, cfg: TrainConfig) -> NasResult:
     last_good = checkpoints.latest_step() if cfg.resume else None
     if last_good is not None:
         state, data_state = checkpoints.restore(state, last_good)
-        data.train.load_state_dict(data_state)
+        train_source.load_state_dict(data_state)
     start = int(jax.device_get(state.step))
     if lead:
         os.makedirs(cfg.out_dir, exist_ok=True)
@@ -109,7 +111,7 @@ def train_supernet(settings: NasSettings, cfg: TrainConfig) -> NasResult:
     evaluator = ArchEvaluator(supernet, objective.max_predictions)
     log = RunLog(cfg.out_dir, enabled=lead)
     bar = tqdm(total=cfg.total_steps, initial=start, disable=not (cfg.progress and lead), desc="supernet", unit="step")
-    feeder = DeviceFeeder(data.train, mesh)
+    feeder = DeviceFeeder(train_source, mesh)
     pending: tuple[int, Any] | None = None
 
     def flush() -> None:  # the previous step's metrics, fetched a step late
