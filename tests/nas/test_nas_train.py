@@ -17,13 +17,15 @@ from distilbert_jax.train import Checkpoints, ConfigError, enable_compile_cache,
 from distilbert_jax.train.config import tiny_config
 from distilbert_jax.train.data import make_sources
 
-from .conftest import TINY_SPACE
+# smaller than the SuperNet tests' space: these tests compile whole training steps
+TRAIN_SPACE = {"layer_num_space": [1, 2], "hidden_size_space": [32, 48], "hidden_step": 16, "head_num_space": [1, 2],
+               "head_size": 16, "intermediate_size_space": [32, 64], "intermediate_step": 32}  # fmt: skip
 
 enable_compile_cache()
 
 
 def tiny_nas(out_dir, **changes):
-    data = {"space": TINY_SPACE, "buckets": 1, "model": {"vocab_size": 100, "max_position_embeddings": 32},
+    data = {"space": TRAIN_SPACE, "buckets": 1, "model": {"vocab_size": 100, "max_position_embeddings": 32},
             "total_steps": 5, "log_every": 1, "eval_batches": 1, "progress": False, "out_dir": str(out_dir),
             "data": {"source": "synthetic", "batch_size": 8, "seq_len": 16, "vocab_size": 100},
             "optim": {"learning_rate": 3e-3, "warmup_steps": 1}}  # fmt: skip
