@@ -64,13 +64,11 @@ class Bucket:
 @flax.struct.dataclass
 class SuperNetOutput:
     """`logits` [B, T|M, V]; `last_hidden_state` [B, T, bucket.hidden] (zero past the arch's hidden);
-    `attention` [B, head_slots, T, T] of the arch's last layer (when asked; zero rows for unused slots);
-    `values` [B, T, slots·slot_size] of the arch's last layer (when asked; zero past its heads)."""
+    `attention` [B, head_slots, T, T] of the arch's last layer (when asked; zero for unused slots)."""
 
     logits: Array | None
     last_hidden_state: Array
     attention: Array | None = None
-    values: Array | None = None
 
 
 def _edges(values: tuple[int, ...], n: int) -> tuple[int, ...]:
@@ -89,6 +87,7 @@ def _masked_layer_norm(x: Array, p: dict, m: Array, n: Array) -> Array:
 
 
 def _dropout(x: Array, rng: Array | None, rate: float, salt: int) -> Array:
+    # inverted dropout with the core model's mask generator; `salt` picks the mask's stream
     if rng is None or rate == 0.0:
         return x
     keep = keep_mask(jax.random.fold_in(rng, salt), x.shape, rate)
@@ -138,17 +137,16 @@ class SuperNet:
 
     # ---- the forward pass -----------------------------------------------------------------------------
     def apply(self, params: dict, arch: ArchArrays, bucket: Bucket, input_ids: Array, attention_mask: Array, *,
-              masked_positions: Array | None = None, rng: Array | None = None, output_attention: bool = False,
-              output_values: bool = False) -> SuperNetOutput:  # fmt: skip
+              masked_positions: Array | None = None, rng: Array | None = None,
+              output_attention: bool = False) -> SuperNetOutput:  # fmt: skip
         """The sub-network `arch` (data) in `bucket` (static) on input_ids / attention_mask [B, T].
         `masked_positions` [B, M] restricts the vocabulary projection (logits [B, M, V]); `rng` turns on
         dropout. Equal to the extracted standalone model at `arch` (fp32, up to rounding)."""
-        out = self.encode(params, arch, bucket, input_ids, attention_mask, rng=rng, output_attention=output_attention,
-                          output_values=output_values)  # fmt: skip
+        out = self.encode(params, arch, bucket, input_ids, attention_mask, rng=rng, output_attention=output_attention)
         return out.replace(logits=self.mlm_logits(params, arch, bucket, out.last_hidden_state, masked_positions))
 
     def encode(self, params: dict, arch: ArchArrays, bucket: Bucket, input_ids: Array, attention_mask: Array, *,
-               rng: Array | None = None, output_attention: bool = False, output_values: bool = False) -> SuperNetOutput:  # fmt: skip
+               rng: Array | None = None, output_attention: bool = False) -> SuperNetOutput:
         """The encoder part of `apply` (`logits` None)."""
         c, b = self.base, bucket
         enc = params["distilbert"]
@@ -159,7 +157,7 @@ class SuperNet:
 
         emb = enc["embeddings"]
         x = emb["word_embeddings"]["embedding"][:, : b.hidden][input_ids] + emb["position_embeddings"]["embedding"][None, :seq_len, : b.hidden]  # fmt: skip
-        x = _dropout(_masked_layer_norm(x, emb["LayerNorm"], m_h, n_h), rng, c.dropout, 0)
+        x = _dropout(_masked_layer_norm(x, emb["LayerNorm"], m_h, n_h), rng, c.dropout, salt=0)
 
         # the head layout: slot column h·slot_size + d <- SuperNet column h·head_dim + d (valid slots only)
         head_dim = arch.qkv // arch.heads
@@ -187,7 +185,7 @@ class SuperNet:
             scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(F32).min)
             unnorm = jnp.exp(scores - jax.lax.stop_gradient(scores.max(-1, keepdims=True)))
             row_sums = unnorm.sum(-1, keepdims=True)
-            dropped = _dropout(unnorm, None if rng is None else jax.random.fold_in(rng, 3 * i + 1), c.attention_dropout, 0)
+            dropped = _dropout(unnorm, rng, c.attention_dropout, salt=2 * i + 1)
             context = jnp.einsum("bhqk,bhkd->bhqd", dropped.astype(self.dtype), v.astype(self.dtype),
                                  preferred_element_type=F32) / row_sums  # fmt: skip
             context = context.transpose(0, 2, 1, 3).reshape(batch, seq_len, -1)
@@ -197,17 +195,17 @@ class SuperNet:
             f = lp["ffn"]
             hid = act(matmul(x, f["lin1"]["kernel"][: b.hidden, : b.ffn] * m_f, self.dtype) + f["lin1"]["bias"][: b.ffn] * m_f)
             y = matmul(hid, f["lin2"]["kernel"][: b.ffn, : b.hidden] * m_h, self.dtype) + f["lin2"]["bias"][: b.hidden] * m_h
-            y = _dropout(y, None if rng is None else jax.random.fold_in(rng, 3 * i + 2), c.dropout, 0)
+            y = _dropout(y, rng, c.dropout, salt=2 * i + 2)
             x = _masked_layer_norm(x + y, lp["output_layer_norm"], m_h, n_h)
             attn = unnorm / row_sums * head_valid[None, :, None, None] if output_attention else None
-            return x, attn, (v.transpose(0, 2, 1, 3).reshape(batch, seq_len, -1) if output_values else None)
+            return x, attn
 
         carry = block(0, x)  # every arch has a first layer
         for i in range(1, self.space.layer_values[-1]):  # a layer past the arch's count is skipped, not masked
             run = lambda carry, i=i: block(i, carry[0])  # noqa: E731
             carry = jax.lax.cond(i < arch.layers, run, lambda carry: carry, carry)
-        x, attn, values = carry
-        return SuperNetOutput(None, x, attn, values)
+        x, attn = carry
+        return SuperNetOutput(None, x, attn)
 
     def mlm_logits(self, params: dict, arch: ArchArrays, bucket: Bucket, hidden: Array,
                    masked_positions: Array | None = None) -> Array:  # fmt: skip
