@@ -6,8 +6,11 @@ model.
     python -m distilbert_jax.nas extract --supernet runs/supernet/supernet --arch "{...}" --out runs/sub
 """
 
+from .io import SuperNetDirError, extract_to_dir, load_supernet, save_supernet
 from .space import Arch, ArchError, SearchSpace, arch_from_dict, parse_arch
 from .supernet import ArchArrays, Bucket, SuperNet, SuperNetOutput
 
-__all__ = ["Arch", "ArchArrays", "ArchError", "Bucket", "SearchSpace", "SuperNet", "SuperNetOutput",
-           "arch_from_dict", "parse_arch"]  # fmt: skip
+# training (`.train.train_supernet`, `.config`) and the jitted steps / `ArchEvaluator` (`.step`) build on
+# the training stack and are imported from their modules
+__all__ = ["Arch", "ArchArrays", "ArchError", "Bucket", "SearchSpace", "SuperNet", "SuperNetDirError",
+           "SuperNetOutput", "arch_from_dict", "extract_to_dir", "load_supernet", "parse_arch", "save_supernet"]  # fmt: skip
