@@ -18,6 +18,15 @@ SIZES = {
     "big": dict(vocab_size=30522, dim=768, n_layers=6, n_heads=12, hidden_dim=3072, max_position_embeddings=512),
 }
 
+# `transformers.BertConfig` kwargs for the BERT sizes ("big" = bert-base: 12 × 768, 110M parameters)
+BERT_SIZES = {
+    "small": dict(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                  max_position_embeddings=128, type_vocab_size=2),
+    "big": dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2),
+}  # fmt: skip
+ARCHS = ("distilbert", "bert")
+
 # our head name -> transformers class name
 HF_CLASSES = {
     "base": "DistilBertModel",
@@ -29,25 +38,34 @@ HF_CLASSES = {
 }
 
 
-def hf_model(head: str, size: str | dict = "small", seed: int = 0, randomize: bool = True, **config_kw):
-    """A seeded random-init `transformers` DistilBERT for `head`, in eval mode with eager attention.
-    With `randomize`, every param (LayerNorm included) gets extra noise so no weight is trivially 1 or 0."""
+def hf_class_name(head: str, arch: str = "distilbert") -> str:
+    """The `transformers` class of `head` for `arch` ("distilbert" or "bert")."""
+    name = HF_CLASSES[head]
+    return "Bert" + name[len("DistilBert"):] if arch == "bert" else name
+
+
+def hf_model(head: str, size: str | dict = "small", seed: int = 0, randomize: bool = True, arch: str = "distilbert",
+             **config_kw):  # fmt: skip
+    """A seeded random-init `transformers` DistilBERT (or BERT, `arch="bert"`) for `head`, in eval mode
+    with eager attention. With `randomize`, every param (LayerNorm included) gets extra noise so no
+    weight is trivially 1 or 0."""
     import torch
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # no "Writing model shards" bar per save
-    kwargs = dict(SIZES[size] if isinstance(size, str) else size)
+    sizes = BERT_SIZES if arch == "bert" else SIZES
+    kwargs = dict(sizes[size] if isinstance(size, str) else size)
     kwargs.update(config_kw)
     kwargs.setdefault("num_labels", 3 if head in ("sequence_classification", "token_classification") else 2)
-    config = transformers.DistilBertConfig(**kwargs)
+    config = (transformers.BertConfig if arch == "bert" else transformers.DistilBertConfig)(**kwargs)
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
-    model = getattr(transformers, HF_CLASSES[head])(config).eval()
+    model = getattr(transformers, hf_class_name(head, arch))(config).eval()
     if randomize:
         gen = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
             for name, p in model.named_parameters():
-                if "position_embeddings" in name and config.sinusoidal_pos_embds:
+                if "position_embeddings" in name and getattr(config, "sinusoidal_pos_embds", False):
                     continue
                 p.add_(torch.randn(p.shape, generator=gen) * 0.05)
     return model
@@ -66,6 +84,19 @@ def random_inputs(batch: int, seq_len: int, vocab_size: int, seed: int = 0, choi
         flat_ids[i, keep:] = 0
     flat_ids[:, 0] = 2  # a [CLS]-like first token
     return ids, mask.reshape(shape)
+
+
+def random_token_types(mask: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Segment ids for a padded mask [..., T]: 0 up to a random split, 1 from there to the last real
+    token, 0 on padding (as a tokenized text pair)."""
+    rng = np.random.default_rng(seed + 7)
+    flat = mask.reshape(-1, mask.shape[-1])
+    types = np.zeros_like(flat)
+    for i, row in enumerate(flat):
+        length = int(row.sum())
+        split = int(rng.integers(1, length)) if length > 1 else length
+        types[i, split:length] = 1
+    return types.reshape(mask.shape)
 
 
 def median_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> float:

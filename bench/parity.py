@@ -1,11 +1,13 @@
 """Parity of distilbert_jax against PyTorch `transformers`, head by head.
 
-    python -m bench.parity small|big [--head H ...] [--batch 2] [--seq-len 64] [--tol 1e-4]
-    python -m bench.parity --model-dir path/to/hf_dir
+    python -m bench.parity small|big [--arch distilbert|bert] [--head H ...] [--batch 2] [--seq-len 64] [--tol 1e-4]
+    python -m bench.parity --model-dir path/to/hf_dir        # DistilBERT or BERT, detected from config.json
 
 Builds a seeded random-init `transformers` model of the given size per head, saves it to a temp HF
 directory, loads it with `distilbert_jax.from_pretrained`, runs the same padded inputs through both
-and prints max |Δ| of every output (logits and each layer's hidden states). Exits 1 on any failure.
+and prints max |Δ| of every output (logits, BERT's pooler output and each layer's hidden states).
+BERT runs get token-pair segment ids (`token_type_ids` 0 then 1). "big" BERT is bert-base (12 × 768).
+Exits 1 on any failure.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import distilbert_jax as dj
-from bench.common import HF_CLASSES, SIZES, device_description, hf_model, print_table, random_inputs
+from bench.common import (ARCHS, BERT_SIZES, HF_CLASSES, SIZES, device_description, hf_class_name, hf_model,
+                          print_table, random_inputs, random_token_types)  # fmt: skip
 
 DEFAULT_TOL = 1e-4
 
@@ -34,15 +37,19 @@ def _masked_max_diff(ours: np.ndarray, ref: np.ndarray, token_mask: np.ndarray |
     return float(diff.max()) if diff.size else 0.0
 
 
-def compare(hf, model, variables, ids: np.ndarray, mask: np.ndarray, head: str) -> list[tuple[str, float, float]]:
-    """Run both models on (ids, mask); return (output name, max |Δ|, max |ref|) for each output."""
+def compare(hf, model, variables, ids: np.ndarray, mask: np.ndarray, head: str,
+            token_type_ids: np.ndarray | None = None) -> list[tuple[str, float, float]]:  # fmt: skip
+    """Run both models on (ids, mask[, token_type_ids]); return (output name, max |Δ|, max |ref|) for each output."""
     import torch
 
+    extra = {} if token_type_ids is None else {"token_type_ids": torch.from_numpy(token_type_ids.astype(np.int64))}
     with torch.no_grad():
-        ref = hf(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), output_hidden_states=True)
+        ref = hf(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), output_hidden_states=True,
+                 **extra)  # fmt: skip
+    types = None if token_type_ids is None else jnp.asarray(token_type_ids, jnp.int32)
     with jax.default_matmul_precision("highest"):
-        out = jax.jit(lambda v, i, m: model.apply(v, i, m, output_hidden_states=True))(
-            variables, jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
+        out = jax.jit(lambda v, i, m, t: model.apply(v, i, m, output_hidden_states=True, token_type_ids=t))(
+            variables, jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32), types
         )
     flat_mask = mask.reshape(-1, mask.shape[-1])
     results = []
@@ -51,6 +58,8 @@ def compare(hf, model, variables, ids: np.ndarray, mask: np.ndarray, head: str) 
         pairs = [("start_logits", out.start_logits, ref.start_logits), ("end_logits", out.end_logits, ref.end_logits)]
     else:
         pairs = [] if head == "base" else [("logits", out.logits, ref.logits)]
+    if head == "base" and getattr(ref, "pooler_output", None) is not None:
+        pairs.append(("pooler_output", out.pooler_output, ref.pooler_output))
     pairs = [(name, ours, theirs, mask if token_level else None) for name, ours, theirs in pairs]
     for name, ours, theirs, m in pairs:
         results.append((name, _masked_max_diff(ours, theirs.numpy(), m), float(np.abs(theirs.numpy()).max())))
@@ -60,21 +69,24 @@ def compare(hf, model, variables, ids: np.ndarray, mask: np.ndarray, head: str) 
     return results
 
 
-def run_size(size: str, heads: list[str], batch: int, seq_len: int, tol: float, seed: int) -> list[dict]:
+def run_size(size: str, heads: list[str], batch: int, seq_len: int, tol: float, seed: int,
+             arch: str = "distilbert") -> list[dict]:  # fmt: skip
     """Parity rows for every head at one size (random-init transformers models saved to temp dirs)."""
     rows = []
     vocab = SIZES[size]["vocab_size"]
+    label = size if arch == "distilbert" else f"{arch}-{size}"
     with tempfile.TemporaryDirectory() as tmp:
         for head in heads:
             t0 = time.perf_counter()
-            hf = hf_model(head, size, seed=seed)
+            hf = hf_model(head, size, seed=seed, arch=arch)
             path = os.path.join(tmp, head)
             hf.save_pretrained(path)
             model, variables = dj.from_pretrained(path, head)
             choices = 3 if head == "multiple_choice" else None
             ids, mask = random_inputs(batch, seq_len, vocab, seed=seed, choices=choices)
-            for name, diff, scale in compare(hf, model, variables, ids, mask, head):
-                rows.append(dict(size=size, head=head, output=name, max_abs_diff=f"{diff:.2e}",
+            types = random_token_types(mask, seed) if arch == "bert" else None
+            for name, diff, scale in compare(hf, model, variables, ids, mask, head, types):
+                rows.append(dict(size=label, head=head, output=name, max_abs_diff=f"{diff:.2e}",
                                  max_abs_ref=f"{scale:.2f}", ok="PASS" if diff <= tol else "FAIL"))  # fmt: skip
             print(f"  {head}: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
             del hf
@@ -82,27 +94,32 @@ def run_size(size: str, heads: list[str], batch: int, seq_len: int, tol: float, 
 
 
 def run_model_dir(path: str, batch: int, seq_len: int, tol: float, seed: int) -> list[dict]:
-    """Parity rows for a user's HF DistilBERT directory (its own head, from config.json)."""
+    """Parity rows for a user's HF DistilBERT or BERT directory (its own head and architecture, from config.json)."""
     import transformers
 
+    from distilbert_jax.heads import head_of_architecture
+
     with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-        arch = (json.load(f).get("architectures") or ["DistilBertModel"])[0]
-    head = next((h for h, cls in HF_CLASSES.items() if cls == arch), "base")
-    hf = getattr(transformers, HF_CLASSES[head]).from_pretrained(path, attn_implementation="eager").eval()
+        config = json.load(f)
+    arch = "bert" if config.get("model_type") == "bert" else "distilbert"
+    head = head_of_architecture((config.get("architectures") or ["DistilBertModel"])[0]) or "base"
+    hf = getattr(transformers, hf_class_name(head, arch)).from_pretrained(path, attn_implementation="eager").eval()
     model, variables = dj.from_pretrained(path, head)
     seq_len = min(seq_len, model.config.max_position_embeddings)
     ids, mask = random_inputs(batch, seq_len, model.config.vocab_size, seed=seed,
                               choices=3 if head == "multiple_choice" else None)  # fmt: skip
+    types = random_token_types(mask, seed) if arch == "bert" else None
     return [
         dict(size=os.path.basename(os.path.normpath(path)), head=head, output=name, max_abs_diff=f"{diff:.2e}",
              max_abs_ref=f"{scale:.2f}", ok="PASS" if diff <= tol else "FAIL")  # fmt: skip
-        for name, diff, scale in compare(hf, model, variables, ids, mask, head)
+        for name, diff, scale in compare(hf, model, variables, ids, mask, head, types)
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("size", nargs="?", choices=sorted(SIZES), default="small")
+    parser.add_argument("--arch", choices=ARCHS, default="distilbert", help="distilbert (6 × 768 big) or bert (12 × 768 big)")
     parser.add_argument("--head", action="append", choices=sorted(HF_CLASSES), help="repeatable; default: all")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seq-len", type=int, default=64)
@@ -117,9 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_dir:
         rows = run_model_dir(args.model_dir, args.batch, args.seq_len, args.tol, args.seed)
     else:
-        if args.seq_len > SIZES[args.size]["max_position_embeddings"]:
+        if args.seq_len > (BERT_SIZES if args.arch == "bert" else SIZES)[args.size]["max_position_embeddings"]:
             parser.error(f"--seq-len exceeds max_position_embeddings of size {args.size}")
-        rows = run_size(args.size, args.head or list(HF_CLASSES), args.batch, args.seq_len, args.tol, args.seed)
+        rows = run_size(args.size, args.head or list(HF_CLASSES), args.batch, args.seq_len, args.tol, args.seed,
+                        args.arch)  # fmt: skip
     print_table(rows, ["size", "head", "output", "max_abs_diff", "max_abs_ref", "ok"])
     failed = [r for r in rows if r["ok"] != "PASS"]
     heads = sorted({r["head"] for r in rows})

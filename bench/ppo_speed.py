@@ -14,7 +14,6 @@ import json
 import os
 import time
 
-import rl  # noqa: F401  (XLA CPU flags)
 import jax
 import numpy as np
 

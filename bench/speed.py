@@ -1,8 +1,9 @@
 """Forward latency of distilbert_jax vs PyTorch `transformers`, side by side in one process.
 
-    python -m bench.speed [--quick] [--repeats 15] [--out results/speed]
+    python -m bench.speed [--quick] [--repeats 15] [--arch distilbert bert] [--out results/speed]
 
-For each case (size small|big, batch 1|8, seq 128, dtype fp32|bf16) the two forwards run interleaved
+For each case (DistilBERT size small|big and BERT-base, batch 1|8, seq 128, dtype fp32|bf16) the two
+forwards run interleaved
 (one JAX call, one torch call, repeat) after warm-up; the table gives medians and the ratio
 torch-fp32 ms / ours ms (> 1 means we are faster). bf16 rows run our bf16-matmul forward (float32
 params, LayerNorm and softmax) and torch under CPU autocast bf16. Also times WordPiece tokenization of
@@ -27,7 +28,7 @@ import distilbert_jax as dj
 from bench.common import SIZES, hf_model, print_table, torch_reference
 from bench.corpus import sentences, train_vocab
 
-TARGETS = {  # (size, batch, dtype) -> minimum torch-fp32 / ours ratio asked for
+TARGETS = {  # DistilBERT (size, batch, dtype) -> minimum torch-fp32 / ours ratio asked for
     ("big", 1, "fp32"): 1.0,
     ("big", 8, "fp32"): 1.0,
     ("big", 8, "bf16"): 1.5,
@@ -47,11 +48,12 @@ def _interleaved(fns: dict[str, callable], repeats: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def forward_case(size: str, batch: int, seq_len: int, repeats: int) -> list[dict]:
-    """Median ms of our fp32 / bf16 forwards and torch fp32 / autocast-bf16 forwards for one shape."""
+def forward_case(size: str, batch: int, seq_len: int, repeats: int, arch: str = "distilbert") -> list[dict]:
+    """Median ms of our fp32 / bf16 forwards and torch fp32 / autocast-bf16 forwards for one shape
+    (`arch="bert"`, size "big": bert-base, 12 × 768)."""
     import torch
 
-    hf = hf_model("base", size, randomize=False)
+    hf = hf_model("base", size, randomize=False, arch=arch)
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
         model32, variables = dj.from_pretrained(tmp, "base")
@@ -83,9 +85,9 @@ def forward_case(size: str, batch: int, seq_len: int, repeats: int) -> list[dict
     rows = []
     for dtype in ("fp32", "bf16"):
         ratio = ms["torch_fp32"] / ms[f"ours_{dtype}"]
-        target = TARGETS.get((size, batch, dtype))
+        target = TARGETS.get((size, batch, dtype)) if arch == "distilbert" else None
         rows.append(dict(
-            size=size, batch=batch, seq=seq_len, dtype=dtype, ours_ms=round(ms[f"ours_{dtype}"], 2),
+            model=arch, size=size, batch=batch, seq=seq_len, dtype=dtype, ours_ms=round(ms[f"ours_{dtype}"], 2),
             torch_ms=round(ms[f"torch_{dtype}"], 2), torch_fp32_ms=round(ms["torch_fp32"], 2),
             ratio_vs_torch_fp32=round(ratio, 2), target=f">= {target}" if target else "",
             met="yes" if target is None or ratio >= target else "NO",
@@ -119,19 +121,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (for the set-up command)")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--arch", nargs="+", choices=("distilbert", "bert"), default=["distilbert", "bert"],
+                        help="models to time: DistilBERT small + base, and/or BERT-base (default both)")  # fmt: skip
     parser.add_argument("--out", default="results/speed", help="writes <out>.json and <out>.md")
     args = parser.parse_args(argv)
     repeats = args.repeats or (5 if args.quick else 15)
     torch, device = torch_reference("distilbert_jax forward speed")
     rows = []
-    cases = [(s, b) for s in ("small", "big") for b in (1, 8)]
-    for size, batch in cases:
-        print(f"  timing {size} batch {batch} ...", file=sys.stderr)
-        rows += forward_case(size, batch, args.seq_len, repeats)
+    cases = [("distilbert", s, b) for s in ("small", "big") for b in (1, 8) if "distilbert" in args.arch]
+    cases += [("bert", "big", b) for b in (1, 8) if "bert" in args.arch]
+    for arch, size, batch in cases:
+        print(f"  timing {arch} {size} batch {batch} ...", file=sys.stderr)
+        rows += forward_case(size, batch, args.seq_len, repeats, arch)
     tok = tokenizer_case(1000, repeats)
 
     print(f"\nForward latency, median of {repeats} interleaved runs (ratio = torch fp32 ms / ours ms):")
-    columns = ["size", "batch", "seq", "dtype", "ours_ms", "torch_ms", "torch_fp32_ms", "ratio_vs_torch_fp32",
+    columns = ["model", "size", "batch", "seq", "dtype", "ours_ms", "torch_ms", "torch_fp32_ms", "ratio_vs_torch_fp32",
                "target", "met"]  # fmt: skip
     print_table(rows, columns)
     print("\nTokenizer, 1000 sentences, pad/truncate to 128:")

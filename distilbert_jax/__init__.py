@@ -13,7 +13,7 @@ from .heads import (
     init_params,
 )
 from .inference import Answer, answer_questions, decode_answer, embed
-from .modeling import DistilBertModel, EncoderOutput
+from .modeling import DistilBertModel, EncoderOutput, check_input_ids, checked_apply
 from .pretrained import from_pretrained, load_state_dict, save_pretrained
 from .tokenizer import Batch, Tokenizer
 from .weights import LoadReport, WeightsError, hf_to_params, params_to_hf
@@ -38,6 +38,8 @@ __all__ = [
     "WeightsError",
     "answer_questions",
     "build_model",
+    "check_input_ids",
+    "checked_apply",
     "decode_answer",
     "embed",
     "from_pretrained",

@@ -1,4 +1,9 @@
-"""DistilBERT configuration: a frozen, hashable dataclass read from / written to HF `config.json`."""
+"""Encoder configuration: a frozen, hashable dataclass read from / written to HF `config.json`.
+
+One config type serves DistilBERT and BERT-family checkpoints (`model_type` "distilbert" or "bert"):
+BERT's encoder block is DistilBERT's, so BERT's `config.json` names (`hidden_size`,
+`num_hidden_layers`, …) map onto the same fields, and `model_type` switches on what BERT adds
+(token-type embeddings, the pooler, its heads' dropouts)."""
 
 from __future__ import annotations
 
@@ -8,13 +13,40 @@ import os
 from typing import Any
 
 from .jsonfile import read_json_object
+from .sentence import SENTENCE_POOLINGS
 
 _ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
+MODEL_TYPES = ("distilbert", "bert")
+
+# BERT config.json name -> our field name (the fields BERT spells differently)
+BERT_FIELDS = {
+    "hidden_size": "dim",
+    "num_hidden_layers": "n_layers",
+    "num_attention_heads": "n_heads",
+    "intermediate_size": "hidden_dim",
+    "hidden_act": "activation",
+    "hidden_dropout_prob": "dropout",
+    "attention_probs_dropout_prob": "attention_dropout",
+}
+# fields BERT's config.json carries under our own name
+_BERT_SAME = ("vocab_size", "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "pad_token_id",
+              "initializer_range", "classifier_dropout", "problem_type")  # fmt: skip
+# fields only one architecture has (not read from / written to the other's config.json)
+_BERT_ONLY = ("type_vocab_size", "layer_norm_eps", "classifier_dropout")
+_DISTILBERT_ONLY = ("sinusoidal_pos_embds", "qa_dropout", "seq_classif_dropout")
+# sentence-transformers settings (from modules.json / 1_Pooling / 2_Normalize, not config.json)
+_SENTENCE_FIELDS = ("pooling", "normalize_embeddings")
 
 
 @dataclasses.dataclass(frozen=True)
 class DistilBertConfig:
-    """Every `DistilBertConfig` field that affects numerics. Hashable, so usable as a static jit arg."""
+    """Every `DistilBertConfig` field that affects numerics. Hashable, so usable as a static jit arg.
+
+    `model_type="bert"` makes it a BERT-family encoder: token-type embeddings (`type_vocab_size`),
+    LayerNorm eps `layer_norm_eps`, a pooler (dense + tanh on the first token) under the classifiers,
+    and BERT's head dropouts (`classifier_dropout`, else `dropout`). `pooling` / `normalize_embeddings`
+    hold a sentence-transformers directory's pooling ("cls", "max", "mean", "mean_sqrt_len_tokens";
+    several are concatenated), which `embed` applies by default; they are not part of `config.json`."""
 
     vocab_size: int = 30522
     dim: int = 768
@@ -32,12 +64,35 @@ class DistilBertConfig:
     initializer_range: float = 0.02
     id2label: tuple[tuple[int, str], ...] = ((0, "LABEL_0"), (1, "LABEL_1"))
     problem_type: str | None = None
+    model_type: str = "distilbert"
+    type_vocab_size: int = 0  # BERT token-type (segment) embeddings; 0 for DistilBERT
+    layer_norm_eps: float = 1e-12
+    classifier_dropout: float | None = None  # BERT heads: None = `dropout`
+    pooling: tuple[str, ...] | None = None  # sentence-transformers pooling, e.g. ("mean",)
+    normalize_embeddings: bool = False
     qkv_dim: int | None = None  # attention width (q/k/v map dim -> qkv_dim); None: dim (HF DistilBERT ties them)
 
     def __post_init__(self):
         if self.qkv_dim == self.dim:
             object.__setattr__(self, "qkv_dim", None)  # one spelling of "tied", so equal configs compare equal
         problems = []
+        if self.model_type not in MODEL_TYPES:
+            problems.append(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
+        elif self.model_type == "bert":
+            if not isinstance(self.type_vocab_size, int) or self.type_vocab_size < 1:
+                problems.append(f"type_vocab_size must be a positive int for BERT, got {self.type_vocab_size!r}")
+            if self.sinusoidal_pos_embds:
+                problems.append("sinusoidal_pos_embds is a DistilBERT option; BERT has learned positions")
+            if self.qkv_dim is not None:
+                problems.append("qkv_dim (an attention width apart from dim) is a DistilBERT option")
+        elif self.type_vocab_size != 0:
+            problems.append(f"type_vocab_size must be 0 for DistilBERT (it has no token types), got {self.type_vocab_size!r}")
+        if not self.layer_norm_eps > 0:
+            problems.append(f"layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
+        if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
+            problems.append(f"classifier_dropout must be in [0, 1) or None, got {self.classifier_dropout!r}")
+        if self.pooling is not None and (not self.pooling or any(p not in SENTENCE_POOLINGS for p in self.pooling)):
+            problems.append(f"pooling must be a non-empty tuple of {SENTENCE_POOLINGS}, got {self.pooling!r}")
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "max_position_embeddings"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -93,6 +148,10 @@ class DistilBertConfig:
                 "distilbert_jax.from_pretrained can (save with for_transformers=False)"
             )
 
+    @property
+    def is_bert(self) -> bool:
+        return self.model_type == "bert"
+
     def with_labels(self, labels: int | list[str] | tuple[str, ...]) -> "DistilBertConfig":
         """A copy with `num_labels` labels (an int gives LABEL_0…) or the given label names."""
         names = [f"LABEL_{i}" for i in range(labels)] if isinstance(labels, int) else list(labels)
@@ -108,14 +167,18 @@ class DistilBertConfig:
     # ---- Hugging Face config.json ----------------------------------------------------------------
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> "DistilBertConfig":
-        """Build from a Hugging Face `config.json` dict; fields we do not model are ignored."""
+        """Build from a Hugging Face `config.json` dict (DistilBERT or BERT); fields we do not model are ignored."""
         if not isinstance(hf, dict):
             raise TypeError(f"config must be a dict, got {type(hf).__name__}")
         model_type = hf.get("model_type", "distilbert")
-        if model_type != "distilbert":
-            raise ValueError(f"config.json has model_type={model_type!r}; distilbert_jax loads 'distilbert' only")
-        names = {f.name for f in dataclasses.fields(cls)} - {"id2label"}
-        kwargs = {k: hf[k] for k in names if k in hf and hf[k] is not None}
+        if model_type == "bert":
+            kwargs = _bert_kwargs(hf)
+        elif model_type == "distilbert":
+            names = {f.name for f in dataclasses.fields(cls)} - {"id2label", *_BERT_ONLY, *_SENTENCE_FIELDS}
+            kwargs = {k: hf[k] for k in names if k in hf and hf[k] is not None}
+        else:
+            raise ValueError(f"config.json has model_type={model_type!r}; distilbert_jax loads 'distilbert' and "
+                             "'bert' (BERT-family: BERT, MiniLM, TinyBERT, sentence-transformers models) only")  # fmt: skip
         if "pad_token_id" in hf and hf["pad_token_id"] is None:
             kwargs["pad_token_id"] = 0
         if "id2label" in hf and hf["id2label"]:
@@ -125,14 +188,20 @@ class DistilBertConfig:
         return cls(**kwargs)
 
     def to_hf(self) -> dict[str, Any]:
-        """The Hugging Face `config.json` dict (loadable by `transformers.DistilBertConfig`)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "id2label"}
-        for optional in ("problem_type", "qkv_dim"):
-            if out[optional] is None:
-                del out[optional]
+        """The Hugging Face `config.json` dict (loadable by `transformers.DistilBertConfig` / `BertConfig`)."""
+        skip = {"id2label", *_SENTENCE_FIELDS, *(_DISTILBERT_ONLY if self.is_bert else _BERT_ONLY)}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        for name in ("problem_type", "classifier_dropout", "qkv_dim"):
+            if out.get(name, 0) is None:
+                del out[name]
         out["id2label"] = {str(i): label for i, label in self.id2label}
         out["label2id"] = {label: i for i, label in self.id2label}
-        out.update(model_type="distilbert", architectures=["DistilBertModel"], tie_word_embeddings=True)
+        if self.is_bert:
+            out = {hf_name: out.pop(ours) for hf_name, ours in BERT_FIELDS.items()} | out
+            out.update(position_embedding_type="absolute", architectures=["BertModel"])
+        else:
+            out["architectures"] = ["DistilBertModel"]
+        out["tie_word_embeddings"] = True
         return out
 
     @classmethod
@@ -159,8 +228,30 @@ class DistilBertConfig:
             f.write("\n")
 
 
+def _bert_kwargs(hf: dict[str, Any]) -> dict[str, Any]:
+    """Our field values from a BERT `config.json`; what the encoder cannot run is refused by name."""
+    problems = []
+    position_type = hf.get("position_embedding_type", "absolute")
+    if position_type != "absolute":
+        problems.append(f"position_embedding_type={position_type!r} is not supported (only 'absolute' positions)")
+    for flag in ("is_decoder", "add_cross_attention"):
+        if hf.get(flag):
+            problems.append(f"{flag}=true is not supported (distilbert_jax runs bidirectional encoders only)")
+    act = hf.get("hidden_act", "gelu")
+    if act not in _ACTIVATIONS:
+        problems.append(f"hidden_act={act!r} is not supported (expected one of {_ACTIVATIONS})")
+    if problems:
+        raise ValueError("unsupported BERT config: " + "; ".join(problems))
+    kwargs: dict[str, Any] = {ours: hf[name] for name, ours in BERT_FIELDS.items() if hf.get(name) is not None}
+    kwargs.update({k: hf[k] for k in _BERT_SAME if hf.get(k) is not None})
+    kwargs.setdefault("type_vocab_size", 2)
+    return dict(kwargs, model_type="bert")
+
+
 def small_config(**overrides: Any) -> DistilBertConfig:
-    """A tiny config (dim 32, 2 layers) for tests and quick benchmarks."""
+    """A tiny config (dim 32, 2 layers) for tests and quick benchmarks (`model_type="bert"` for BERT)."""
+    if overrides.get("model_type") == "bert":
+        overrides.setdefault("type_vocab_size", 2)
     base = dict(vocab_size=1000, dim=32, n_layers=2, n_heads=4, hidden_dim=37 * 2, max_position_embeddings=128)
     base.update(overrides)
     return DistilBertConfig().replace(**base)

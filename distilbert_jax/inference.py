@@ -12,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .heads import DistilBertForMultipleChoice, DistilBertForQuestionAnswering
+from .sentence import SENTENCE_POOLINGS
 from .tokenizer import Tokenizer, _check_texts
 
-POOLINGS = ("cls", "mean")
+POOLINGS = SENTENCE_POOLINGS
 
 
 def _bucket(n: int, limit: int, multiple: int = 32) -> int:
@@ -22,15 +23,26 @@ def _bucket(n: int, limit: int, multiple: int = 32) -> int:
     return min(limit, -(-n // multiple) * multiple)
 
 
+def _pool(hidden: jax.Array, attention_mask: jax.Array, mode: str) -> jax.Array:
+    # hidden [B, T, D], attention_mask [B, T] -> [B, D], as sentence-transformers' Pooling
+    mask = attention_mask.astype(jnp.float32)[..., None]
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "max":
+        return jnp.where(mask > 0, hidden, -jnp.inf).max(1)
+    total, count = (hidden * mask).sum(1), jnp.maximum(mask.sum(1), 1e-9)
+    return total / (count if mode == "mean" else jnp.sqrt(count))
+
+
 @functools.partial(jax.jit, static_argnames=("model", "pooling", "normalize"))
-def pool_hidden(model: nn.Module, variables, input_ids, attention_mask, pooling: str, normalize: bool):
-    """Encode [B, T] ids and pool to [B, D]: "cls" = first token, "mean" = mean over real tokens."""
+def pool_hidden(model: nn.Module, variables, input_ids, attention_mask, pooling: str | tuple[str, ...],
+                normalize: bool):  # fmt: skip
+    """Encode [B, T] ids and pool to [B, D] (× number of modes): "cls" = first token, "mean" = mean over
+    real tokens, "max" = max over real tokens, "mean_sqrt_len_tokens" = sum / sqrt(length); several
+    modes are concatenated in order."""
     hidden = model.apply(variables, input_ids, attention_mask).last_hidden_state.astype(jnp.float32)
-    if pooling == "cls":
-        pooled = hidden[:, 0]
-    else:
-        mask = attention_mask.astype(jnp.float32)[..., None]
-        pooled = (hidden * mask).sum(1) / jnp.maximum(mask.sum(1), 1.0)
+    modes = (pooling,) if isinstance(pooling, str) else pooling
+    pooled = jnp.concatenate([_pool(hidden, attention_mask, mode) for mode in modes], axis=-1)
     if normalize:
         pooled = pooled / jnp.maximum(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
     return pooled
@@ -42,15 +54,22 @@ def embed(
     tokenizer: Tokenizer,
     texts: str | Sequence[str],
     *,
-    pooling: str = "mean",
+    pooling: str | Sequence[str] | None = None,
     batch_size: int = 32,
     max_length: int | None = None,
-    normalize: bool = False,
+    normalize: bool | None = None,
 ) -> np.ndarray:
     """Embed texts as [N, D] float32: tokenized in batches (truncated to `max_length`), encoded under
-    jit, pooled with "cls" or masked "mean". Works with the bare model or any single-sequence head."""
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    jit, pooled with "cls", masked "mean", "max" or "mean_sqrt_len_tokens" (a list concatenates several).
+    Works with the bare model or any single-sequence head. `pooling` / `normalize` default to the model's
+    sentence-transformers settings (`config.pooling`, `config.normalize_embeddings`), else "mean" / False."""
+    config = model.config
+    if pooling is None:
+        pooling = config.pooling or ("mean",)
+    modes = (pooling,) if isinstance(pooling, str) else tuple(pooling)
+    if not modes or any(mode not in POOLINGS for mode in modes):
+        raise ValueError(f"pooling must be one of {POOLINGS} (or a list of them), got {pooling!r}")
+    normalize = config.normalize_embeddings if normalize is None else bool(normalize)
     if isinstance(model, DistilBertForMultipleChoice):
         raise ValueError("embed needs a single-sequence model; load the multiple-choice checkpoint with head='base'")
     if batch_size < 1:
@@ -67,7 +86,7 @@ def embed(
         ids[: len(chunk), : batch.input_ids.shape[1]] = batch.input_ids
         mask[: len(chunk), : batch.input_ids.shape[1]] = batch.attention_mask
         mask[len(chunk) :, 0] = 1  # filler rows: one visible token, discarded below
-        pooled = pool_hidden(model, variables, jnp.asarray(ids), jnp.asarray(mask), pooling, normalize)
+        pooled = pool_hidden(model, variables, jnp.asarray(ids), jnp.asarray(mask), modes, normalize)
         out.append(np.asarray(pooled)[: len(chunk)])
     return np.concatenate(out)
 
@@ -136,18 +155,46 @@ def answer_questions(
     *,
     max_length: int = 384,
     max_answer_length: int = 30,
+    stride: int | None = None,
+    batch_size: int = 32,
 ) -> list[Answer | None]:
-    """Answer each question from its context with a question-answering model (context truncated to
-    fit `max_length`); None where no context token survived truncation."""
+    """Answer each question from its context with a question-answering model. A context longer than
+    `max_length` allows is split into windows overlapping by `stride` tokens (default min(128,
+    max_length // 2), as the `transformers` pipeline); every window is scored and the best span of any
+    window (highest p(start)·p(end) within its window) is the answer. None where no context token fits."""
     if not isinstance(model, DistilBertForQuestionAnswering):
         raise ValueError(f"answer_questions needs a question_answering model, got {type(model).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     questions, contexts = _check_texts(questions, "questions"), _check_texts(contexts, "contexts")
-    batch = tokenizer(questions, contexts, max_length=max_length, truncation="only_second")
-    out = jax.jit(model.apply)(variables, jnp.asarray(batch.input_ids), jnp.asarray(batch.attention_mask))
-    starts, ends = np.asarray(out.start_logits), np.asarray(out.end_logits)
-    answers = []
-    for i, context in enumerate(contexts):
-        best = decode_answer(starts[i], ends[i], batch.offsets[i], batch.sequence_ids[i], context,
-                             max_answer_length=max_answer_length)  # fmt: skip
-        answers.append(best[0] if best else None)
-    return answers
+    if len(questions) != len(contexts):
+        raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
+    stride = min(128, max_length // 2) if stride is None else stride
+    batch = tokenizer(questions, contexts, max_length=max_length, truncation="only_second", stride=stride,
+                      return_overflowing_tokens=True)  # fmt: skip
+    starts, ends = _qa_logits(model, variables, batch.input_ids, batch.attention_mask, batch.token_type_ids,
+                              batch_size)  # fmt: skip
+    best: list[Answer | None] = [None] * len(contexts)
+    for row, i in enumerate(batch.overflow_to_sample_mapping):
+        found = decode_answer(starts[row], ends[row], batch.offsets[row], batch.sequence_ids[row], contexts[i],
+                              max_answer_length=max_answer_length)  # fmt: skip
+        if found and (best[i] is None or found[0].score > best[i].score):
+            best[i] = found[0]
+    return best
+
+
+def _qa_logits(model: nn.Module, variables: dict, ids: np.ndarray, mask: np.ndarray, types: np.ndarray,
+               batch_size: int):  # fmt: skip
+    """(start, end) logits [N, T] of N rows, run in jitted chunks of `batch_size` rows (the last padded).
+    `types` are the segment ids (question 0, context 1) BERT models read."""
+    apply = jax.jit(model.apply)
+    starts, ends = [], []
+    for lo in range(0, len(ids), batch_size):
+        chunk = [a[lo : lo + batch_size] for a in (ids, mask, types)]
+        n = len(chunk[0])
+        if len(ids) > batch_size and n < batch_size:  # same shape as the other chunks: no recompilation
+            chunk = [np.concatenate([a, np.repeat(a[:1], batch_size - n, 0)]) for a in chunk]
+        out = apply(variables, *map(jnp.asarray, chunk[:2]), token_type_ids=jnp.asarray(chunk[2]))
+        starts.append(np.asarray(out.start_logits)[:n])
+        ends.append(np.asarray(out.end_logits)[:n])
+    return np.concatenate(starts), np.concatenate(ends)

@@ -4,7 +4,9 @@ rename + transpose.
 
 Numerics follow `transformers`' PyTorch DistilBERT: post-LayerNorm blocks, LN eps 1e-12, exact GELU,
 masked attention scores filled with the float32 minimum (a fully padded row attends uniformly and stays
-finite). With `dtype=jnp.bfloat16` the matmuls run in bf16 while params, the residual stream, LayerNorm
+finite). A BERT config (`model_type="bert"`) runs the same blocks and adds token-type embeddings,
+its LayerNorm eps, dropout on the attention output, and the pooler (dense + tanh on the first token).
+With `dtype=jnp.bfloat16` the matmuls run in bf16 while params, the residual stream, LayerNorm
 and softmax stay float32.
 """
 
@@ -18,6 +20,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 
 from .config import DistilBertConfig
 
@@ -35,6 +38,7 @@ class EncoderOutput:
     last_hidden_state: Array  # [B, T, D]
     hidden_states: tuple[Array, ...] | None = None
     attentions: tuple[Array, ...] | None = None
+    pooler_output: Array | None = None  # [B, D]: BERT's pooler (tanh(dense(hidden[:, 0]))), else None
 
 
 def activation_fn(name: str):
@@ -128,9 +132,9 @@ def dense(config: DistilBertConfig, features: int, name: str, dtype: Dtype) -> L
     return Linear(features, dtype, nn.initializers.normal(config.initializer_range), name=name)
 
 
-def layer_norm(name: str) -> nn.LayerNorm:
-    """A float32 LayerNorm with PyTorch's numerics (eps 1e-12, two-pass variance)."""
-    return nn.LayerNorm(epsilon=LN_EPS, use_fast_variance=False, dtype=jnp.float32, name=name)
+def layer_norm(name: str, eps: float = LN_EPS) -> nn.LayerNorm:
+    """A float32 LayerNorm with PyTorch's numerics (eps 1e-12 unless given, two-pass variance)."""
+    return nn.LayerNorm(epsilon=eps, use_fast_variance=False, dtype=jnp.float32, name=name)
 
 
 def keep_mask(key: Array, shape: tuple[int, ...], rate: float) -> Array:
@@ -161,6 +165,40 @@ class Dropout(nn.Module):
         return jnp.where(keep, x / (1.0 - self.rate), 0.0).astype(x.dtype)
 
 
+def check_input_ids(input_ids: Array, vocab_size: int) -> None:
+    """Raise `ValueError` naming the ids of `input_ids` [B, T] outside [0, vocab_size) and where they are.
+    Under a trace (jit, grad, vmap) the values are unknown: there it adds a `jax.experimental.checkify`
+    check instead, reported by a `checkify.checkify`-wrapped caller (see `checked_apply`)."""
+    if isinstance(input_ids, jax.core.Tracer):
+        bad = (input_ids < 0) | (input_ids >= vocab_size)
+        first = jnp.argmax(bad.reshape(-1))
+        checkify.check(
+            ~bad.any(),
+            f"input_ids hold {{count}} id(s) outside the vocabulary [0, {vocab_size}), "
+            f"first {{value}} at flat index {{index}} of shape {tuple(input_ids.shape)}",
+            count=bad.sum(), value=input_ids.reshape(-1)[first], index=first,
+        )  # fmt: skip
+        return
+    ids = np.asarray(input_ids)
+    bad = np.argwhere((ids < 0) | (ids >= vocab_size))
+    if len(bad):
+        shown = ", ".join(f"{int(ids[tuple(i)])} at {tuple(int(j) for j in i)}" for i in bad[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise ValueError(
+            f"input_ids hold {len(bad)} id(s) outside the vocabulary [0, vocab_size={vocab_size}): "
+            f"{shown}{more}; does the tokenizer match the model's config?"
+        )
+
+
+def ids_for_lookup(input_ids: Array, vocab_size: int) -> Array:
+    """`input_ids` checked (concrete: `check_input_ids` raises; traced: unchecked) with negative ids
+    mapped out of range, so that under `jit` every out-of-vocabulary id, negative or ≥ vocab_size,
+    embeds as NaN (the embedding lookup's fill value) instead of wrapping around silently."""
+    if not isinstance(input_ids, jax.core.Tracer):
+        check_input_ids(input_ids, vocab_size)
+    return jnp.where(input_ids < 0, vocab_size, input_ids)
+
+
 class Embeddings(nn.Module):
     config: DistilBertConfig
     dtype: Dtype = jnp.float32
@@ -177,16 +215,23 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embed(
             c.max_position_embeddings, c.dim, embedding_init=pos_init, name="position_embeddings"
         )
-        self.LayerNorm = layer_norm("LayerNorm")
+        if c.type_vocab_size:
+            self.token_type_embeddings = nn.Embed(c.type_vocab_size, c.dim, embedding_init=init,
+                                                  name="token_type_embeddings")  # fmt: skip
+        self.LayerNorm = layer_norm("LayerNorm", c.layer_norm_eps)
         self.dropout = Dropout(c.dropout)
 
-    def __call__(self, input_ids: Array | None, inputs_embeds: Array | None, deterministic: bool) -> Array:
-        # input_ids [B, T] int  |  inputs_embeds [B, T, D]  ->  [B, T, D] float32
+    def __call__(self, input_ids: Array | None, inputs_embeds: Array | None, deterministic: bool,
+                 token_type_ids: Array | None = None) -> Array:  # fmt: skip
+        # input_ids [B, T] int  |  inputs_embeds [B, T, D]; token_type_ids [B, T] (BERT)  ->  [B, T, D] float32
         if input_ids is not None:
-            x = self.word_embeddings(input_ids)
+            x = self.word_embeddings(ids_for_lookup(input_ids, self.config.vocab_size))
         else:
             _ = self.word_embeddings.embedding  # keep the param tree identical in both modes
             x = inputs_embeds.astype(jnp.float32)
+        if self.config.type_vocab_size:  # BERT: word + token type, then + position (transformers' order)
+            types = jnp.zeros(x.shape[:2], jnp.int32) if token_type_ids is None else token_type_ids
+            x = x + self.token_type_embeddings(types)
         seq_len = x.shape[1]
         if seq_len > self.config.max_position_embeddings:
             raise ValueError(
@@ -249,10 +294,13 @@ class TransformerBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, mask: Array, deterministic: bool) -> tuple[Array, Array]:
-        attn, weights = MultiHeadSelfAttention(self.config, self.dtype, name="attention")(x, mask, deterministic)
-        x = layer_norm("sa_layer_norm")(x + attn)
-        ffn = FFN(self.config, self.dtype, name="ffn")(x, deterministic)
-        x = layer_norm("output_layer_norm")(x + ffn)
+        c = self.config
+        attn, weights = MultiHeadSelfAttention(c, self.dtype, name="attention")(x, mask, deterministic)
+        if c.is_bert:  # BertSelfOutput: dropout after the attention output projection
+            attn = Dropout(c.dropout)(attn, deterministic=deterministic)
+        x = layer_norm("sa_layer_norm", c.layer_norm_eps)(x + attn)
+        ffn = FFN(c, self.dtype, name="ffn")(x, deterministic)
+        x = layer_norm("output_layer_norm", c.layer_norm_eps)(x + ffn)
         return x, weights
 
 
@@ -287,6 +335,31 @@ class Transformer(nn.Module):
         )
 
 
+class Pooler(nn.Module):
+    """BERT's pooler: tanh(`dense`(hidden[:, 0]))."""
+
+    config: DistilBertConfig
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, hidden: Array) -> Array:
+        # hidden [B, T, D] -> [B, D]
+        return jnp.tanh(dense(self.config, self.config.dim, "dense", self.dtype)(hidden[:, 0]))
+
+
+def _check_token_types(token_type_ids, shape, config: DistilBertConfig) -> None:
+    if token_type_ids is None or not config.type_vocab_size:
+        return  # DistilBERT has no token types: ignored
+    if tuple(token_type_ids.shape) != tuple(shape) or not jnp.issubdtype(token_type_ids.dtype, jnp.integer):
+        raise ValueError(f"token_type_ids must be an integer array of the input shape {tuple(shape)}, got "
+                         f"{token_type_ids.dtype}{tuple(token_type_ids.shape)}")  # fmt: skip
+    if not isinstance(token_type_ids, jax.core.Tracer):
+        bad = np.asarray(token_type_ids)
+        if bad.size and (bad.min() < 0 or bad.max() >= config.type_vocab_size):
+            raise ValueError(f"token_type_ids must be in [0, type_vocab_size={config.type_vocab_size}), "
+                             f"got values in [{bad.min()}, {bad.max()}]")  # fmt: skip
+
+
 def _check_inputs(input_ids, attention_mask, inputs_embeds) -> tuple[int, int]:
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("pass exactly one of input_ids [B, T] or inputs_embeds [B, T, D]")
@@ -303,14 +376,23 @@ def _check_inputs(input_ids, attention_mask, inputs_embeds) -> tuple[int, int]:
 
 
 class DistilBertModel(nn.Module):
-    """The bare encoder: `apply(params, input_ids [B,T], attention_mask [B,T]) -> EncoderOutput`."""
+    """The bare encoder: `apply(params, input_ids [B,T], attention_mask [B,T]) -> EncoderOutput`.
+    For BERT, `token_type_ids [B,T]` (default zeros) select the segment embeddings and, with
+    `add_pooling_layer`, `pooler_output` is set; DistilBERT ignores both."""
 
     config: DistilBertConfig
     dtype: Dtype = jnp.float32
+    add_pooling_layer: bool = True  # BERT only: build the pooler (`pooler/dense`)
 
     def setup(self):
         self.embeddings = Embeddings(self.config, self.dtype, name="embeddings")
         self.transformer = Transformer(self.config, self.dtype, name="transformer")
+        if self.has_pooler:
+            self.pooler = Pooler(self.config, self.dtype, name="pooler")
+
+    @property
+    def has_pooler(self) -> bool:
+        return self.config.is_bert and self.add_pooling_layer
 
     def __call__(
         self,
@@ -321,12 +403,39 @@ class DistilBertModel(nn.Module):
         deterministic: bool = True,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        token_type_ids: Array | None = None,
     ) -> EncoderOutput:
         shape = _check_inputs(input_ids, attention_mask, inputs_embeds)
+        _check_token_types(token_type_ids, shape, self.config)
         mask = jnp.ones(shape, bool) if attention_mask is None else attention_mask.astype(bool)
-        x = self.embeddings(input_ids, inputs_embeds, deterministic)
-        return self.transformer(x, mask, deterministic, output_hidden_states, output_attentions)
+        x = self.embeddings(input_ids, inputs_embeds, deterministic, token_type_ids)
+        out = self.transformer(x, mask, deterministic, output_hidden_states, output_attentions)
+        if self.has_pooler:
+            out = out.replace(pooler_output=self.pooler(out.last_hidden_state))
+        return out
 
     def word_matrix(self) -> Array:
         """The word-embedding matrix [V, D] (tied to the masked-LM projector)."""
         return self.embeddings.word_matrix()
+
+
+def checked_apply(model: nn.Module) -> Any:
+    """`model.apply` jitted with a runtime check of the token ids: `checked_apply(model)(params,
+    input_ids, attention_mask, **kwargs)` raises `checkify.JaxRuntimeError` naming an id outside
+    [0, vocab_size) (plain `jax.jit(model.apply)` gives NaN outputs for such ids instead)."""
+    vocab_size = model.config.vocab_size
+
+    def apply(variables, input_ids=None, attention_mask=None, **kwargs):
+        if input_ids is not None:
+            check_input_ids(input_ids, vocab_size)
+        return model.apply(variables, input_ids, attention_mask, **kwargs)
+
+    checked = jax.jit(checkify.checkify(apply, errors=checkify.user_checks),
+                      static_argnames=("deterministic", "output_hidden_states", "output_attentions"))  # fmt: skip
+
+    def run(variables, input_ids=None, attention_mask=None, **kwargs):
+        err, out = checked(variables, input_ids, attention_mask, **kwargs)
+        err.throw()
+        return out
+
+    return run

@@ -1,5 +1,6 @@
-"""Load and save Hugging Face DistilBERT directories: config.json + model.safetensors (single file or
-sharded with model.safetensors.index.json) + tokenizer files."""
+"""Load and save Hugging Face DistilBERT / BERT directories: config.json + model.safetensors (single
+file or sharded with model.safetensors.index.json) + tokenizer files; sentence-transformers directories
+(modules.json) load their transformer with the directory's pooling and normalization."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from .config import DistilBertConfig
-from .heads import HEADS, build_model, head_of_architecture
+from .heads import HEADS, architecture_of, build_model, head_of_architecture
+from .sentence import read_sentence_transformers
 from .tokenizer import Tokenizer
 from .weights import LoadReport, WeightsError, hf_to_params, params_to_hf
 
@@ -31,6 +33,19 @@ def _open_safetensors(path: str):
         raise WeightsError(f"{path} is not a readable safetensors file (truncated or another format?): {e}") from None
 
 
+def _is_plain_file_name(name: object) -> bool:
+    """Whether a shard name from an index is a file name inside the directory (no path parts)."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and os.path.basename(name) == name
+        and not os.path.isabs(name)
+        and not os.path.splitdrive(name)[0]
+    )
+
+
 def _weight_map(path: str) -> dict[str, str]:
     """{HF key: safetensors file} for a directory (single file or sharded index) or one file."""
     if os.path.isfile(path):
@@ -43,14 +58,24 @@ def _weight_map(path: str) -> dict[str, str]:
                 weight_map: dict[str, str] = json.load(f)["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise WeightsError(f"{index} is not a valid safetensors index (needs 'weight_map'): {e}") from None
+        outside = sorted({str(f) for f in weight_map.values() if not _is_plain_file_name(f)})
+        if outside:
+            raise WeightsError(
+                f"{index} names shard files outside the checkpoint directory {path}: {outside}; only plain "
+                "file names inside it are accepted"
+            )
         missing = sorted({f for f in weight_map.values() if not os.path.isfile(os.path.join(path, f))})
         if missing:
             raise WeightsError(f"{index} names shard files that do not exist: {missing}")
         return {key: os.path.join(path, file) for key, file in weight_map.items()}
     if os.path.isfile(single):
         return _weight_map(single)
-    others = [f for f in os.listdir(path) if f.endswith((".bin", ".h5", ".msgpack", ".pt"))] if os.path.isdir(path) else []
-    hint = f" (found {others}: convert them to safetensors)" if others else ""
+    others = sorted(f for f in os.listdir(path) if f.endswith((".bin", ".h5", ".msgpack", ".pt"))) if os.path.isdir(path) else []
+    hint = ""
+    if any(f.endswith(".bin") for f in others):
+        hint = f" (found {others}: convert them with `python -m distilbert_jax.convert {path}`)"
+    elif others:
+        hint = f" (found {others}: convert them to safetensors)"
     raise FileNotFoundError(f"no {WEIGHTS_NAME} or {INDEX_NAME} in {path}{hint}")
 
 
@@ -114,30 +139,42 @@ def from_pretrained(
     ignore_mismatched_sizes: bool = False,
     return_report: bool = False,
 ) -> tuple[nn.Module, dict] | tuple[nn.Module, dict, LoadReport]:
-    """Load an HF DistilBERT directory as `(model, {"params": tree})`.
+    """Load an HF DistilBERT or BERT directory (or a sentence-transformers directory) as `(model, {"params": tree})`.
 
     head: "base", "masked_lm", "sequence_classification", "token_classification",
     "question_answering", "multiple_choice", or None to take it from config.json's `architectures`.
     A base checkpoint loads into a head model with the head freshly initialised (a warning names the
     keys). `dtype` is the compute dtype; `param_dtype` the dtype params are cast to.
     `ignore_mismatched_sizes` re-initialises head params whose shape differs (e.g. a classifier trained
-    with another number of labels) instead of raising."""
+    with another number of labels) instead of raising.
+
+    A sentence-transformers directory (`modules.json`) loads its transformer with `config.pooling` /
+    `config.normalize_embeddings` set from its Pooling / Normalize modules, which `embed` applies.
+    A bare BERT checkpoint without pooler weights gives a model without the pooler (`pooler_output` None)."""
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model directory {path} does not exist")
     if head is not None and head not in HEADS:
         raise ValueError(f"unknown head {head!r}; expected one of {sorted(HEADS)}")
+    sentence = read_sentence_transformers(path)
+    if sentence is not None:
+        path = sentence.transformer_path
     config = DistilBertConfig.from_json_file(path)
     if num_labels is not None:
         config = config.replace(num_labels=num_labels)
+    if sentence is not None:
+        config = config.replace(pooling=sentence.pooling, normalize_embeddings=sentence.normalize)
     head = head or _head_from_config(path)
-    model = build_model(config, head, dtype)
     try:
         with LazyState(path) as state:
+            has_pooler = any(".pooler." in f".{key}" for key in state)
+            model = build_model(config, head, dtype, add_pooling_layer=has_pooler)
             variables, report = hf_to_params(state, model, rng=rng, param_dtype=param_dtype,
                                              ignore_mismatched_sizes=ignore_mismatched_sizes)  # fmt: skip
     except WeightsError as e:
         raise WeightsError(f"{path}: {e}") from None
+    for note in report.warnings():
+        warnings.warn(f"{path}: {note}", stacklevel=2)
     if report.initialized:
         warnings.warn(
             f"{path}: {len(report.initialized)} {head} head params were not in the checkpoint (or had another "
@@ -182,7 +219,7 @@ def save_pretrained(
     os.makedirs(path, exist_ok=True)
     head = next(name for name, (cls, _) in HEADS.items() if type(model) is cls)
     state = params_to_hf(variables, model)
-    model.config.to_json_file(os.path.join(path, "config.json"), architectures=[HEADS[head][1]])
+    model.config.to_json_file(os.path.join(path, "config.json"), architectures=[architecture_of(head, model.config)])
     metadata = {"format": "pt"}
     for stale in (WEIGHTS_NAME, INDEX_NAME):
         if os.path.exists(os.path.join(path, stale)):
@@ -200,4 +237,4 @@ def save_pretrained(
         with open(os.path.join(path, INDEX_NAME), "w", encoding="utf-8") as f:
             json.dump(index, f, indent=2)
     if tokenizer is not None:
-        tokenizer.save_pretrained(path)
+        tokenizer.save_pretrained(path, tokenizer_class="BertTokenizer" if model.config.is_bert else "DistilBertTokenizer")

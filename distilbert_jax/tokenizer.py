@@ -1,16 +1,19 @@
-"""WordPiece tokenizer for DistilBERT through the `tokenizers` library (same ids as HF's
-`DistilBertTokenizerFast`), returning padded numpy arrays."""
+"""WordPiece tokenizer for DistilBERT and BERT through the `tokenizers` library (same ids as HF's
+`DistilBertTokenizerFast` / `BertTokenizerFast`, token types included), returning padded numpy arrays."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import threading
 from collections.abc import Sequence
 
 import numpy as np
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
+
+from .sentence import read_sentence_transformers
 
 SPECIAL_TOKENS = {"unk": "[UNK]", "sep": "[SEP]", "pad": "[PAD]", "cls": "[CLS]", "mask": "[MASK]"}
 _TRUNCATION = ("longest_first", "only_first", "only_second")
@@ -20,12 +23,17 @@ _TRUNCATION = ("longest_first", "only_first", "only_second")
 class Batch:
     """A tokenized batch. Arrays are [B, T]; `offsets` [B, T, 2] are character spans into the source
     text (into the second text for tokens with `sequence_ids == 1`); `sequence_ids` is 0 / 1 for tokens of
-    the first / second text and -1 for special tokens and padding."""
+    the first / second text and -1 for special tokens and padding. With `return_overflowing_tokens`, each
+    row is one window of a long input and `overflow_to_sample_mapping` [B] names the input it came from.
+    `token_type_ids` are BERT's segment ids: 0 for `[CLS] A [SEP]`, 1 for `B [SEP]` of a pair, 0 for
+    padding (DistilBERT ignores them)."""
 
     input_ids: np.ndarray
     attention_mask: np.ndarray
     offsets: np.ndarray
     sequence_ids: np.ndarray
+    overflow_to_sample_mapping: np.ndarray | None = None
+    token_type_ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -41,7 +49,44 @@ def _check_texts(texts, name: str) -> list[str]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}: {t!r:.60}")
+        problem = _surrogate_problem(t)
+        if problem:
+            raise ValueError(f"{name}[{i}] {problem}: {t!r:.60}; clean it first, e.g. "
+                             "text.encode('utf-8', 'replace').decode('utf-8')")  # fmt: skip
     return list(texts)
+
+
+def _surrogate_problem(text) -> str | None:
+    """What makes `text` unencodable (a lone surrogate), or None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return (f"holds {text[e.start:e.end]!r} at character {e.start}, a lone surrogate (not valid Unicode; "
+                "was the text decoded with errors='surrogateescape'?)")  # fmt: skip
+    return None
+
+
+def encode_batch(backend: tokenizers.Tokenizer, texts: list, pairs: list | None = None, **kwargs) -> list:
+    """`backend.encode_batch(texts | zip(texts, pairs), **kwargs)`; when it fails, find the failing item
+    and raise a `ValueError` naming it (`texts[i]`, `text_pair[i]`) and the problem, not the library's
+    internal message alone."""
+    inputs = texts if pairs is None else list(zip(texts, pairs))
+    try:
+        return backend.encode_batch(inputs, **kwargs)
+    except Exception as batch_error:  # tokenizers raises bare Exceptions with its internal messages
+        for i, item in enumerate(inputs):
+            try:
+                backend.encode_batch([item], **kwargs)
+            except Exception as e:
+                what = f"texts[{i}] {texts[i]!r:.60}" + ("" if pairs is None else f" with text_pair[{i}] {pairs[i]!r:.60}")
+                problem = _surrogate_problem(texts[i]) or (pairs and _surrogate_problem(pairs[i]))
+                hint = ""
+                if "Truncation error" in str(e) and pairs is not None:
+                    hint = "; with truncation='only_second' / 'only_first' the other text alone must fit max_length"
+                raise ValueError(f"tokenizing {what} failed: {problem or e}{hint}") from None
+        raise ValueError(f"tokenization of {len(inputs)} items failed: {batch_error}") from None
 
 
 def _bert_backend(vocab_path: str, lowercase: bool, strip_accents: bool | None) -> tokenizers.Tokenizer:
@@ -73,10 +118,13 @@ def _bert_backend(vocab_path: str, lowercase: bool, strip_accents: bool | None) 
 class Tokenizer:
     """DistilBERT WordPiece tokenizer. `tok(texts, max_length=128)` → `Batch` of padded numpy arrays."""
 
-    def __init__(self, backend: tokenizers.Tokenizer, model_max_length: int = 512, lowercase: bool = True):
+    def __init__(self, backend: tokenizers.Tokenizer, model_max_length: int = 512, lowercase: bool = True,
+                 tokenizer_class: str = "DistilBertTokenizer"):  # fmt: skip
         self.backend = backend
+        self._truncation_lock = threading.Lock()
         self.model_max_length = int(model_max_length)
         self.lowercase = lowercase
+        self.tokenizer_class = tokenizer_class  # written back by save_pretrained
         backend.no_padding()
         backend.no_truncation()
         vocab = backend.get_vocab()
@@ -86,6 +134,13 @@ class Tokenizer:
         self.unk_token_id, self.sep_token_id, self.pad_token_id, self.cls_token_id, self.mask_token_id = (
             vocab[t] for t in SPECIAL_TOKENS.values()
         )
+
+    def __getstate__(self) -> dict:  # picklable (a lock is not)
+        return {k: v for k, v in self.__dict__.items() if k != "_truncation_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._truncation_lock = threading.Lock()
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
@@ -97,10 +152,21 @@ class Tokenizer:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "Tokenizer":
-        """Load from an HF directory: `tokenizer.json` if present, else `vocab.txt` (+ `tokenizer_config.json`)."""
+        """Load from an HF directory: `tokenizer.json` if present, else `vocab.txt` (+ `tokenizer_config.json`).
+        A sentence-transformers directory's tokenizer is its transformer's, limited to its `max_seq_length`."""
         path = os.fspath(path)
         if not os.path.isdir(path):
             raise FileNotFoundError(f"tokenizer directory {path} does not exist")
+        sentence = read_sentence_transformers(path)
+        if sentence is None:
+            return cls._from_hf_dir(path)
+        tok = cls._from_hf_dir(sentence.transformer_path)
+        if sentence.max_seq_length:
+            tok.model_max_length = sentence.max_seq_length
+        return tok
+
+    @classmethod
+    def _from_hf_dir(cls, path: str) -> "Tokenizer":
         cfg: dict = {}
         cfg_path = os.path.join(path, "tokenizer_config.json")
         if os.path.isfile(cfg_path):
@@ -110,15 +176,18 @@ class Tokenizer:
         if not isinstance(max_len, int) or max_len > 1_000_000:  # HF writes 1e30 for "unset"
             max_len = 512
         lowercase = bool(cfg.get("do_lower_case", True))
+        tokenizer_class = str(cfg.get("tokenizer_class") or "DistilBertTokenizer").removesuffix("Fast")
         json_path, vocab_path = os.path.join(path, "tokenizer.json"), os.path.join(path, "vocab.txt")
         if os.path.isfile(json_path):
             try:
                 backend = tokenizers.Tokenizer.from_file(json_path)
             except Exception as e:  # tokenizers raises a bare Exception on bad JSON
                 raise ValueError(f"{json_path} is not a valid tokenizers file: {e}") from None
-            return cls(backend, max_len, lowercase)
+            return cls(backend, max_len, lowercase, tokenizer_class)
         if os.path.isfile(vocab_path):
-            return cls.from_vocab(vocab_path, lowercase, cfg.get("strip_accents"), max_len)
+            tok = cls.from_vocab(vocab_path, lowercase, cfg.get("strip_accents"), max_len)
+            tok.tokenizer_class = tokenizer_class
+            return tok
         raise FileNotFoundError(f"{path} has neither tokenizer.json nor vocab.txt")
 
     # ---- encoding -------------------------------------------------------------------------------
@@ -139,11 +208,17 @@ class Tokenizer:
         padding: str = "longest",
         truncation: bool | str = True,
         pad_to_multiple_of: int | None = None,
+        stride: int = 0,
+        return_overflowing_tokens: bool = False,
     ) -> Batch:
         """Tokenize texts (or text pairs, e.g. question + context) into padded [B, T] arrays.
 
         padding: "longest" (to the longest in the batch) or "max_length". truncation: True
-        ("longest_first"), "only_first", "only_second" or False (then a too-long text is an error)."""
+        ("longest_first"), "only_first", "only_second" or False (then a too-long text is an error).
+        `return_overflowing_tokens=True` keeps what truncation cuts off as further rows (windows), each
+        overlapping the previous one by `stride` tokens, with `overflow_to_sample_mapping` [rows] giving
+        each row's input — the same rows as `transformers`' fast tokenizer (e.g. question + long context
+        with `truncation="only_second"`)."""
         texts = _check_texts(texts, "texts")
         pairs = None if text_pair is None else _check_texts(text_pair, "text_pair")
         if pairs is not None and len(pairs) != len(texts):
@@ -157,15 +232,21 @@ class Tokenizer:
         if strategy is not False and strategy not in _TRUNCATION:
             raise ValueError(f"truncation must be True, False or one of {_TRUNCATION}, got {truncation!r}")
 
-        if strategy:
-            self.backend.enable_truncation(limit, strategy=strategy)
-        try:
-            inputs = texts if pairs is None else list(zip(texts, pairs))
-            encodings = self.backend.encode_batch(inputs)
-        except Exception as e:  # e.g. only_second truncation where the first text alone is too long
-            raise ValueError(f"tokenization failed: {e}") from None
-        finally:
-            self.backend.no_truncation()
+        if stride < 0 or (stride and not (strategy and return_overflowing_tokens)):
+            raise ValueError(f"stride must be >= 0 and needs truncation and return_overflowing_tokens=True, "
+                             f"got stride={stride}")  # fmt: skip
+        with self._truncation_lock:  # truncation is backend state: one call at a time (loader threads)
+            if strategy:
+                self.backend.enable_truncation(limit, stride=stride, strategy=strategy)
+            try:
+                encodings = encode_batch(self.backend, texts, pairs)
+            finally:
+                self.backend.no_truncation()
+        sample_mapping = None
+        if return_overflowing_tokens:
+            windows = [[e, *e.overflowing] for e in encodings]
+            sample_mapping = np.repeat(np.arange(len(windows)), [len(w) for w in windows]).astype(np.int32)
+            encodings = [w for per_input in windows for w in per_input]
 
         lengths = [len(e.ids) for e in encodings]
         if not strategy and max(lengths) > limit:
@@ -179,21 +260,25 @@ class Tokenizer:
         mask = np.zeros((n, width), np.int32)
         offsets = np.zeros((n, width, 2), np.int32)
         seq_ids = np.full((n, width), -1, np.int32)
+        type_ids = np.zeros((n, width), np.int32)
         for row, enc in enumerate(encodings):
             k = len(enc.ids)
             ids[row, :k] = enc.ids
             mask[row, :k] = 1
             offsets[row, :k] = enc.offsets
             seq_ids[row, :k] = [-1 if s is None else s for s in enc.sequence_ids]
-        return Batch(ids, mask, offsets, seq_ids)
+            type_ids[row, :k] = enc.type_ids
+        return Batch(ids, mask, offsets, seq_ids, sample_mapping, type_ids)
 
     def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = True) -> str:
         """Token ids back to text (WordPiece `##` pieces joined)."""
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
     # ---- saving ---------------------------------------------------------------------------------
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write `tokenizer.json`, `vocab.txt` and `tokenizer_config.json` (loadable by `transformers`)."""
+    def save_pretrained(self, path: str | os.PathLike, tokenizer_class: str | None = None) -> None:
+        """Write `tokenizer.json`, `vocab.txt` and `tokenizer_config.json` (loadable by `transformers`);
+        `tokenizer_class` (default: the one loaded, else DistilBertTokenizer) names the HF class, e.g.
+        BertTokenizer, whose inputs include token_type_ids."""
         path = os.fspath(path)
         os.makedirs(path, exist_ok=True)
         self.backend.save(os.path.join(path, "tokenizer.json"))
@@ -201,7 +286,7 @@ class Tokenizer:
         with open(os.path.join(path, "vocab.txt"), "w", encoding="utf-8") as f:
             f.writelines(token + "\n" for token, _ in vocab)
         config = {
-            "tokenizer_class": "DistilBertTokenizer",
+            "tokenizer_class": tokenizer_class or self.tokenizer_class,
             "do_lower_case": self.lowercase,
             "model_max_length": self.model_max_length,
             **{f"{k}_token": v for k, v in SPECIAL_TOKENS.items()},

@@ -3,6 +3,11 @@
 
     distilbert.transformer.layer.0.attention.q_lin.weight [out, in]
         <-> distilbert/transformer/layer/0/attention/q_lin/kernel [in, out]
+
+BERT checkpoints load into the same module tree: `BERT_KEYS` renames BERT's keys to DistilBERT's first
+(`bert.encoder.layer.0.attention.self.query` -> `distilbert.transformer.layer.0.attention.q_lin`,
+`cls.predictions.transform.dense` -> `vocab_transform`, old-style `LayerNorm.gamma/beta` -> weight/bias),
+and back when saving; error messages name the checkpoint's own keys.
 """
 
 from __future__ import annotations
@@ -22,12 +27,37 @@ from .modeling import DistilBertModel, sinusoidal_table
 
 PREFIX = "distilbert."
 TIED_KEY = "vocab_projector.weight"
-IGNORED_KEYS = re.compile(r"^(distilbert\.)?embeddings\.position_ids$")
+IGNORED_KEYS = re.compile(r"^(distilbert\.)?embeddings\.(position_ids|token_type_ids)$")
+ENCODER_MODULES = ("embeddings", "transformer", "pooler")
+
+# BERT key fragment <-> ours: per encoder layer (after `encoder.layer.N.` / `transformer.layer.N.`) ...
+BERT_LAYER_KEYS = (
+    ("attention.self.query", "attention.q_lin"),
+    ("attention.self.key", "attention.k_lin"),
+    ("attention.self.value", "attention.v_lin"),
+    ("attention.output.dense", "attention.out_lin"),
+    ("attention.output.LayerNorm", "sa_layer_norm"),
+    ("intermediate.dense", "ffn.lin1"),
+    ("output.dense", "ffn.lin2"),
+    ("output.LayerNorm", "output_layer_norm"),
+)
+# ... and whole keys of the masked-LM head (the decoder weight is tied to the word embeddings)
+BERT_HEAD_KEYS = (
+    ("cls.predictions.transform.dense.weight", "vocab_transform.weight"),
+    ("cls.predictions.transform.dense.bias", "vocab_transform.bias"),
+    ("cls.predictions.transform.LayerNorm.weight", "vocab_layer_norm.weight"),
+    ("cls.predictions.transform.LayerNorm.bias", "vocab_layer_norm.bias"),
+    ("cls.predictions.bias", "vocab_projector.bias"),
+    ("cls.predictions.decoder.weight", TIED_KEY),
+)
+BERT_ALIASES = {"cls.predictions.decoder.bias": "cls.predictions.bias"}  # tied copies in older checkpoints
+_OLD_LAYER_NORM = re.compile(r"(LayerNorm|layer_norm)\.(gamma|beta)$")
+_LAYER_KEY = re.compile(r"^(encoder|transformer)\.layer\.(\d+)\.(.+)\.(weight|bias)$")
 
 # The key table: (module-name pattern, HF param name) -> (Flax param name, HF->Flax transform).
 # Modules not matched by an earlier row are Linear layers.
 _MODULE_KINDS = (
-    (re.compile(r"(^|\.)(word_embeddings|position_embeddings)$"), "embedding"),
+    (re.compile(r"(^|\.)(word_embeddings|position_embeddings|token_type_embeddings)$"), "embedding"),
     (re.compile(r"(^|\.)(LayerNorm|[a-z_]*layer_norm)$"), "layer_norm"),
     (re.compile(r".*"), "linear"),
 )
@@ -53,6 +83,19 @@ class LoadReport:
     initialized: list[str] = dataclasses.field(default_factory=list)
     unused: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    nonfinite: list[str] = dataclasses.field(default_factory=list)  # keys holding NaN / Inf
+
+    def warnings(self) -> list[str]:
+        """The messages `from_pretrained` warns with: non-finite weights and unused checkpoint keys."""
+        out = []
+        if self.nonfinite:
+            out.append(f"{len(self.nonfinite)} checkpoint tensors hold NaN / Inf values: " + "; ".join(self.nonfinite))
+        if self.unused:
+            out.append(
+                f"{len(self.unused)} checkpoint keys are not used by this model (another head's weights?): "
+                + ", ".join(self.unused)
+            )
+        return out
 
 
 def _kind(module: str) -> str:
@@ -73,6 +116,56 @@ def path_to_hf_key(path: tuple[str, ...]) -> str:
     return ".".join(path[:-1] + (_FLAX_TO_HF[path[-1]],))
 
 
+def modern_layer_norm_key(key: str) -> str:
+    """Old-style (TF-era) `….LayerNorm.gamma` / `beta` -> `….LayerNorm.weight` / `bias`."""
+    return _OLD_LAYER_NORM.sub(lambda m: f"{m[1]}.{'weight' if m[2] == 'gamma' else 'bias'}", key)
+
+
+def bert_to_key(key: str) -> str:
+    """A BERT checkpoint key -> ours (`bert.` -> `distilbert.`, BERT module names -> DistilBERT's,
+    `LayerNorm.gamma/beta` -> `LayerNorm.weight/bias`); keys it does not know come back unchanged."""
+    key = modern_layer_norm_key(key)
+    key = BERT_ALIASES.get(key, key)
+    prefix = ""
+    if key.startswith("bert."):
+        prefix, key = PREFIX, key[len("bert."):]
+    m = _LAYER_KEY.match(key)
+    if m and m[1] == "encoder":
+        ours = dict(BERT_LAYER_KEYS).get(m[3])
+        return f"{prefix}transformer.layer.{m[2]}.{ours}.{m[4]}" if ours else prefix + key
+    return prefix + dict(BERT_HEAD_KEYS).get(key, key)
+
+
+def key_to_bert(key: str) -> str:
+    """Ours -> the BERT checkpoint key (the inverse of `bert_to_key`)."""
+    prefix = ""
+    if key.startswith(PREFIX):
+        prefix, key = "bert.", key[len(PREFIX):]
+    m = _LAYER_KEY.match(key)
+    if m and m[1] == "transformer":
+        bert = {ours: b for b, ours in BERT_LAYER_KEYS}.get(m[3])
+        return f"{prefix}encoder.layer.{m[2]}.{bert}.{m[4]}" if bert else prefix + key
+    return prefix + {ours: b for b, ours in BERT_HEAD_KEYS}.get(key, key)
+
+
+def _source_keys(state: Mapping[str, np.ndarray], bert: bool) -> tuple[dict[str, str], list[str]]:
+    """{our key: the checkpoint's key} for every key but ignored buffers, and the checkpoint keys
+    dropped as tied duplicates. BERT keys are renamed (see `bert_to_key`)."""
+    names: dict[str, str] = {}
+    duplicates = []
+    for key in state:
+        ours = bert_to_key(key) if bert else modern_layer_norm_key(key)
+        if IGNORED_KEYS.match(ours):
+            continue
+        if ours in names:  # e.g. cls.predictions.bias and its tied copy cls.predictions.decoder.bias
+            if key in BERT_ALIASES:
+                duplicates.append(key)
+                continue
+            duplicates.append(names[ours])
+        names[ours] = key
+    return names, duplicates
+
+
 def _is_base(model: nn.Module) -> bool:
     return isinstance(model, DistilBertModel)
 
@@ -89,7 +182,7 @@ def _encoder_key(key: str, prefixed: bool) -> str | None:
     """The encoder-relative key (`embeddings.…` / `transformer.…`), or None for a head key."""
     if prefixed:
         return key[len(PREFIX):] if key.startswith(PREFIX) else None
-    return key if key.split(".", 1)[0] in ("embeddings", "transformer") else None
+    return key if key.split(".", 1)[0] in ENCODER_MODULES else None
 
 
 def hf_to_params(
@@ -101,55 +194,66 @@ def hf_to_params(
 ) -> tuple[dict, LoadReport]:
     """Convert a flat HF state dict into `{"params": tree}` for `model`.
 
-    Works with or without the `distilbert.` prefix, with the tied `vocab_projector.weight` present or
-    absent, and from a base checkpoint into a head model (head params freshly initialised from `rng`
-    and listed in the report). Raises `WeightsError` listing every missing, unexpected or mis-shaped key;
+    Works with or without the `distilbert.` (BERT: `bert.`) prefix, with the tied `vocab_projector.weight`
+    (BERT: `cls.predictions.decoder.weight`) present or absent, and from a base checkpoint into a head
+    model (head params freshly initialised from `rng` and listed in the report). A BERT model
+    (`config.model_type == "bert"`) reads BERT's keys, old-style `LayerNorm.gamma/beta` included; a BERT
+    pooler absent from the checkpoint is freshly initialised like a head param. Raises `WeightsError` listing every missing, unexpected or mis-shaped key;
     with `ignore_mismatched_sizes`, mis-shaped *head* params (e.g. another label count) are freshly
     initialised instead (noted in the report); encoder mismatches always raise.
     """
     expected = param_shapes(model)
     into_base = _is_base(model)
+    bert = model.config.is_bert
+    display = key_to_bert if bert else (lambda k: k)
     encoder_root = () if into_base else ("distilbert",)
     report = LoadReport()
-    keys = [k for k in state if not IGNORED_KEYS.match(k)]
+    names, duplicates = _source_keys(state, bert)
+    report.unused += duplicates
+    keys = list(names)
     prefixed = any(k.startswith(PREFIX) for k in keys)  # decided from all keys, not the first
 
     params: dict[tuple[str, ...], jax.Array] = {}
     unexpected, misshaped, seen_wrong_shape = [], [], set()
     for key in keys:
+        source = names[key]
         enc_key = _encoder_key(key, prefixed)
         if enc_key is None:  # a head key
             target = None if into_base or key == TIED_KEY else hf_key_to_path(key)
             if target is None or target[0] not in expected:
                 if key != TIED_KEY or into_base:
-                    report.unused.append(key)  # e.g. the MLM head's keys when loading into a classifier
+                    report.unused.append(source)  # e.g. the MLM head's keys when loading into a classifier
                 continue
         else:
             target = hf_key_to_path(enc_key)
             if target is not None:
                 target = (encoder_root + target[0], target[1])
             if target is None or target[0] not in expected:
-                unexpected.append(key)
+                if bert and enc_key.startswith("pooler."):
+                    report.unused.append(source)  # a pooler the model does not use (e.g. a masked-LM head)
+                    continue
+                unexpected.append(source)
                 continue
         path, transpose = target
-        array = np.asarray(state[key])
+        array = np.asarray(state[source])
         if transpose and array.ndim == 2:
             array = array.T
         want = tuple(expected[path].shape)
         if array.shape != want:
             if ignore_mismatched_sizes and enc_key is None:
-                report.notes.append(f"{key}: checkpoint {tuple(array.shape)} vs model {want}, re-initialised")
+                report.notes.append(f"{source}: checkpoint {tuple(array.shape)} vs model {want}, re-initialised")
                 continue  # left missing: initialised below like any absent head param
-            misshaped.append(f"{key}: checkpoint {tuple(array.shape)} vs model {want}")
+            misshaped.append(f"{source}: checkpoint {tuple(array.shape)} vs model {want}")
             seen_wrong_shape.add(path)
             continue
+        _note_nonfinite(key, array, report)
         params[path] = jnp.asarray(array, dtype=param_dtype)
 
     word_path = encoder_root + ("embeddings", "word_embeddings", "embedding")
-    if not into_base and TIED_KEY in state and word_path in params:
-        tied = np.asarray(state[TIED_KEY], np.float32)
+    if not into_base and TIED_KEY in names and word_path in params:
+        tied = np.asarray(state[names[TIED_KEY]], np.float32)
         if tied.shape != params[word_path].shape or not np.allclose(tied, np.asarray(params[word_path], np.float32)):
-            report.notes.append(f"{TIED_KEY} differs from the word embeddings; the projector is tied to them")
+            report.notes.append(f"{names[TIED_KEY]} differs from the word embeddings; the projector is tied to them")
 
     missing = [p for p in expected if p not in params and p not in seen_wrong_shape]
     fresh, really_missing = [], []
@@ -159,10 +263,10 @@ def hf_to_params(
             cfg = model.config
             params[path] = jnp.asarray(sinusoidal_table(cfg.max_position_embeddings, cfg.dim), param_dtype)
             report.notes.append("position_embeddings absent: filled with the sinusoidal table")
-        elif path[0] != "distilbert" and not into_base:
-            fresh.append(path)  # a head param: initialise it
+        elif (path[0] != "distilbert" and not into_base) or (bert and rel[0] == "pooler"):
+            fresh.append(path)  # a head param (or BERT's pooler): initialise it
         else:
-            really_missing.append(path_to_hf_key(path))
+            really_missing.append(display(path_to_hf_key(path)))
 
     problems = []
     if really_missing:
@@ -170,26 +274,41 @@ def hf_to_params(
     if unexpected:
         problems.append(f"unexpected keys ({len(unexpected)}): " + ", ".join(sorted(unexpected)))
     if misshaped:
-        head_only = all(not k.startswith(PREFIX) and _encoder_key(k.split(":")[0], prefixed) is None for k in misshaped)
+        head_only = all(_encoder_key(bert_to_key(k.split(":")[0]) if bert else k.split(":")[0], prefixed) is None
+                        for k in misshaped)  # fmt: skip
         hint = " (head params only: ignore_mismatched_sizes=True re-initialises them)" if head_only else ""
         problems.append(f"mis-shaped keys ({len(misshaped)}){hint}: " + "; ".join(sorted(misshaped)))
     if problems:
         cfg = model.config
         raise WeightsError(
-            f"checkpoint does not fit {type(model).__name__}(dim={cfg.dim}, n_layers={cfg.n_layers}, "
+            f"checkpoint does not fit {type(model).__name__}({cfg.model_type}, dim={cfg.dim}, n_layers={cfg.n_layers}, "
             f"hidden_dim={cfg.hidden_dim}, vocab_size={cfg.vocab_size}, num_labels={cfg.num_labels}) — "
             "does config.json match the weights?\n  " + "\n  ".join(problems)
         )
 
     if fresh:
         if rng is None:
-            raise WeightsError("head params missing and no rng to initialise them: " + ", ".join(map(path_to_hf_key, fresh)))
+            raise WeightsError("head params missing and no rng to initialise them: "
+                               + ", ".join(display(path_to_hf_key(p)) for p in fresh))  # fmt: skip
         rng = jax.random.PRNGKey(rng) if isinstance(rng, int) else rng
         init = _fresh_params(model, rng)
         for path in fresh:
             params[path] = init[path].astype(param_dtype)
-        report.initialized = sorted(path_to_hf_key(p) for p in fresh)
+        report.initialized = sorted(display(path_to_hf_key(p)) for p in fresh)
     return {"params": traverse_util.unflatten_dict(params)}, report
+
+
+def _note_nonfinite(key: str, array: np.ndarray, report: LoadReport) -> None:
+    """Record in the report (`nonfinite` and `notes`) a tensor holding NaN or Inf."""
+    if array.dtype.kind in "biu":
+        return
+    array = array.astype(np.float32, copy=False)  # bf16 / fp16 too
+    if np.isfinite(array).all():
+        return
+    n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+    entry = f"{key} ({n_nan} NaN, {n_inf} Inf of {array.size})"
+    report.nonfinite.append(entry)
+    report.notes.append(f"non-finite values in {entry}")
 
 
 def _fresh_params(model: nn.Module, rng: jax.Array) -> dict[tuple[str, ...], jax.Array]:
@@ -200,7 +319,8 @@ def _fresh_params(model: nn.Module, rng: jax.Array) -> dict[tuple[str, ...], jax
 
 def params_to_hf(variables: Mapping, model: nn.Module, tie_projector: bool = False) -> dict[str, np.ndarray]:
     """Flat HF state dict (float32 numpy, torch layout) from `{"params": tree}`; head models get the
-    `distilbert.` prefix. The tied `vocab_projector.weight` is written only if `tie_projector`."""
+    `distilbert.` prefix. The tied `vocab_projector.weight` is written only if `tie_projector`.
+    A BERT model gets BERT's keys (`bert.encoder.layer.0.attention.self.query.weight`, …)."""
     tree = variables["params"] if "params" in variables else variables
     flat = traverse_util.flatten_dict(dict(tree))
     expected = param_shapes(model)
@@ -222,4 +342,6 @@ def params_to_hf(variables: Mapping, model: nn.Module, tie_projector: bool = Fal
         out[key] = np.ascontiguousarray(array)
     if tie_projector and not _is_base(model):
         out[TIED_KEY] = out[PREFIX + "embeddings.word_embeddings.weight"]
+    if model.config.is_bert:
+        out = {key_to_bert(key): value for key, value in out.items()}
     return out

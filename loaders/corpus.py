@@ -13,6 +13,8 @@ import sysconfig
 import zlib
 from collections.abc import Iterable, Sequence
 
+from distilbert_jax.tokenizer import Tokenizer
+
 from .datasets import TextDataset
 
 CORPUS_VERSION = 1
@@ -55,12 +57,10 @@ class DefaultCorpus:
 
     def tokenizer(self, vocab_size: int = 8000):
         """The WordPiece tokenizer trained on the pre-training split (built once, under `root/tokenizer-<V>`)."""
-        import distilbert_jax as dj
-
         out = os.path.join(self.root, f"tokenizer-{vocab_size}")
         if not os.path.isfile(os.path.join(out, "tokenizer.json")):
             build_tokenizer([self.path("pretrain", "train")], out, vocab_size=vocab_size)
-        return dj.Tokenizer.from_pretrained(out)
+        return Tokenizer.from_pretrained(out)
 
 
 def _docstrings(stdlib: str) -> Iterable[tuple[str, str]]:
@@ -142,8 +142,6 @@ def build_tokenizer(
     import tokenizers
     from tokenizers import models, normalizers, pre_tokenizers, trainers
 
-    import distilbert_jax as dj
-
     ds = data if isinstance(data, TextDataset) else TextDataset.from_files(list(data))
     backend = tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]"))
     backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
@@ -159,6 +157,6 @@ def build_tokenizer(
     vocab_path = os.path.join(out_dir, "vocab.txt")
     with open(vocab_path, "w", encoding="utf-8") as f:
         f.writelines(token + "\n" for token, _ in vocab)
-    tok = dj.Tokenizer.from_vocab(vocab_path, lowercase=lowercase, model_max_length=model_max_length)
+    tok = Tokenizer.from_vocab(vocab_path, lowercase=lowercase, model_max_length=model_max_length)
     tok.save_pretrained(out_dir)
     return tok

@@ -193,8 +193,9 @@ class TextDataset:
         return out
 
     def texts(self, indices: Sequence[int]) -> list[str]:
-        """The texts of records `indices` (one read per record)."""
-        return [self[i]["text"] for i in indices]
+        """The texts of records `indices` (one read per record); for token data, the words joined by spaces."""
+        records = (self[i] for i in indices)
+        return [r["text"] if "text" in r else " ".join(r["words"]) for r in records]
 
     def fingerprint(self) -> str:
         """Changes when a source file (path, size, mtime, first/last 64 KiB) or an option changes."""

@@ -13,7 +13,7 @@ import numpy as np
 from .batching import PAD_ROW, BatchIterator, LoopOptions, pack_rows
 from .datasets import TextDataset
 from .mlm import IGNORE, mask_tokens
-from .tokenize_cache import TokenStore, encode_texts
+from .tokenize_cache import TokenStore, encode_batch, encode_texts
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -145,7 +145,8 @@ def token_classification_batches(
 
     def make_batch(rows: np.ndarray, epoch: int) -> dict:
         recs = [ds[int(r)] for r in rows if r != PAD_ROW]
-        encs = iter(tok.backend.encode_batch([r["words"] for r in recs], is_pretokenized=True, add_special_tokens=False)
+        encs = iter(encode_batch(tok.backend, [r["words"] for r in recs], is_pretokenized=True,
+                                 add_special_tokens=False)
                     if recs else [])  # fmt: skip
         recs_it = iter(recs)
         chunks, tag_chunks = [], []
@@ -184,13 +185,33 @@ def qa_batches(
     *,
     batch_size: int,
     seq_len: int = 384,
+    stride: int | None = None,
     **loop: Unpack[LoopOptions],
 ) -> BatchIterator:
-    """Extractive QA: `[CLS] question [SEP] context [SEP]` (context truncated) padded to `seq_len`, with
-    the answer's first / last token positions ((0, 0) if truncation cut it off; -100 on padding rows).
+    """Extractive QA: `[CLS] question [SEP] context [SEP]` padded to `seq_len`, with the answer's first /
+    last token positions ((0, 0), the [CLS], when the answer is not in the row; -100 on padding rows).
+    `stride=None`: one row per example, the context truncated. `stride=k`: as Hugging Face's `run_qa`, every
+    example becomes one row per window of its context (windows overlap by k tokens; all windows are
+    counted when the iterator is built) and the rows — windows — are what is shuffled and batched.
     → {"input_ids", "attention_mask": [B_local, seq_len], "start_positions", "end_positions": [B_local]} int32."""
     _check_kind(ds, "qa")
     _check_len(seq_len, tok, 4)
+    if stride is not None and not 0 <= stride < seq_len // 2:
+        raise ValueError(f"stride must be in [0, seq_len // 2 = {seq_len // 2}), got {stride}")
+
+    def tokenize(recs: list[dict], padding: str = "max_length"):
+        return tok([r["question"] for r in recs], [r["text"] for r in recs], max_length=seq_len, padding=padding,
+                   truncation="only_second", stride=stride or 0, return_overflowing_tokens=stride is not None)  # fmt: skip
+
+    # row -> (example, window of the example): one row per example, or one per window counted up front
+    windows = np.stack([np.arange(len(ds)), np.zeros(len(ds), np.int64)], 1)
+    if stride is not None:
+        counts = []
+        for lo in range(0, len(ds), 512):
+            recs = [ds[i] for i in range(lo, min(lo + 512, len(ds)))]
+            counts.append(np.bincount(tokenize(recs, "longest").overflow_to_sample_mapping, minlength=len(recs)))
+        counts = np.concatenate(counts)
+        windows = np.stack([np.repeat(np.arange(len(ds)), counts), np.concatenate([np.arange(c) for c in counts])], 1)
 
     def make_batch(rows: np.ndarray, epoch: int) -> dict:
         n = len(rows)
@@ -199,13 +220,18 @@ def qa_batches(
         starts, ends = np.full(n, IGNORE, np.int32), np.full(n, IGNORE, np.int32)
         real = np.flatnonzero(rows != PAD_ROW)
         if len(real):
-            recs = [ds[int(rows[i])] for i in real]
-            b = tok([r["question"] for r in recs], [r["text"] for r in recs], max_length=seq_len,
-                    padding="max_length", truncation="only_second")  # fmt: skip
-            input_ids[real], mask[real] = b.input_ids, b.attention_mask
-            for k, (i, r) in enumerate(zip(real, recs)):
-                span = (r["answer_start"], r["answer_start"] + len(r["answer_text"]))
-                starts[i], ends[i] = answer_token_span(b.offsets[k], b.sequence_ids[k], *span)
+            examples = sorted({int(windows[rows[i], 0]) for i in real})
+            recs = [ds[e] for e in examples]
+            b = tokenize(recs)
+            mapping = np.arange(len(examples)) if stride is None else b.overflow_to_sample_mapping
+            first_row = np.searchsorted(mapping, np.arange(len(examples)))  # each example's first row of b
+            for i in real:
+                example, window = windows[rows[i]]
+                k = examples.index(int(example))
+                row, rec = first_row[k] + int(window), recs[k]
+                input_ids[i], mask[i] = b.input_ids[row], b.attention_mask[row]
+                span = (rec["answer_start"], rec["answer_start"] + len(rec["answer_text"]))
+                starts[i], ends[i] = answer_token_span(b.offsets[row], b.sequence_ids[row], *span)
         return {"input_ids": input_ids, "attention_mask": mask, "start_positions": starts, "end_positions": ends}
 
-    return BatchIterator(len(ds), make_batch, batch_size=batch_size, **loop)
+    return BatchIterator(len(windows), make_batch, batch_size=batch_size, **loop)

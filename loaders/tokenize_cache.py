@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from distilbert_jax.tokenizer import encode_batch
+
 from .datasets import TextDataset
 
 CACHE_VERSION = 1
@@ -27,7 +29,7 @@ def tokenizer_fingerprint(tok) -> str:
 
 def encode_texts(tok, texts: list[str]) -> list[list[int]]:
     """Raw WordPiece ids (no special tokens, no truncation) of each text, batched in Rust."""
-    return [e.ids for e in tok.backend.encode_batch(texts, add_special_tokens=False)] if texts else []
+    return [e.ids for e in encode_batch(tok.backend, texts, add_special_tokens=False)] if texts else []
 
 
 class TokenStore:
@@ -100,7 +102,7 @@ class TokenStore:
         lengths = np.empty(n, np.int64)
         for lo in range(0, n, CHUNK_DOCS):
             texts = self.dataset.texts(range(lo, min(lo + CHUNK_DOCS, n)))
-            encodings = self.tok.backend.encode_batch(texts, add_special_tokens=False)
+            encodings = encode_batch(self.tok.backend, texts, add_special_tokens=False)
             lengths[lo : lo + len(texts)] = [len(e) + 1 for e in encodings]
             if out is not None:
                 flat: list[int] = []

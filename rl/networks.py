@@ -29,6 +29,37 @@ PAD, CLS, SEP, UNK, N_SPECIAL = 0, 1, 2, 3, 4
 BUCKET_RANGE = 5.0   # signed log1p values are bucketised over [-5, 5] (|x| up to ~147; beyond saturates)
 
 
+def orthogonal(scale: float = 1.0, column_axis: int = -1, dtype: Any = jnp.float32):
+    """`jax.nn.initializers.orthogonal` with the same values, whose QR stays unbatched under `vmap`
+    (a `lax.map` over the batch instead).
+
+    Why: a batched QR runs jaxlib's LAPACK kernels (`geqrf`, `orgqr`), which fan the batch out over XLA:CPU's
+    intra-op Eigen pool *from a worker of that same pool* and block on a counter. When every worker of
+    the pool (2 on a 2-core machine) is inside such a kernel, nobody is left to run the fanned-out work:
+    the process wedges with all threads asleep (gdb: both `tf_XLAEigen` workers in
+    `jax::ParallelBatchMap` → `BlockingCounter::Wait`, under `lapack_sgeqrf_ffi` / `lapack_sorgqr_ffi`).
+    Reproducer (hung 3 of 3 runs on the 2-core EPYC with flax's `orthogonal`, fine with this one):
+        setup = ppo.make_setup(PPOConfig.from_json("rl/configs/cartpole.json"))
+        jax.jit(jax.vmap(lambda k: ppo.init_runner(setup, k)))(jax.random.split(jax.random.PRNGKey(0), 4))
+    This replaces the process-wide `--xla_cpu_multi_thread_eigen=false` that `import rl` used to set."""
+    base = jax.nn.initializers.orthogonal(scale, column_axis, dtype)
+
+    def init(key: Array, shape: tuple[int, ...], dtype: Any = dtype) -> Array:
+        @jax.custom_batching.custom_vmap
+        def draw(k):
+            return base(k, shape, dtype)
+
+        @draw.def_vmap
+        def _one_at_a_time(axis_size, in_batched, k):
+            if not in_batched[0]:
+                return draw(k), False
+            return jax.lax.map(draw, k), True
+
+        return draw(key)
+
+    return init
+
+
 def bucketize(x: Array, n_buckets: int, offset: int = 0) -> Array:
     """Token ids [..., F] for features x [..., F]: id = N_SPECIAL + (offset+f)·n_buckets + bucket."""
     s = jnp.sign(x) * jnp.log1p(jnp.abs(x))
@@ -70,7 +101,7 @@ class MLPEmbedding(nn.Module):
     def __call__(self, obs: dict[str, Array], deterministic: bool = True) -> Array:
         x = jnp.concatenate([obs["consumer"], obs["producer"]], -1)
         for _ in range(2):
-            x = nn.tanh(nn.Dense(self.width, kernel_init=nn.initializers.orthogonal(np.sqrt(2)))(x))
+            x = nn.tanh(nn.Dense(self.width, kernel_init=orthogonal(np.sqrt(2)))(x))
         return x
 
 
@@ -84,7 +115,7 @@ class LSTMEmbedding(nn.Module):
         pad = (-x.shape[-1]) % self.chunk
         x = jnp.pad(x, ((0, 0), (0, pad))).reshape(x.shape[0], -1, self.chunk)     # [B, S, chunk]
         x = nn.Dense(self.width)(x)
-        out = nn.RNN(nn.OptimizedLSTMCell(self.width))(x)                          # [B, S, W]
+        out = nn.RNN(nn.OptimizedLSTMCell(self.width, recurrent_kernel_init=orthogonal()))(x)  # [B, S, W]
         return out[:, -1]
 
 
@@ -155,7 +186,7 @@ class ActorCritic(nn.Module):
                                       self.n_buckets, n)
         emb_pi = mk("embedding")(obs, deterministic)
         emb_v = emb_pi if self.shared_embedding else mk("critic_embedding")(obs, deterministic)
-        ortho = nn.initializers.orthogonal
+        ortho = orthogonal
         hist = obs["history"]
         x = nn.tanh(nn.Dense(self.width, kernel_init=ortho(np.sqrt(2)))(jnp.concatenate([emb_pi, hist], -1)))
         logits = nn.Dense(self.n_heads * self.n_actions, kernel_init=ortho(0.01))(x)

@@ -13,7 +13,6 @@ import os
 import sys
 import time
 
-import rl  # noqa: F401  (sets XLA flags before the backend starts)
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,7 +36,7 @@ def train(cfg: PPOConfig, resume: bool = True, quiet: bool = False) -> tuple[ppo
     out = run_dir(cfg)
     ckpt = os.path.join(out, "checkpoint.msgpack")
     hist_path = os.path.join(out, "history.npz")
-    init = jax.jit(lambda k: ppo.init_runner(setup, k))   # per seed: a vmapped init wedged XLA:CPU here
+    init = jax.jit(lambda k: ppo.init_runner(setup, k))   # per seed (a vmapped init works too: networks.orthogonal)
     runner = jax.tree.map(lambda *x: jnp.stack(x), *[init(jax.random.PRNGKey(s)) for s in cfg.seeds])
     history: dict[str, np.ndarray] = {}
     if resume and os.path.exists(ckpt):

@@ -1,5 +1,6 @@
 """embed() and question-answering span decoding."""
 
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ def test_embed_matches_manual_pooling(encoder):
 def test_embed_errors(encoder):
     model, variables, tok = encoder
     with pytest.raises(ValueError, match="pooling"):
-        dj.embed(model, variables, tok, ["a"], pooling="max")
+        dj.embed(model, variables, tok, ["a"], pooling="weightedmean")
     with pytest.raises(ValueError, match="empty"):
         dj.embed(model, variables, tok, [])
     with pytest.raises(TypeError, match=r"texts\[0\]"):
@@ -78,3 +79,35 @@ def test_embed_with_bf16(encoder):
     a = dj.embed(model, variables, tok, ["the json module"])
     b = dj.embed(m16, variables, tok, ["the json module"])
     assert np.abs(a - b).max() < 0.1
+
+
+class _Pointer(dj.DistilBertForQuestionAnswering):
+    """A QA "model" whose start / end logits mark two given token ids (to test window handling)."""
+
+    start_id: int = 0
+    end_id: int = 0
+
+    @nn.compact
+    def __call__(self, input_ids=None, attention_mask=None, **_):
+        start = jnp.where(input_ids == self.start_id, 8.0, 0.0)
+        end = jnp.where(input_ids == self.end_id, 8.0, 0.0)
+        return dj.HeadOutput(logits=None, last_hidden_state=jnp.zeros(input_ids.shape + (1,)),
+                             start_logits=start, end_logits=end)  # fmt: skip
+
+
+def test_answer_questions_finds_the_answer_beyond_the_first_window(vocab_dir):
+    """A context of several thousand tokens used to be truncated to its first 384: the answer near its
+    end was never seen. Now every window is scored and the best span of any window wins."""
+    tok = dj.Tokenizer.from_pretrained(vocab_dir)
+    start_id, end_id = (tok.backend.token_to_id(w) for w in ("integer", "object"))
+    filler = "the value of the list returns the module file string . " * 400  # ~4400 tokens
+    context = filler + "an integer is an object here . " + filler[:2000]
+    model = _Pointer(dj.small_config(vocab_size=tok.vocab_size), start_id=start_id, end_id=end_id)
+    batch = tok(["what is it?"], [context], max_length=384, truncation="only_second", stride=128,
+                return_overflowing_tokens=True)  # fmt: skip
+    assert len(batch) > 10 and batch.attention_mask.sum() > 5000
+    [answer] = dj.answer_questions(model, {"params": {}}, tok, ["what is it?"], [context], batch_size=4)
+    assert answer.text == "integer is an object" and answer.start == context.index("integer is an object")
+    assert answer.score > 0.5
+    [short] = dj.answer_questions(model, {"params": {}}, tok, ["what?"], ["an integer or an object"])
+    assert short.text == "integer or an object"

@@ -202,3 +202,29 @@ def test_bf16_matmul_gradients_match_float32():
     ids, mask = _ids()
     grads = jax.grad(lambda v: model.apply(v, ids, mask).logits.std())(variables)
     assert all(bool(jnp.isfinite(g).all()) and g.dtype == jnp.float32 for g in jax.tree_util.tree_leaves(grads))
+
+
+def test_out_of_vocab_ids_raise_when_concrete(mlm):
+    """Ids ≥ vocab_size gave NaN and negative ids wrapped around silently; PyTorch raises, so do we."""
+    model, variables = mlm
+    ids, mask = _ids()
+    for bad_id in (CFG.vocab_size, CFG.vocab_size + 7, -1):
+        bad = np.array(ids)
+        bad[1, 3] = bad_id
+        with pytest.raises(ValueError, match=rf"vocab_size={CFG.vocab_size}\): {bad_id} at \(1, 3\)"):
+            model.apply(variables, bad, mask)
+
+
+def test_out_of_vocab_ids_under_jit_are_nan_or_checked(mlm):
+    """Under jit the values are unknown: every out-of-vocabulary id (negative ones too) gives NaN, never
+    a finite wrong answer; `checked_apply` raises naming the id instead."""
+    model, variables = mlm
+    ids, mask = _ids()
+    jitted = jax.jit(model.apply)
+    for bad_id in (-1, CFG.vocab_size):
+        logits = jitted(variables, ids.at[0, 2].set(bad_id), mask).logits
+        assert np.isnan(logits[0]).all() and np.isfinite(logits[1]).all()
+    checked = dj.checked_apply(model)
+    np.testing.assert_allclose(checked(variables, ids, mask).logits, jitted(variables, ids, mask).logits, atol=1e-5)
+    with pytest.raises(Exception, match=rf"1 id\(s\) outside the vocabulary \[0, {CFG.vocab_size}\), first -3 at flat index 12"):
+        checked(variables, ids.at[1, 2].set(-3), mask)

@@ -82,6 +82,10 @@ def test_padding_options(pair):
         ((["word " * 600],), dict(truncation=False), ValueError, "longer than max_length=512"),
         ((["ok"],), dict(padding="left"), ValueError, "padding must be"),
         ((["ok"],), dict(truncation="middle"), ValueError, "truncation must be"),
+        ((["ok", "\ud800x"],), {}, ValueError, r"texts\[1\] holds '\\ud800' at character 0, a lone surrogate"),
+        ((["q"], ["ok", "a\udfffb"][1:]), {}, ValueError, r"text_pair\[0\] holds '\\udfff' at character 1"),
+        ((["short", "word " * 30], ["a", "b"]), dict(truncation="only_second", max_length=10), ValueError,
+         r"tokenizing texts\[1\] 'word word.* with text_pair\[1\] 'b' failed: Truncation error.*other text alone"),
     ],
 )
 def test_bad_input(pair, args, kwargs, error, match):
@@ -99,3 +103,27 @@ def test_bad_files(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{broken")
     with pytest.raises(ValueError, match="not a valid tokenizers file"):
         dj.Tokenizer.from_pretrained(tmp_path)
+
+
+def test_overflowing_windows_equal_transformers(pair, mixed_texts):
+    """Question + long context split into windows overlapping by `stride`: the same rows, offsets and
+    window → example mapping as DistilBertTokenizerFast(return_overflowing_tokens=True, stride=...)."""
+    ours, hf = pair
+    contexts = [" ".join(mixed_texts[20:60]), "a short context.", mixed_texts[-4]]
+    questions = ["what is it?", "a longer question about the thing here?", "why?"]
+    for max_length, stride in ((64, 16), (48, 0)):
+        b = ours(questions, contexts, max_length=max_length, truncation="only_second", stride=stride,
+                 return_overflowing_tokens=True)  # fmt: skip
+        ref = hf(questions, contexts, max_length=max_length, truncation="only_second", stride=stride, padding=True,
+                 return_overflowing_tokens=True, return_offsets_mapping=True, return_tensors="np")  # fmt: skip
+        assert len(b) > len(questions) + 3
+        np.testing.assert_array_equal(b.input_ids, ref["input_ids"])
+        np.testing.assert_array_equal(b.attention_mask, ref["attention_mask"])
+        np.testing.assert_array_equal(b.offsets, ref["offset_mapping"])
+        np.testing.assert_array_equal(b.overflow_to_sample_mapping, ref["overflow_to_sample_mapping"])
+        for row in range(len(b)):
+            want = [-1 if s is None else s for s in ref.sequence_ids(row)]
+            assert b.sequence_ids[row].tolist() == want
+    assert ours(["x"]).overflow_to_sample_mapping is None
+    with pytest.raises(ValueError, match="stride must be"):
+        ours(["x"], stride=4)

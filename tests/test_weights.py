@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import warnings
 
@@ -106,8 +107,7 @@ def test_base_checkpoint_into_head_warns_with_keys(hf_dir):
 
 def test_mlm_checkpoint_into_classifier_reports_unused(hf_dir):
     path, _ = hf_dir("masked_lm")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with pytest.warns(UserWarning, match="not used by this model.*vocab_projector.bias"):
         _, _, report = dj.from_pretrained(path, "token_classification", return_report=True)
     assert "vocab_projector.bias" in report.unused and "classifier.weight" in report.initialized
 
@@ -169,8 +169,8 @@ def test_broken_files(hf_dir, tmp_path):
     (no_cfg / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         dj.from_pretrained(no_cfg)
-    (no_cfg / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ValueError, match="model_type='bert'"):
+    (no_cfg / "config.json").write_text(json.dumps({"model_type": "roberta"}))
+    with pytest.raises(ValueError, match="model_type='roberta'.*'bert'"):
         dj.from_pretrained(no_cfg)
     with pytest.raises(ValueError, match="unknown head"):
         dj.from_pretrained(path, "translation")
@@ -184,6 +184,42 @@ def test_bad_shard_index(hf_dir, tmp_path):
     (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors"}}))
     with pytest.raises(dj.WeightsError, match="shard files that do not exist"):
         dj.from_pretrained(d)
+
+
+@pytest.mark.parametrize("shard", ["../elsewhere/x.safetensors", "/tmp/x.safetensors", "sub/x.safetensors", "..",
+                                   "a\\..\\x.safetensors"])  # fmt: skip
+def test_shard_paths_must_stay_inside_the_directory(hf_dir, tmp_path, shard):
+    """An index naming `../elsewhere/x.safetensors` was followed and loaded; now refused, naming it."""
+    path, _ = hf_dir("base")
+    d = tmp_path / "ckpt"
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copy(os.path.join(path, "model.safetensors"), tmp_path / "elsewhere" / "x.safetensors")
+    shutil.copytree(path, d)
+    os.remove(d / "model.safetensors")
+    keys = list(dj.load_state_dict(path))
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": dict.fromkeys(keys, shard)}))
+    with pytest.raises(dj.WeightsError, match=r"outside the checkpoint directory.*" + re.escape(repr(shard))):
+        dj.from_pretrained(d)
+    with pytest.raises(dj.WeightsError, match="outside the checkpoint directory"):
+        dj.load_state_dict(d)
+
+
+def test_nonfinite_weights_are_reported_and_warned(hf_dir, tmp_path):
+    path, _ = hf_dir("base")
+    state = dj.load_state_dict(path)
+    state["transformer.layer.1.ffn.lin1.weight"][0, :3] = [np.nan, np.inf, -np.inf]
+    state["embeddings.LayerNorm.bias"][2] = np.nan
+    d = tmp_path / "nan"
+    shutil.copytree(path, d)
+    save_file(state, str(d / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.warns(UserWarning, match=r"2 checkpoint tensors hold NaN / Inf.*embeddings.LayerNorm.bias \(1 NaN, 0 Inf"):
+        _, _, report = dj.from_pretrained(d, return_report=True)
+    assert report.nonfinite == ["embeddings.LayerNorm.bias (1 NaN, 0 Inf of 32)",
+                                f"transformer.layer.1.ffn.lin1.weight (1 NaN, 2 Inf of {state['transformer.layer.1.ffn.lin1.weight'].size})"]  # fmt: skip
+    assert any("non-finite" in n for n in report.notes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a clean checkpoint loads without warnings
+        dj.from_pretrained(path)
 
 
 def test_half_precision_checkpoint_is_cast(hf_dir, tmp_path):

@@ -104,6 +104,10 @@ class SuperNet:
     buckets: int = 3  # bucket edges per width dimension
     dtype: Any = jnp.float32
 
+    def __post_init__(self):
+        if self.base.model_type != "distilbert":
+            raise ValueError(f"a SuperNet is a DistilBERT search space; base has model_type={self.base.model_type!r}")
+
     # ---- configs and params ---------------------------------------------------------------------------
     def config(self, arch: Arch | None = None) -> dj.DistilBertConfig:
         """The standalone `DistilBertConfig` of `arch` (default: the largest, i.e. the SuperNet's own)."""

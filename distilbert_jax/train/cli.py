@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print_summary(result)
+    if result.export_dir is not None:  # the lead process (the only one in a 1-process run) reports
+        print_summary(result)
     return 0
 
 

@@ -70,6 +70,7 @@ class DataConfig:
     label_field: str = "label"
     question_field: str = "question"  # qa (SQuAD-style JSONL)
     answers_field: str = "answers"  # qa: {"text": [...], "answer_start": [...]}
+    doc_stride: int | None = None  # qa: long contexts become windows overlapping by this; None: min(128, seq_len // 3)
     shuffle: bool = True
 
     def check(self) -> list[str]:
@@ -79,7 +80,14 @@ class DataConfig:
                 p.append(f"data.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.mask_prob < 1.0:
             p.append(f"data.mask_prob must be in (0, 1), got {self.mask_prob}")
+        if self.doc_stride is not None and not 0 <= self.doc_stride < self.seq_len // 2:
+            p.append(f"data.doc_stride must be in [0, seq_len // 2 = {self.seq_len // 2}), got {self.doc_stride}")
         return p
+
+    @property
+    def qa_stride(self) -> int:
+        """The overlap of QA context windows (run_qa's doc_stride: 128 at seq_len 384)."""
+        return min(128, self.seq_len // 3) if self.doc_stride is None else self.doc_stride
 
 
 @dataclasses.dataclass(frozen=True)

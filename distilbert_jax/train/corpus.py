@@ -42,8 +42,8 @@ def _datasets(cfg: TrainConfig):
     if task in ("classify", "token-classify"):
         kw["label_names"] = train.label_names  # the same label ids in both splits
     valid = loaders.TextDataset.from_files(paths["eval"], **kw)
-    # a tokenizer is trained on the texts (contexts for QA); token data trains on its file
-    return train, valid, d.source if task == "token-classify" else train, None
+    # a tokenizer is trained on the texts (contexts for QA; the words of token data)
+    return train, valid, train, None
 
 
 def loader_sources(cfg: TrainConfig) -> DataSetup:
@@ -66,6 +66,8 @@ def loader_sources(cfg: TrainConfig) -> DataSetup:
     if task == "mlm":
         common["mask_prob"] = d.mask_prob
         extra = {"cache_dir": cache_dir}
+    elif task == "qa":
+        extra = {"stride": d.qa_stride}  # every window of a long context is a row, as run_qa
     else:
         extra = {}
     train = builder(train_ds, tokenizer, seed=cfg.seed, shuffle=d.shuffle, epochs=None, **common, **extra)
@@ -75,4 +77,5 @@ def loader_sources(cfg: TrainConfig) -> DataSetup:
         return builder(valid_ds, tokenizer, seed=cfg.seed, shuffle=False, epochs=1, drop_last=False, **common, **extra)
 
     num_labels = None if task in ("mlm", "qa") else train.num_labels
-    return DataSetup(tokenizer, tokenizer.vocab_size, num_labels, train, make_eval)
+    names = getattr(train, "label_names", None)
+    return DataSetup(tokenizer, tokenizer.vocab_size, num_labels, train, make_eval, None if names is None else tuple(names))

@@ -113,27 +113,12 @@ class DeviceFeeder:
 @dataclasses.dataclass
 class DataSetup:
     """The data side of a run: tokenizer (None for synthetic data), vocabulary size, label count
-    (None: take the config's), the training source and a factory of fresh evaluation sources."""
+    (None: take the config's), the training source, a factory of fresh evaluation sources and the
+    label names (None if unknown)."""
 
     tokenizer: Any
     vocab_size: int
     num_labels: int | None
     train: BatchSource
     make_eval: Callable[[], BatchSource]
-
-
-def make_sources(cfg) -> DataSetup:
-    """The `DataSetup` of a `TrainConfig`: synthetic batches, or the loaders package's iterators."""
-    d = cfg.data
-    if d.source != "synthetic":
-        from .corpus import loader_sources
-
-        return loader_sources(cfg)
-    vocab = int(cfg.model.get("vocab_size", d.vocab_size))
-    num_labels = int(cfg.model.get("num_labels", d.num_labels))
-
-    def synthetic(seed: int) -> SyntheticBatches:
-        return SyntheticBatches(cfg.base_task, vocab, d.batch_size, d.seq_len, num_labels=num_labels, seed=seed,
-                                mask_prob=d.mask_prob)  # fmt: skip
-
-    return DataSetup(None, vocab, None, synthetic(cfg.seed), lambda: synthetic(cfg.seed + 10_000))
+    label_names: tuple[str, ...] | None = None

@@ -19,11 +19,12 @@ import distilbert_jax as dj
 
 from .checkpoint import Checkpoints
 from .config import TrainConfig
-from .data import BatchSource, DeviceFeeder, make_sources
+from .data import BatchSource, DeviceFeeder
 from .models import build_student, load_teacher
 from .optim import make_optimizer
 from .parallel import check_batch_size, data_mesh, global_batch, initialize_distributed, replicate
 from .reporting import RunLog
+from .sources import make_sources
 from .state import TrainState, create_state
 from .step import jit_train_step, make_eval_step, make_train_step
 from .tasks import Task, task_for
@@ -84,8 +85,8 @@ def train(cfg: TrainConfig, *, train_source: BatchSource | None = None,
     train_source = train_source or data.train
     eval_source_fn = eval_source_fn or data.make_eval
     model, params = build_student(cfg, data.vocab_size, data.num_labels)
-    task = task_for(cfg, model.config.num_labels)
-    teacher_model, teacher = load_teacher(cfg, model) if cfg.task == "distill" else (None, None)
+    task = task_for(cfg, model.config.num_labels, data.label_names)
+    teacher_model, teacher = load_teacher(cfg, model, tokenizer) if cfg.task == "distill" else (None, None)
     tx, schedule = make_optimizer(cfg.optim, cfg.total_steps)
     state = replicate(create_state(params, tx, cfg.seed, teacher), mesh)
 

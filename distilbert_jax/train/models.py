@@ -58,15 +58,38 @@ def build_student(cfg: TrainConfig, vocab_size: int | None, num_labels: int | No
     return model, dj.init_params(model, cfg.seed)["params"]
 
 
-def load_teacher(cfg: TrainConfig, student: nn.Module) -> tuple[nn.Module, dict]:
-    """The teacher `(model, variables)` of a distillation config, checked against the student."""
+def _vocabulary_problem(teacher_dir: str, tokenizer: Any) -> str | None:
+    """Why the teacher directory's tokenizer does not match the run's (None if it does or either is absent)."""
+    if tokenizer is None:
+        return None
+    try:
+        teacher_tok = dj.Tokenizer.from_pretrained(teacher_dir)
+    except (FileNotFoundError, ValueError):
+        return None  # no tokenizer files next to the teacher: the vocabulary size check stands alone
+    ours, theirs = tokenizer.backend.get_vocab(), teacher_tok.backend.get_vocab()
+    if ours == theirs:
+        return None
+    differ = sorted(set(ours.items()) ^ set(theirs.items()), key=lambda kv: kv[1])
+    example = ", ".join(f"{token!r}" for token, _ in differ[:3])
+    return (f"the teacher's tokenizer ({len(theirs)} tokens) and the run's ({len(ours)} tokens) differ in "
+            f"{len({t for t, _ in differ})} tokens (e.g. {example}); distillation needs the same vocabulary — "
+            "set `tokenizer` to the teacher's directory")  # fmt: skip
+
+
+def load_teacher(cfg: TrainConfig, student: nn.Module, tokenizer: Any = None) -> tuple[nn.Module, dict]:
+    """The teacher `(model, variables)` of a distillation config, checked against the student (and the
+    run's tokenizer, when both have one). Any architecture `from_pretrained` loads can teach (DistilBERT,
+    BERT) as long as the vocabulary is the student's."""
     assert cfg.distill is not None
     try:
         teacher, variables = dj.from_pretrained(cfg.distill.teacher, cfg.head, dtype=DTYPES[cfg.dtype])
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"distill.teacher: {e}") from None
     t, s = teacher.config, student.config
     problems = []
+    vocabulary = _vocabulary_problem(cfg.distill.teacher, tokenizer)
+    if vocabulary:
+        problems.append(vocabulary)
     if t.vocab_size != s.vocab_size:
         problems.append(f"vocabulary sizes differ (teacher {t.vocab_size}, student {s.vocab_size}); "
                         "distillation needs the same tokenizer")  # fmt: skip

@@ -13,9 +13,19 @@ DATA_AXIS = "data"
 
 
 def initialize_distributed(**kwargs: Any) -> None:
-    """`jax.distributed.initialize(**kwargs)` once (coordinator etc. from the environment by default)."""
+    """`jax.distributed.initialize(**kwargs)` once. Unless given, the coordinator, process count and this
+    process's id come from `JAX_COORDINATOR_ADDRESS` (read by jax itself), `JAX_NUM_PROCESSES` and
+    `JAX_PROCESS_ID`, else from a cluster jax detects (SLURM, Open MPI, Kubernetes, Cloud TPU)."""
     if jax.distributed.is_initialized():
         return
+    import os
+
+    for key, env in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
+        if kwargs.get(key) is None and os.environ.get(env):
+            try:
+                kwargs[key] = int(os.environ[env])
+            except ValueError:
+                raise ValueError(f"{env} must be an integer, got {os.environ[env]!r}") from None
     jax.distributed.initialize(**kwargs)
 
 

@@ -5,12 +5,14 @@ reported metrics."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from .config import TASK_HEADS, DistillConfig, TrainConfig
+from .entities import entity_scores, entity_sums, iob2_tags
 from .losses import cosine_distance_sum, kd_kl_sum, labelled_ce_sums, macro_f1, valid_count
 
 Array = jax.Array
@@ -28,12 +30,15 @@ class Task:
 
     `name`: "mlm", "classify", "token-classify" or "qa"; `num_labels` turns on macro-F1;
     `distill` adds the soft-target (and optional cosine) terms against a teacher's outputs;
-    `max_predictions` (MLM) computes vocabulary logits only at up to that many masked tokens per row."""
+    `max_predictions` (MLM) computes vocabulary logits only at up to that many masked tokens per row;
+    `entity_tags` (token classification with IOB2 label names, see `entities.iob2_tags`) adds strict
+    entity-level precision / recall / F1."""
 
     name: str
     num_labels: int | None = None
     distill: DistillConfig | None = None
     max_predictions: int | None = None
+    entity_tags: tuple[tuple[int, int], ...] | None = None
 
     @property
     def head(self) -> str:
@@ -66,6 +71,8 @@ class Task:
                     "exact": jnp.sum(both).astype(jnp.float32)}  # fmt: skip
         labels = batch["labels"]
         sums = labelled_ce_sums(out.logits, labels, self.num_labels)
+        if self.entity_tags is not None:
+            sums.update(entity_sums(jnp.argmax(out.logits, -1), labels, self.entity_tags))
         if self.distill is not None:
             weight = (labels != -100).astype(jnp.float32)
             sums["kd"] = kd_kl_sum(out.logits, teacher_out.logits, self.distill.temperature, weight)
@@ -101,6 +108,8 @@ class Task:
             out["perplexity"] = jnp.exp(ce)
         if "tp" in sums:
             out["f1"] = macro_f1(sums["tp"], sums["fp"], sums["fn"])
+        if "entity_tp" in sums:
+            out.update(entity_scores(sums["entity_tp"], sums["entity_pred"], sums["entity_gold"]))
         if self.distill is not None:
             out.update(ce=ce, kd=_div(sums["kd"], n))
             if "cos" in sums:
@@ -108,11 +117,13 @@ class Task:
         return out
 
 
-def task_for(cfg: TrainConfig, num_labels: int) -> Task:
-    """The `Task` of a training config (`num_labels` of the model, for classification F1)."""
+def task_for(cfg: TrainConfig, num_labels: int, label_names: Sequence[str] | None = None) -> Task:
+    """The `Task` of a training config (`num_labels` of the model, for classification F1; the data's
+    `label_names`, for entity-level F1 when they are IOB2 tags)."""
     name = cfg.base_task
     f1_labels = num_labels if name in ("classify", "token-classify") else None
-    return Task(name, f1_labels, cfg.distill if cfg.task == "distill" else None, mlm_max_predictions(cfg))
+    tags = iob2_tags(label_names) if name == "token-classify" else None
+    return Task(name, f1_labels, cfg.distill if cfg.task == "distill" else None, mlm_max_predictions(cfg), tags)
 
 
 def mlm_max_predictions(cfg: TrainConfig) -> int | None:

@@ -71,3 +71,63 @@ def test_bad_qa_records(files):
     assert len(ds) == 1 and ds.stats.skipped == {"bad_answer": 2, "missing_field": 1}
     with pytest.raises(ValueError, match="expected a qa TextDataset"):
         qa_batches(TextDataset.from_files(files.lines("t.txt", ["a b c"])), None, batch_size=1)
+
+
+def _run_qa_features(hf_tok, rows, seq_len, stride):
+    """Hugging Face's run_qa `prepare_train_features`, restated: windows and answer positions per window."""
+    enc = hf_tok([r["question"] for r in rows], [r["context"] for r in rows], truncation="only_second",
+                 max_length=seq_len, stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True,
+                 padding="max_length")  # fmt: skip
+    starts, ends = [], []
+    for i, offsets in enumerate(enc["offset_mapping"]):
+        ids, seq = enc["input_ids"][i], enc.sequence_ids(i)
+        cls = ids.index(hf_tok.cls_token_id)
+        row = rows[enc["overflow_to_sample_mapping"][i]]
+        start_char = row["answers"]["answer_start"][0]
+        end_char = start_char + len(row["answers"]["text"][0])
+        first = seq.index(1)
+        last = len(ids) - 1 - seq[::-1].index(1)
+        if not (offsets[first][0] <= start_char and offsets[last][1] >= end_char):
+            starts.append(cls)
+            ends.append(cls)
+            continue
+        while first < len(offsets) and offsets[first][0] <= start_char:
+            first += 1
+        starts.append(first - 1)
+        while offsets[last][1] >= end_char:
+            last -= 1
+        ends.append(last + 1)
+    return np.array(enc["input_ids"]), np.array(starts), np.array(ends)
+
+
+def test_long_contexts_become_windows_like_run_qa(files, tok, tmp_path):
+    """A context of several thousand tokens whose answer lies far beyond the first window: with `stride`
+    every window is a training row, the answer's positions in the window that holds it and [CLS] in the
+    others — the same rows and labels as Hugging Face's run_qa builds."""
+    transformers = pytest.importorskip("transformers")
+    filler = " ".join(files.sentences(300, seed=5))
+    answer = "seven wizards judge python"
+    long_context = filler + " so " + answer + " then " + " ".join(files.sentences(40, seed=6))
+    rows = _rows(files, 3) + [{"question": "who judges?", "context": long_context,
+                               "answers": {"text": [answer], "answer_start": [long_context.index(answer)]}}]  # fmt: skip
+    ds = TextDataset.from_files(files.jsonl("qa.jsonl", rows), text_field="context", question_field="question")
+    it = qa_batches(ds, tok, batch_size=16, seq_len=64, stride=16, shuffle=False, drop_last=False, epochs=1,
+                    process_index=0, process_count=1)  # fmt: skip
+    batches = list(it)
+    real = np.concatenate([b["start_positions"] for b in batches]) != -100
+    ids = np.concatenate([b["input_ids"] for b in batches])[real]
+    starts = np.concatenate([b["start_positions"] for b in batches])[real]
+    ends = np.concatenate([b["end_positions"] for b in batches])[real]
+    assert len(tok.backend.encode(long_context).ids) > 3000 and len(ids) > 60
+    tok.save_pretrained(tmp_path / "hf_tok")
+    hf_tok = transformers.DistilBertTokenizerFast.from_pretrained(tmp_path / "hf_tok")
+    ref_ids, ref_starts, ref_ends = _run_qa_features(hf_tok, rows, 64, 16)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_array_equal(starts, ref_starts)
+    np.testing.assert_array_equal(ends, ref_ends)
+    hits = np.flatnonzero(starts > 0)
+    assert len(hits) >= 4 and hits.max() > 40  # the long example's answer sits in a late window
+    for row in hits[hits >= 3]:
+        assert tok.decode(ids[row, starts[row] : ends[row] + 1]) == answer
+    with pytest.raises(ValueError, match="stride must be in"):
+        qa_batches(ds, tok, batch_size=4, seq_len=64, stride=40)

@@ -53,3 +53,47 @@ def test_checkpoint_roundtrip(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="different config"):
         checkpoint.load(str(tmp_path / "c.msgpack"), r, cfg.replace(lr=0.5).to_dict())
+
+
+def test_import_rl_changes_no_global_settings(xla_flags="--xla_cpu_enable_fast_math=false"):
+    """`import rl` used to append --xla_cpu_multi_thread_eigen=false to XLA_FLAGS for the whole process."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "RL_KEEP_XLA_FLAGS")}
+    if xla_flags is not None:
+        env["XLA_FLAGS"] = xla_flags
+    code = ("import os; before = dict(os.environ); import rl, rl.train; "
+            "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+
+
+def _primitives(jaxpr, found):
+    """(primitive name, operand shapes) of every equation, sub-jaxprs (scan, pjit, custom_vmap) included."""
+    for eqn in jaxpr.eqns:
+        found.append((eqn.primitive.name, [getattr(v.aval, "shape", None) for v in eqn.invars]))
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else [param]:
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    _primitives(inner, found)
+    return found
+
+
+@pytest.mark.parametrize("model_type", ["mlp", "lstm"])
+def test_vmapped_init_runs_no_batched_qr(model_type):
+    """A batched QR (flax's orthogonal init under vmap) wedged XLA:CPU's 2-thread pool (see
+    `rl.networks.orthogonal`); ours keeps every QR unbatched and gives flax's values."""
+    cfg = PPOConfig(env="CartPole-v1", model_type=model_type, total_timesteps=64, num_envs=4, num_steps=16,
+                    num_minibatches=2, width=8)  # fmt: skip
+    setup = ppo.make_setup(cfg)
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    init = jax.vmap(lambda k: ppo.init_runner(setup, k).train.params)
+    qrs = [shapes for name, shapes in _primitives(jax.make_jaxpr(init)(keys).jaxpr, []) if name == "qr"]
+    assert qrs and all(len(s[0]) == 2 for s in qrs), qrs
+    from rl.networks import orthogonal
+
+    flax_init = jax.nn.initializers.orthogonal(1.4)
+    np.testing.assert_array_equal(jax.vmap(lambda k: orthogonal(1.4)(k, (8, 5)))(keys),
+                                  jax.vmap(lambda k: flax_init(k, (8, 5)))(keys))  # fmt: skip

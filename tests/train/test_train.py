@@ -14,7 +14,7 @@ import pytest
 import distilbert_jax as dj
 from distilbert_jax.train import Checkpoints, ConfigError, TrainingDiverged, enable_compile_cache, train
 from distilbert_jax.train.config import TINY_MODEL, tiny_config
-from distilbert_jax.train.data import make_sources
+from distilbert_jax.train.sources import make_sources
 
 enable_compile_cache()
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
@@ -196,3 +196,47 @@ def test_question_answering_from_a_squad_style_file(tmp_path):
     assert answer is not None and answer.text in rows[0]["context"]
     with pytest.raises(ConfigError, match="default corpus has no question-answering data"):
         train(tiny_config("qa", out_dir=str(tmp_path / "run2"), data={"source": "default"}))
+
+
+def _save_bert_teacher(path, vocab_size=200):
+    """A random `transformers` BertForMaskedLM (3 layers × 32, vocab of the tiny student) saved to `path`."""
+    from bench.common import hf_model
+
+    size = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+                max_position_embeddings=64)  # fmt: skip
+    hf_model("masked_lm", size, seed=3, arch="bert").save_pretrained(path)
+    return str(path)
+
+
+def test_bert_teacher_distils_into_distilbert_through_cli(tmp_path, capsys):
+    from distilbert_jax.train.cli import main
+
+    teacher = _save_bert_teacher(tmp_path / "bert_teacher")
+    config = tmp_path / "distill.json"
+    config.write_text(json.dumps(tiny_config("distill", total_steps=3, distill={
+        "teacher": teacher, "task": "mlm", "cosine_weight": 1.0}).to_dict()))  # fmt: skip
+    assert main(["distill", "--config", str(config), "--out-dir", str(tmp_path / "run"), "--compile-cache", "off"]) == 0
+    out = capsys.readouterr().out
+    assert "kd" in out and "cos" in out and "model exported to" in out
+    student, _ = dj.from_pretrained(tmp_path / "run" / "model")
+    assert student.config.model_type == "distilbert" and student.config.n_layers == 2
+
+
+def test_bert_teacher_vocabulary_must_match(tmp_path, vocab_dir):
+    from distilbert_jax.train.models import load_teacher
+
+    cfg = tiny_config("distill", distill={"teacher": _save_bert_teacher(tmp_path / "t300", vocab_size=300)},
+                      out_dir=str(tmp_path / "a"))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"vocabulary sizes differ \(teacher 300, student 200\)"):
+        train(cfg)
+    # same size, other tokens: the teacher's tokenizer files are compared with the run's tokenizer
+    tok = dj.Tokenizer.from_pretrained(vocab_dir)
+    teacher_dir = _save_bert_teacher(tmp_path / "t_tok", vocab_size=tok.vocab_size)
+    vocab = open(os.path.join(vocab_dir, "vocab.txt"), encoding="utf-8").read().splitlines()
+    with open(os.path.join(teacher_dir, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(vocab[:-1] + ["zzzunseen"]) + "\n")
+    cfg = cfg.replace(distill={"teacher": teacher_dir}, model=dict(TINY_MODEL, vocab_size=tok.vocab_size))
+    student = dj.build_model(dj.DistilBertConfig().replace(**cfg.model), "masked_lm")
+    with pytest.raises(ConfigError, match=r"differ in 2 tokens \(e.g. .*'zzzunseen'.*set `tokenizer` to the teacher"):
+        load_teacher(cfg, student, tok)
+    load_teacher(cfg, student, dj.Tokenizer.from_pretrained(teacher_dir))  # the teacher's own vocabulary fits

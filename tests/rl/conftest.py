@@ -1,1 +1,0 @@
-import rl  # noqa: F401  (XLA CPU flags before the backend starts)
