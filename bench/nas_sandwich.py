@@ -22,7 +22,7 @@ import numpy as np
 from bench.common import device_description, print_table
 from distilbert_jax.nas.config import load_nas_config
 from distilbert_jax.nas.train import train_supernet
-from distilbert_jax.train.data import make_sources
+from distilbert_jax.train.sources import make_sources
 from distilbert_jax.train.losses import labelled_ce_sums
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "distilbert_jax", "nas", "configs", "supernet_small.json")

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 import distilbert_jax as dj
 from distilbert_jax.train.checkpoint import Checkpoints
 from distilbert_jax.train.config import ConfigError, TrainConfig
-from distilbert_jax.train.data import BatchSource, DeviceFeeder, make_sources
+from distilbert_jax.train.data import BatchSource, DeviceFeeder
+from distilbert_jax.train.sources import make_sources
 from distilbert_jax.train.loop import _finite_or_stop
 from distilbert_jax.train.models import DTYPES, model_config
 from distilbert_jax.train.optim import make_optimizer

@@ -15,7 +15,7 @@ from distilbert_jax.nas.config import nas_config_from_dict
 from distilbert_jax.nas.train import step_archs, train_supernet
 from distilbert_jax.train import Checkpoints, ConfigError, enable_compile_cache, train
 from distilbert_jax.train.config import tiny_config
-from distilbert_jax.train.data import make_sources
+from distilbert_jax.train.sources import make_sources
 
 # smaller than the SuperNet tests' space: these tests compile whole training steps
 TRAIN_SPACE = {"layer_num_space": [1, 2], "hidden_size_space": [32, 48], "hidden_step": 16, "head_num_space": [1, 2],
