@@ -76,7 +76,9 @@ def test_distillation_objective_and_teacher_checks(tmp_path):
     assert all(math.isfinite(last[k]) and last[k] >= 0 for k in ("kd", "attn", "rel", "loss"))
     assert last["loss"] == pytest.approx(last["kd"] + last["attn"] + last["rel"], rel=1e-4)
 
-    wrong = dj.build_model(dj.small_config(vocab_size=120, max_position_embeddings=32), "masked_lm")
+    # any masked-LM directory the library loads can teach (a BERT one here); its vocabulary must match
+    wrong = dj.build_model(dj.small_config(vocab_size=120, max_position_embeddings=32, model_type="bert",
+                                           type_vocab_size=2), "masked_lm")  # fmt: skip
     dj.save_pretrained(tmp_path / "wrong", wrong, dj.init_params(wrong, 0))
     settings, cfg = tiny_nas(tmp_path / "run2", objective="distill", teacher=str(tmp_path / "wrong"))
     with pytest.raises(ConfigError, match="has vocab_size 120 but the SuperNet 100: distillation needs the same tokenizer"):
