@@ -28,7 +28,7 @@ def load(path: str, template: Any, config: dict | None = None) -> Any:
         raw = serialization.msgpack_restore(f.read())
     if config is not None:
         saved = json.loads(raw["config"])
-        ignore = {"total_timesteps", "updates_per_chunk", "eval_samples", "out_dir", "name"}
+        ignore = {"total_timesteps", "updates_per_chunk", "eval_samples", "eval_backend", "out_dir", "name"}
         diff = sorted(k for k in set(saved) | set(config) if k not in ignore and saved.get(k) != config.get(k))
         if diff:
             raise ValueError(f"checkpoint {path} was written with a different config (keys {diff}); "

@@ -11,6 +11,7 @@ from .networks import MODEL_TYPES
 
 GYMNAX_ENVS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
 ENVS = ("sched",) + GYMNAX_ENVS
+EVAL_BACKENDS = ("model", "mlir")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,8 @@ class PPOConfig:
     updates_per_chunk: int = 10         # CLI: updates per jitted call (progress/checkpoint granularity)
     eval_samples: int = 32              # evaluation: policy samples / random-search schedules per program
     out_dir: str = "runs"
+    machine: str | None = None          # cost-model Machine JSON (e.g. results/cost_model/machine_calibrated.json)
+    eval_backend: str = "model"         # held-out evaluation: "model" (cost model) or "mlir" (IREE-measured)
 
     def __post_init__(self):
         object.__setattr__(self, "seeds", tuple(self.seeds))
@@ -78,10 +81,20 @@ class PPOConfig:
         if not p and self.num_updates < 1:
             p.append(f"total_timesteps ({self.total_timesteps}) is less than one rollout "
                      f"(num_envs*num_steps = {self.num_envs * self.num_steps})")
+        if self.eval_backend not in EVAL_BACKENDS:
+            p.append(f"unknown eval_backend {self.eval_backend!r}; expected one of {EVAL_BACKENDS}")
+        if self.machine is not None and not os.path.isfile(self.machine):
+            p.append(f"machine file {self.machine} does not exist")
         if self.pretrained is not None and not self.model_type.startswith("distilbert"):
             p.append(f"pretrained is only for distilbert model types, not {self.model_type!r}")
         if p:
             raise ValueError("Invalid PPOConfig: " + "; ".join(p))
+
+    def load_machine(self) -> Any:
+        """The cost-model `Machine` of `machine` (None: the default machine)."""
+        from .cost_model import Machine
+
+        return None if self.machine is None else Machine.from_json(self.machine)
 
     @property
     def num_updates(self) -> int:

@@ -75,6 +75,18 @@ class Machine:
     tile_overhead_cycles: float = 30.0
     fork_overhead: float = 5e-6
 
+    @classmethod
+    def from_json(cls, path: str) -> "Machine":
+        """Machine constants from a JSON object (e.g. `python -m rl.mlir.validate`'s calibrated fit)."""
+        import json
+
+        with open(path) as f:
+            d = json.load(f)
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"{path}: unknown Machine field(s) {unknown}")
+        return cls(**d)
+
 
 class OpCost(NamedTuple):
     """Breakdown of the modelled cost of one scheduled op (all scalars)."""

@@ -10,6 +10,11 @@ action *type* and, depending on the type, its parameters:
 | TP | 2 | tile choice per loop | op not tiled yet | tile + run parallel tile loops as `forall` |
 | I  | 3 | loop to move innermost | ≥ 2 loops, < 2 interchanges so far | interchange |
 | V  | 4 | — | tile iteration count ≤ 512 | vectorize; done with this op |
+| TF | 5 | — | op untiled, first step, it can fuse | tiled fusion into the producer's tiles; done with this op |
+
+TF (MLIR-RL's tiled fusion) is offered for an elementwise op that reads its producer's result in the
+producer's layout, when the producer has a reduction loop (matmul / batch matmul → bias add (+ GELU)): the
+consumer runs inside the producer's tile loops, so the intermediate never goes to memory.
 
 Tile choices are {none, 1, 2, 4, …, 64}, only sizes that divide the bound (and are smaller than it). After
 `MAX_STEPS_OP` steps the op ends. Reward is 0 until the last op ends, then log10(t_unscheduled / t_scheduled)
@@ -34,8 +39,8 @@ from .programs import MAX_LOOPS, MAX_OPS, N_TENSORS, OP_TYPES, ProgramTable
 
 Array = jax.Array
 L = MAX_LOOPS
-N_TYPES = 5
-NT, T, TP, I, V = range(N_TYPES)
+N_TYPES = 6
+NT, T, TP, I, V, TF = range(N_TYPES)
 TILE_SIZES = (0, 1, 2, 4, 8, 16, 32, 64)   # 0 = not tiled
 N_TILE = len(TILE_SIZES)
 N_HEADS = 2 + L                             # type, L tile heads, interchange
@@ -44,7 +49,7 @@ MAX_STEPS_OP = 4
 MAX_INTERCHANGES = 2
 MAX_VECTOR_ITERS = 512
 N_OP_FEATURES = len(OP_TYPES) + 5 + 1 + L * (2 + N_TENSORS)
-N_HISTORY = L * N_TILE + L * L + 3 + MAX_STEPS_OP + MAX_OPS
+N_HISTORY = L * N_TILE + L * L + 4 + MAX_STEPS_OP + MAX_OPS
 # which heads each type uses: [N_TYPES, N_HEADS]
 ACTIVE_HEADS = np.zeros((N_TYPES, N_HEADS), bool)
 ACTIVE_HEADS[:, 0] = True
@@ -64,6 +69,7 @@ class SchedState(NamedTuple):
     vectorized: Array    # [MAX_OPS] bool
     perm: Array          # [MAX_OPS, L] loop ids outer→inner
     n_interchanges: Array  # [MAX_OPS] int
+    fused: Array         # [MAX_OPS] bool: op k runs fused into op k-1's tiles (TF)
 
 
 def op_features(table: ProgramTable) -> np.ndarray:
@@ -80,6 +86,17 @@ def op_features(table: ProgramTable) -> np.ndarray:
     return (feats * table.op_valid[..., None]).astype(np.float32)
 
 
+def fusable(table: ProgramTable) -> np.ndarray:
+    """[P, MAX_OPS] bool: TF is possible (elementwise op reading its producer's result in the producer's
+    layout, the producer having a reduction loop)."""
+    dims = np.einsum("potdl,pol->potd", np.abs(table.coef), table.bounds - 1) + 1      # [P, O, T, D]
+    out = np.zeros(table.op_valid.shape, bool)
+    ew = OP_TYPES.index("elementwise")
+    out[:, 1:] = (table.op_valid[:, 1:] & (table.op_type[:, 1:] == ew) & table.is_reduction[:, :-1].any(-1)
+                  & np.all(dims[:, 1:, 0] == dims[:, :-1, N_TENSORS - 1], -1))
+    return out
+
+
 class SchedulingEnv:
     """Jittable, vmappable scheduling env over a `ProgramTable` (gymnax-style reset/step, auto-reset)."""
 
@@ -89,6 +106,7 @@ class SchedulingEnv:
         self.n_programs = len(table.op_valid)
         self._t = jax.tree.map(jnp.asarray, table._replace(names=()))
         self._features = jnp.asarray(op_features(table))
+        self._fusable = jnp.asarray(fusable(table))
         self.base_times = np.asarray(jax.jit(jax.vmap(self._program_time))(
             jax.vmap(self._initial_state)(jnp.arange(self.n_programs))))
 
@@ -97,7 +115,7 @@ class SchedulingEnv:
         perms = jax.vmap(cost_model.default_perm)(self._t.n_loops[prog])
         z = jnp.zeros(MAX_OPS, bool)
         return SchedState(prog, jnp.int32(0), jnp.int32(0), jnp.zeros((MAX_OPS, L), jnp.int32), z, z, z,
-                          perms.astype(jnp.int32), jnp.zeros(MAX_OPS, jnp.int32))
+                          perms.astype(jnp.int32), jnp.zeros(MAX_OPS, jnp.int32), z)
 
     def tile_extents(self, prog: Array, tile_choice: Array) -> Array:
         """Tile extents [..., L] from choices (an untiled loop has extent = bound)."""
@@ -113,7 +131,16 @@ class SchedulingEnv:
                            tiles, s.parallel, s.perm, s.vectorized)
 
     def _program_time(self, s: SchedState) -> Array:
-        return jnp.sum(self.op_costs(s).time * self._t.op_valid[s.prog])
+        """Σ op times; a fused (TF) op costs only its compute, spread over its producer's cores (its input
+        tile is in cache, its result is the producer's tile)."""
+        costs = self.op_costs(s)
+        t, p = self._t, s.prog
+        tiles = self.tile_extents(p, s.tile_choice)
+        cores = jax.vmap(lambda *a: cost_model.parallel_cores(*a, m=self.machine))(
+            t.bounds[p], t.is_reduction[p], tiles, s.parallel)
+        cores = jnp.where(s.parallel, cores, 1.0)
+        fused_time = costs.compute_time / jnp.concatenate([jnp.ones(1), cores[:-1]])
+        return jnp.sum(jnp.where(s.fused, fused_time, costs.time) * self._t.op_valid[s.prog])
 
     # ---- observation ----------------------------------------------------------------------------
     def action_mask(self, s: SchedState) -> Array:
@@ -125,7 +152,8 @@ class SchedulingEnv:
         has_par = jnp.any(real & ~t.is_reduction[p, c] & (bounds > 1))
         types = jnp.stack([True, ~s.tiled[c], ~s.tiled[c] & has_par,
                            (n >= 2) & (s.n_interchanges[c] < MAX_INTERCHANGES),
-                           jnp.prod(extents.astype(jnp.float32)) <= MAX_VECTOR_ITERS])
+                           jnp.prod(extents.astype(jnp.float32)) <= MAX_VECTOR_ITERS,
+                           self._fusable[p, c] & ~s.tiled[c] & (s.step_in_op == 0)])
         sizes = jnp.asarray(TILE_SIZES)[1:]
         tile_ok = real[:, None] & (bounds[:, None] % sizes == 0) & (sizes < bounds[:, None])
         tiles = jnp.concatenate([jnp.ones((L, 1), bool), tile_ok], 1)
@@ -143,7 +171,7 @@ class SchedulingEnv:
         pos = jnp.argsort(s.perm[c])                                   # position of each loop
         history = jnp.concatenate([
             jax.nn.one_hot(s.tile_choice[c], N_TILE).ravel(), jax.nn.one_hot(pos, L).ravel(),
-            jnp.stack([s.tiled[c], s.parallel[c], s.vectorized[c]]).astype(jnp.float32),
+            jnp.stack([s.tiled[c], s.parallel[c], s.vectorized[c], s.fused[c]]).astype(jnp.float32),
             jax.nn.one_hot(s.step_in_op, MAX_STEPS_OP), jax.nn.one_hot(c, MAX_OPS)])
         return {"consumer": feats[c], "producer": producer, "history": history, "mask": self.action_mask(s)}
 
@@ -168,12 +196,12 @@ class SchedulingEnv:
         at = jnp.argmax(perm_c == j)
         moved = jnp.where(idx < at, perm_c, jnp.where(idx < L - 1, jnp.roll(perm_c, -1), j))
         perm = s.perm.at[c].set(jnp.where(a == I, moved, perm_c))
-        op_done = (a == NT) | (a == V) | (s.step_in_op + 1 >= MAX_STEPS_OP)
+        op_done = (a == NT) | (a == V) | (a == TF) | (s.step_in_op + 1 >= MAX_STEPS_OP)
         new = SchedState(
             s.prog, c + op_done.astype(jnp.int32), jnp.where(op_done, 0, s.step_in_op + 1), tile_choice,
             s.tiled.at[c].set(s.tiled[c] | tiling), s.parallel.at[c].set(s.parallel[c] | (a == TP)),
             s.vectorized.at[c].set(s.vectorized[c] | (a == V)), perm,
-            s.n_interchanges.at[c].add((a == I).astype(jnp.int32)))
+            s.n_interchanges.at[c].add((a == I).astype(jnp.int32)), s.fused.at[c].set(s.fused[c] | (a == TF)))
         n_ops = jnp.sum(self._t.op_valid[s.prog])
         terminated = new.cursor >= n_ops
         log_speedup = jnp.log10(jnp.asarray(self.base_times)[s.prog] / self._program_time(new))

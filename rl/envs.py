@@ -64,15 +64,16 @@ def gymnax_env(name: str) -> Env:
     return Env(reset, step, 1, n, np.ones((n, 1), bool), True)
 
 
-def sched_env(test: bool = False) -> tuple[Env, sched.SchedulingEnv]:
-    """The scheduling env over the training (or held-out) programs."""
-    e = sched.SchedulingEnv(test_programs() if test else train_programs())
+def sched_env(test: bool = False, machine: Any = None) -> tuple[Env, sched.SchedulingEnv]:
+    """The scheduling env over the training (or held-out) programs (cost model on `machine`, default
+    `cost_model.Machine()`)."""
+    e = sched.SchedulingEnv(test_programs() if test else train_programs(), *([machine] if machine else []))
     return Env(e.reset, e.step, sched.N_HEADS, sched.A_MAX, sched.ACTIVE_HEADS, False), e
 
 
-def make_env(name: str) -> Env:
-    """`Env` for "sched" or a gymnax id, wrapped with episode-return logging."""
-    env = sched_env()[0] if name == "sched" else gymnax_env(name)
+def make_env(name: str, machine: Any = None) -> Env:
+    """`Env` for "sched" (cost model on `machine`) or a gymnax id, wrapped with episode-return logging."""
+    env = sched_env(machine=machine)[0] if name == "sched" else gymnax_env(name)
     return log_wrapper(env)
 
 

@@ -25,6 +25,11 @@ Policy = Callable[[Array, dict, sched.SchedState], Array]   # (key, obs, state) 
 
 def rollout_log_speedup(env: sched.SchedulingEnv, policy: Policy, prog: Array, key: Array) -> Array:
     """log10 speedup of one episode on program `prog` (actions frozen after termination)."""
+    return rollout(env, policy, prog, key)[1]
+
+
+def rollout(env: sched.SchedulingEnv, policy: Policy, prog: Array, key: Array) -> tuple[sched.SchedState, Array]:
+    """One episode on program `prog`: final state (the schedule) and its modelled log10 speedup."""
     obs, s = env.reset_to(prog)
 
     def body(carry, k):
@@ -34,8 +39,8 @@ def rollout_log_speedup(env: sched.SchedulingEnv, policy: Policy, prog: Array, k
         return (keep(o2, obs), keep(s2, s), done | term, jnp.where(done, result, r)), None
 
     init = (obs, s, jnp.bool_(False), jnp.float32(0))
-    (_, _, _, result), _ = jax.lax.scan(body, init, jax.random.split(key, EPISODE_STEPS))
-    return result
+    (_, s, _, result), _ = jax.lax.scan(body, init, jax.random.split(key, EPISODE_STEPS))
+    return s, result
 
 
 def random_policy(key: Array, obs: dict, s: sched.SchedState) -> Array:

@@ -82,7 +82,7 @@ def env_feature_count(env: Env) -> int:
 
 def make_setup(cfg: PPOConfig, env: Env | None = None) -> Setup:
     """Env, network, optimiser (Adam + grad clipping + optional linear LR annealing) and device mesh."""
-    env = env or make_env(cfg.env)
+    env = env or make_env(cfg.env, cfg.load_machine())
     steps_per_update = cfg.num_minibatches * cfg.update_epochs
     lr = (lambda c: cfg.lr * (1.0 - (c // steps_per_update) / cfg.num_updates)) if cfg.anneal_lr else cfg.lr
     tx = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(lr, eps=1e-5))

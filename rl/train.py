@@ -116,13 +116,35 @@ def evaluate(cfg: PPOConfig, setup: ppo.Setup, runner: ppo.RunnerState) -> dict:
     results = {}
     for s, seed in enumerate(cfg.seeds):
         params = jax.tree.map(lambda x: x[s], runner.train.params)
-        if cfg.env == "sched":
-            _, test_env = sched_env(test=True)
+        if cfg.env == "sched" and cfg.eval_backend == "mlir":
+            results[seed] = evaluate_measured(cfg, setup, params, seed)
+        elif cfg.env == "sched":
+            _, test_env = sched_env(test=True, machine=cfg.load_machine())
             log10 = evaluate_schedules(test_env, setup.network, params, cfg.eval_samples, seed)
             results[seed] = geomean_speedups(log10)
         else:
             results[seed] = {"greedy mean return": evaluate_gymnax(setup.env, setup.network, params, seed=seed)}
     return results
+
+
+def evaluate_measured(cfg: PPOConfig, setup: ppo.Setup, params, seed: int) -> dict:
+    """Held-out evaluation by IREE measurement (rl.mlir): prints the per-program table, writes
+    mlir_eval_seed<seed>.json, returns geomean speedups over no schedule and over IREE's default."""
+    from .mlir.evaluate import format_tables, measured_methods, summary_rows, to_json
+
+    _, test_env = sched_env(test=True, machine=cfg.load_machine())
+    res = measured_methods(test_env, setup.network, params, cfg.eval_samples, seed)
+    print(f"\nseed {seed}: measured with IREE on the host CPU ({len(res['programs'])} held-out programs)")
+    print(format_tables(res))
+    os.makedirs(run_dir(cfg), exist_ok=True)
+    with open(os.path.join(run_dir(cfg), f"mlir_eval_seed{seed}.json"), "w") as f:
+        json.dump(to_json(res), f, indent=1)
+    out = {}
+    for method, vs_none, vs_iree, _ in summary_rows(res):
+        if method in ("IREE default", "heuristic", "policy (greedy)") or method.endswith(f"of {cfg.eval_samples})"):
+            out[f"{method} ×none"] = vs_none
+            out[f"{method} ×IREE"] = vs_iree
+    return out
 
 
 def print_summary(cfg: PPOConfig, history: dict, results: dict, wall: float) -> None:

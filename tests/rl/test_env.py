@@ -57,3 +57,24 @@ def test_type_mask_follows_order_table(senv):
     mask = np.asarray(obs["mask"][0])
     assert not mask[E.T] and not mask[E.TP] and mask[E.NT]   # tiled once: no second tiling
     assert bool(s.parallel[0]) and not bool(s.tiled[1])
+
+
+def test_tiled_fusion_action(senv):
+    """TF is legal only on an elementwise consumer of a reduction op in the same layout; it removes the
+    consumer's memory traffic in the model and ends the op."""
+    fus = E.fusable(senv.table)
+    names = list(senv.table.names)
+    assert fus[names.index("bert_ffn1_b1s128"), 1] and not fus[names.index("bert_scores_b1s128"), 1]
+    assert not fus[:, 0].any() and not fus[names.index("bert_ffn2_b1s128"), 2]    # residual after bias_add
+    p = names.index("bert_ffn1_b1s128")
+    obs, s = senv.reset_to(p)
+    assert not bool(obs["mask"][0, E.TF])                             # first op: nothing to fuse into
+    tp = np.zeros(E.N_HEADS, np.int32)
+    tp[0], tp[1:3] = E.TP, [3, 4]                                      # TP i→4, j→8
+    obs, s, *_ = senv.step_env(s, jnp.asarray(tp))
+    obs, s, *_ = senv.step_env(s, jnp.asarray(np.eye(E.N_HEADS, dtype=np.int32)[0] * E.NT))
+    assert bool(obs["mask"][0, E.TF])
+    _, fused, r_fused, term_f, _ = senv.step_env(s, jnp.asarray(np.eye(E.N_HEADS, dtype=np.int32)[0] * E.TF))
+    _, plain, r_plain, term_p, _ = senv.step_env(s, jnp.asarray(np.eye(E.N_HEADS, dtype=np.int32)[0] * E.NT))
+    assert bool(term_f) and bool(term_p) and bool(fused.fused[1]) and not bool(plain.fused[1])
+    assert float(r_fused) > float(r_plain)

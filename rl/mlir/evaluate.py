@@ -1,0 +1,158 @@
+"""Measured evaluation: schedules from the env (policy, heuristic, random search) compiled and timed with IREE.
+
+`python -m rl.mlir.evaluate [--programs test|validation] [--k 32] [--repeats 3] [--out results/mlir_eval.json]`
+measures, per program, no schedule (scalar loops, one thread), IREE's default codegen, the env's heuristic,
+random search (best of 1 / 8 / 32 measured schedules, up to k: the first n of one set of k uniformly random
+legal episodes) and, given a trained policy (`rl.train` with `"eval_backend": "mlir"`), its greedy schedule, and
+prints the geomean speedups over no schedule and over IREE's default. A schedule IREE rejects (or whose
+config did not reach codegen, or whose result is wrong) counts as the unscheduled program (1×) and is
+counted in the `failed` column; random search takes its best *successful* schedule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import jax
+import numpy as np
+
+from .. import evaluate as model_eval
+from ..env import SchedState, SchedulingEnv
+from ..programs import ProgramTable, test_programs
+from .emit import program_specs
+from .measure import measure_program
+from .schedule import from_env_state, unscheduled
+
+RANDOM_KS = (1, 8, 32)
+
+
+def final_states(env: SchedulingEnv, policy: model_eval.Policy, k: int, key: jax.Array) -> tuple[SchedState, np.ndarray]:
+    """`k` episodes per program: final states (leaves [P, k, ...]) and modelled log10 speedups [P, k]."""
+    progs = jax.numpy.arange(env.n_programs)
+    keys = jax.random.split(key, (env.n_programs, k))
+    run = jax.vmap(jax.vmap(lambda p, kk: model_eval.rollout(env, policy, p, kk), (None, 0)), (0, 0))
+    states, log10 = jax.jit(run)(progs, keys)
+    return jax.tree.map(np.asarray, states), np.asarray(log10)
+
+
+def state_at(states: SchedState, p: int, i: int) -> SchedState:
+    return jax.tree.map(lambda x: x[p, i], states)
+
+
+def measure_schedules(table: ProgramTable, states: SchedState, repeats: int, bar: Any = None) -> np.ndarray:
+    """Measured program times [P, k] (nan where the schedule failed) of env final states [P, k]."""
+    n_p, k = np.asarray(states.prog).shape
+    out = np.full((n_p, k), np.nan)
+    for p in range(n_p):
+        specs = program_specs(table, p)
+        for i in range(k):
+            m = measure_program(specs, from_env_state(table, state_at(states, p, i)), repeats)
+            out[p, i] = m.time_s if m.ok else np.nan
+            if bar is not None:
+                bar.update(1)
+    return out
+
+
+def measured_methods(env: SchedulingEnv, network: Any = None, params: Any = None, k: int = 32, seed: int = 0,
+                     repeats: int = 3, progress: bool = True) -> dict[str, Any]:
+    """Measured times per method and program: {"programs": names, "times": {method: [P]}, "failed": {...},
+    "random": [P, k], "model_log10": {method: [P]}} (seconds; see the module docstring)."""
+    from tqdm import tqdm
+
+    table = env.table
+    n_p = env.n_programs
+    key_h, key_r, key_p = jax.random.split(jax.random.PRNGKey(seed), 3)
+    heur, heur_model = final_states(env, model_eval.heuristic_policy(env), 1, key_h)
+    rand, rand_model = final_states(env, model_eval.random_policy, k, key_r)
+    pol = None
+    if network is not None:
+        pol, pol_model = final_states(env, model_eval.network_policy(network, params, True), 1, key_p)
+    total = n_p * (2 + 1 + k + (pol is not None))
+    bar = tqdm(total=total, desc="measuring", unit="sched", disable=not progress, file=sys.stdout)
+    times, failed = {}, {}
+    base, default = np.zeros(n_p), np.zeros(n_p)
+    for p in range(n_p):
+        specs = program_specs(table, p)
+        base[p] = measure_program(specs, [unscheduled(s) for s in specs], repeats).time_s
+        default[p] = measure_program(specs, None, repeats).time_s
+        bar.update(2)
+    times["no schedule"], times["IREE default"] = base, default
+    for name, states in (("heuristic", heur), ("policy (greedy)", pol)):
+        if states is None:
+            continue
+        t = measure_schedules(table, states, repeats, bar)[:, 0]
+        failed[name] = int(np.isnan(t).sum())
+        times[name] = np.where(np.isnan(t), base, t)
+    rand_t = measure_schedules(table, rand, repeats, bar)
+    bar.close()
+    for n in sorted({n for n in RANDOM_KS if n <= k} | {k}):
+        if n <= k:
+            best = np.nanmin(np.where(np.isnan(rand_t[:, :n]), np.inf, rand_t[:, :n]), axis=1)
+            failed[f"random search (best of {n})"] = int(np.isinf(best).sum())
+            times[f"random search (best of {n})"] = np.where(np.isinf(best), base, best)
+    model = {"heuristic": heur_model[:, 0], f"random search (best of {k})": rand_model.max(1)}
+    if pol is not None:
+        model["policy (greedy)"] = pol_model[:, 0]
+    return {"programs": list(table.names), "times": times, "failed": failed, "random": rand_t,
+            "random_failed_fraction": float(np.isnan(rand_t).mean()), "model_log10": model}
+
+
+def geomean(x: np.ndarray) -> float:
+    return float(np.exp(np.mean(np.log(x))))
+
+
+def summary_rows(res: dict[str, Any]) -> list[tuple[str, float, float, int]]:
+    """(method, geomean speedup over no schedule, over IREE default, failed programs) per method."""
+    t = res["times"]
+    return [(m, geomean(t["no schedule"] / v), geomean(t["IREE default"] / v), res["failed"].get(m, 0))
+            for m, v in t.items()]
+
+
+def format_tables(res: dict[str, Any]) -> str:
+    """Markdown: the geomean summary, then per-program speedups over no schedule."""
+    lines = ["| method | geomean speedup vs no schedule | vs IREE default | failed |", "|---|---|---|---|"]
+    lines += [f"| {m} | {a:.2f}× | {b:.3f}× | {f} |" for m, a, b, f in summary_rows(res)]
+    t = res["times"]
+    methods = list(t)
+    lines += ["", "| program | no schedule (ms) | " + " | ".join(methods[1:]) + " |",
+              "|---" * (len(methods) + 1) + "|"]
+    for p, name in enumerate(res["programs"]):
+        base = t["no schedule"][p]
+        lines.append(f"| {name} | {base * 1e3:.2f} | " + " | ".join(f"{base / t[m][p]:.2f}×" for m in methods[1:]) + " |")
+    return "\n".join(lines)
+
+
+def to_json(res: dict[str, Any]) -> dict[str, Any]:
+    conv = lambda v: v.tolist() if isinstance(v, np.ndarray) else v  # noqa: E731
+    out = {k: ({kk: conv(vv) for kk, vv in v.items()} if isinstance(v, dict) else conv(v)) for k, v in res.items()}
+    out["summary"] = [dict(zip(("method", "vs_no_schedule", "vs_iree_default", "failed"), r)) for r in summary_rows(res)]
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .suite import validation_programs
+
+    ap = argparse.ArgumentParser(prog="python -m rl.mlir.evaluate", description=__doc__.splitlines()[0])
+    ap.add_argument("--programs", choices=("test", "validation"), default="test")
+    ap.add_argument("--k", type=int, default=32, help="random schedules per program")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="results/mlir_eval.json")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    env = SchedulingEnv(test_programs() if args.programs == "test" else validation_programs())
+    res = measured_methods(env, k=args.k, seed=args.seed, repeats=args.repeats)
+    print(format_tables(res))
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(to_json(res), f, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""Compile a scheduled op with IREE for the host CPU, verify the config reached codegen, check, time, cache.
+
+`measure_op(spec, sched)` → `Measurement` with `status`:
+* `ok`: compiled, the dumped executable configuration carries exactly the requested tile sizes, the result
+  equals the numpy reference, timed (median of `repeats` runs after `warmup`; `spread` = (max − min) / median;
+  an op whose first run exceeds `SLOW_S` = 0.5 s is timed by that one run);
+* `rejected`: IREE refused the config (compile error) — an illegal action for the env;
+* `unverified`: compiled but the dumped config differs from the request (IREE rewrote it) — not scored;
+* `wrong`: the result differs from numpy — reported, never scored.
+`sched=None` measures IREE's own default codegen (no config; its dumped choice is recorded).
+Results are cached on disk (JSON, one file per key) keyed by (op, schedule, device, IREE version); the cache
+directory is `$RL_MLIR_CACHE` or `~/.cache/rl_mlir`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import tempfile
+import time
+
+import numpy as np
+
+from .emit import OpSpec, chain_module, op_inputs, op_module, reference, tolerance
+from .schedule import NotRepresentable, OpSchedule, emitted_perm, lowering_config, tuning_spec
+
+log = logging.getLogger("rl.mlir")
+STATUSES = ("ok", "rejected", "unverified", "wrong")
+
+
+@dataclasses.dataclass
+class Measurement:
+    """Outcome of one (op, schedule) measurement; `time_s` is the median (nan unless status == "ok")."""
+
+    status: str
+    time_s: float = float("nan")
+    spread: float = float("nan")
+    times: list = dataclasses.field(default_factory=list)
+    config: dict | None = None            # the lowering config codegen used (read back from the dump)
+    max_abs_err: float = float("nan")
+    error: str = ""
+    compile_s: float = float("nan")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def device_id() -> str:
+    """Cache key part naming this machine: CPU model, core count, IREE version."""
+    import iree.compiler
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu}|{os.cpu_count()}cpu|iree-{getattr(iree.compiler, '__version__', '?')}"
+
+
+def cache_dir() -> str:
+    return os.environ.get("RL_MLIR_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "rl_mlir"))
+
+
+def _key(src: str, spec_text: str, repeats: int) -> str:
+    """Cache key: the exact MLIR compiled, the tuning spec, the repeat count and the device."""
+    return hashlib.sha1(json.dumps([src, spec_text, repeats, device_id()]).encode()).hexdigest()
+
+
+_CFG_RE = re.compile(r"linalg\.generic[^\n]*?lowering_config = #iree_cpu\.lowering_config<([^>]*)>")
+_MAPS_RE = re.compile(r"linalg\.generic \{indexing_maps = \[(.*?)\], iterator_types = \[([^\]]*)\]")
+
+
+def generic_maps(text: str) -> str | None:
+    """Indexing maps + iterator types of the first `linalg.generic` in `text` (spaces removed)."""
+    m = _MAPS_RE.search(text)
+    return None if m is None else re.sub(r"\s", "", m.group(1) + "|" + m.group(2))
+
+
+def parse_config(text: str) -> dict[str, list[int]] | None:
+    """Lowering config of the dispatch's `linalg.generic` in a dumped executable configuration."""
+    m = _CFG_RE.search(text)
+    if m is None:
+        return None
+    return {k: [int(x) for x in v.split(",") if x.strip()] for k, v in re.findall(r"(\w+) = \[([^\]]*)\]", m.group(1))}
+
+
+def sources(spec: OpSpec | list[OpSpec], sched: OpSchedule | None) -> tuple[str, str]:
+    """(MLIR module, tuning spec) compiled for `spec` under `sched` ("" = no spec: IREE's default).
+    A list of specs is a producer → consumer chain fused into one dispatch (TF): the config goes on the
+    producer (the root, matched as the op with a reduction loop) and IREE tiles the consumer with it.
+    Raises `NotRepresentable` when IREE's form of the op cannot carry the schedule."""
+    specs = spec if isinstance(spec, list) else [spec]
+    if sched is None:
+        return chain_module(specs, [None] * len(specs), dynamic_batch=False), ""
+    perm = emitted_perm(specs[0], sched)
+    if len(specs) > 1:
+        if not any(specs[0].reduction):
+            raise NotRepresentable(f"{specs[0].name}: tiled fusion needs a producer with a reduction loop")
+        try:
+            src = chain_module(specs, [perm] + [None] * (len(specs) - 1))
+        except ValueError as e:
+            raise NotRepresentable(str(e)) from None
+        return src, tuning_spec(lowering_config(specs[0], sched), root_only=True)
+    return op_module(specs[0], perm), tuning_spec(lowering_config(specs[0], sched))
+
+
+def compile_op(spec: OpSpec, src: str, spec_text: str) -> tuple[bytes, dict | None, bool, int]:
+    """IREE-compile for the host CPU → (vmfb, dumped config of the (root) generic, whether codegen kept
+    the emitted loop order: the dumped op has the emitted indexing maps, number of dispatches)."""
+    import iree.compiler as ic
+
+    with tempfile.TemporaryDirectory(prefix="rl_mlir_") as tmp:
+        args = ["--iree-llvmcpu-target-cpu=host", f"--iree-hal-dump-executable-configurations-to={tmp}"]
+        if spec_text:
+            path = os.path.join(tmp, "spec.mlir")
+            with open(path, "w") as f:
+                f.write(spec_text)
+            args.append(f"--iree-codegen-tuning-spec-path={path}")
+        vmfb = ic.compile_str(src, target_backends=["llvm-cpu"], extra_args=args)
+        files = sorted(glob.glob(os.path.join(tmp, "configured_*.mlir")))
+        text = "".join(open(f).read() for f in files)
+    merged = any(len(g) > 1 for g in spec.collapse_groups())   # IREE's form has fewer loops: configs compared
+    return vmfb, parse_config(text), merged or generic_maps(src) == generic_maps(text), len(files)
+
+
+SLOW_S = 0.5   # an op whose first run takes longer is timed by that run alone (keeps evaluation affordable)
+
+
+def run_and_time(vmfb: bytes, inputs: list[np.ndarray], warmup: int, repeats: int) -> tuple[np.ndarray, list[float]]:
+    """Load the module on IREE's local-task (multi-threaded) CPU driver, run `main`, time `repeats` calls
+    after `warmup` (the first call counts as one warm-up; when it takes > SLOW_S its time is the only one)."""
+    import iree.runtime as rt
+
+    ctx = rt.SystemContext(config=rt.Config("local-task"))
+    ctx.add_vm_module(rt.VmModule.copy_buffer(ctx.instance, vmfb))
+    fn = ctx.modules.module["main"]
+    dev = [rt.asdevicearray(ctx.config.device, x) for x in inputs]
+    t0 = time.perf_counter()
+    out = fn(*dev).to_host()
+    first = time.perf_counter() - t0
+    if first > SLOW_S:
+        return out, [first]
+    for _ in range(warmup - 1):
+        fn(*dev).to_host()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(*dev).to_host()
+        times.append(time.perf_counter() - t0)
+    return out, times
+
+
+def chain_inputs(specs: list[OpSpec], seed: int = 0) -> list[np.ndarray]:
+    """Arguments of `chain_module(specs)`: op 0's loads, then each later op's loads but the first."""
+    return op_inputs(specs[0], seed) + [x for s in specs[1:] for x in op_inputs(s, seed)[1:]]
+
+
+def chain_reference(specs: list[OpSpec], inputs: list[np.ndarray]) -> np.ndarray:
+    n0 = len(specs[0].maps) - 1
+    out, rest = reference(specs[0], inputs[:n0]), inputs[n0:]
+    for s in specs[1:]:
+        k = len(s.maps) - 2
+        out, rest = reference(s, [out] + rest[:k]), rest[k:]
+    return out
+
+
+def measure_op(spec: OpSpec | list[OpSpec], sched: OpSchedule | None, repeats: int = 5, warmup: int = 2,
+               use_cache: bool = True) -> Measurement:
+    """Compile, verify, check and time `spec` under `sched` (None = IREE default); cached on disk. A list
+    of specs is a chain fused into its producer's dispatch (`sources`)."""
+    specs = spec if isinstance(spec, list) else [spec]
+    spec = specs[0]
+    label = "+".join(s.name for s in specs) + f" schedule {sched.key() if sched else 'IREE-default'}"
+    try:
+        src, spec_text = sources(specs, sched)
+    except NotRepresentable as e:
+        log.warning("IREE cannot take %s: %s", label, e)
+        return Measurement("rejected", error=str(e))
+    want = None if sched is None else lowering_config(spec, sched)
+    key = _key(src, spec_text, repeats)
+    path = os.path.join(cache_dir(), key[:2], key + ".json")
+    if use_cache and os.path.exists(path):
+        with open(path) as f:
+            return Measurement(**json.load(f))
+    t0 = time.perf_counter()
+    try:
+        vmfb, got, same_order, n_dispatch = compile_op(spec, src, spec_text)
+    except Exception as e:  # noqa: BLE001  (IREE raises CompilerToolError with the diagnostics)
+        msg = next((ln.strip() for ln in str(e).splitlines() if "error:" in ln), str(e).splitlines()[0])
+        log.warning("IREE rejected %s: %s", label, msg[:300])
+        m = Measurement("rejected", error=msg[:2000])
+    else:
+        compile_s = time.perf_counter() - t0
+        if want is not None and (got != want or not same_order or (len(specs) > 1 and n_dispatch != 1)):
+            why = (f"requested {want}, codegen has {got}" + ("" if same_order else "; IREE re-ordered the loops")
+                   + ("" if len(specs) == 1 or n_dispatch == 1 else f"; not fused ({n_dispatch} dispatches)"))
+            log.warning("config did not reach codegen for %s: %s", label, why)
+            m = Measurement("unverified", config=got, compile_s=compile_s, error=why)
+        else:
+            inputs = chain_inputs(specs)
+            out, times = run_and_time(vmfb, inputs, warmup, repeats)
+            ref = chain_reference(specs, inputs)
+            err = float(np.abs(out.astype(np.float64) - ref).max()) if out.shape == ref.shape else float("inf")
+            med = float(np.median(times))
+            if not err <= tolerance(spec, ref):
+                log.warning("wrong result for %s: max |err| %.3g", label, err)
+                m = Measurement("wrong", config=got, max_abs_err=err, compile_s=compile_s, times=times,
+                                error=f"max |err| {err:.3g} > tol {tolerance(spec, ref):.3g}")
+            else:
+                m = Measurement("ok", med, float((max(times) - min(times)) / med), times, got, err,
+                                compile_s=compile_s)
+    if use_cache:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + f".{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(dataclasses.asdict(m), f)
+        os.replace(tmp, path)
+    return m
+
+
+@dataclasses.dataclass
+class ProgramMeasurement:
+    """A program's measured time: the sum of its dispatches' medians (each op is its own IREE dispatch,
+    except an op fused (TF) into its producer's; `ops` has one measurement per dispatch)."""
+
+    status: str                 # "ok", or the status of the first op that was not
+    time_s: float
+    spread: float               # Σ (max − min) over ops / Σ medians
+    ops: list
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def measure_program(specs: list[OpSpec], schedules: list[OpSchedule | None] | None, repeats: int = 5,
+                    use_cache: bool = True) -> ProgramMeasurement:
+    """Measure every op of a program (`schedules=None`: IREE's default codegen for every op)."""
+    schedules = [None] * len(specs) if schedules is None else schedules
+    if len(schedules) != len(specs):
+        raise ValueError(f"{len(schedules)} schedules for a program of {len(specs)} ops")
+    groups = []                                   # [op ids] per dispatch: a fused (TF) op joins its producer's
+    for k, sc in enumerate(schedules):
+        if k > 0 and sc is not None and sc.fused:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    ops = [measure_op([specs[k] for k in g] if len(g) > 1 else specs[g[0]], schedules[g[0]], repeats,
+                      use_cache=use_cache) for g in groups]
+    bad = next((m.status for m in ops if not m.ok), None)
+    if bad is not None:
+        return ProgramMeasurement(bad, float("nan"), float("nan"), ops)
+    total = sum(m.time_s for m in ops)
+    return ProgramMeasurement("ok", total, sum(max(m.times) - min(m.times) for m in ops) / total, ops)
