@@ -70,8 +70,11 @@ class DistilBertConfig:
     classifier_dropout: float | None = None  # BERT heads: None = `dropout`
     pooling: tuple[str, ...] | None = None  # sentence-transformers pooling, e.g. ("mean",)
     normalize_embeddings: bool = False
+    qkv_dim: int | None = None  # attention width (q/k/v map dim -> qkv_dim); None: dim (HF DistilBERT ties them)
 
     def __post_init__(self):
+        if self.qkv_dim == self.dim:
+            object.__setattr__(self, "qkv_dim", None)  # one spelling of "tied", so equal configs compare equal
         problems = []
         if self.model_type not in MODEL_TYPES:
             problems.append(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
@@ -80,6 +83,8 @@ class DistilBertConfig:
                 problems.append(f"type_vocab_size must be a positive int for BERT, got {self.type_vocab_size!r}")
             if self.sinusoidal_pos_embds:
                 problems.append("sinusoidal_pos_embds is a DistilBERT option; BERT has learned positions")
+            if self.qkv_dim is not None:
+                problems.append("qkv_dim (an attention width apart from dim) is a DistilBERT option")
         elif self.type_vocab_size != 0:
             problems.append(f"type_vocab_size must be 0 for DistilBERT (it has no token types), got {self.type_vocab_size!r}")
         if not self.layer_norm_eps > 0:
@@ -92,8 +97,12 @@ class DistilBertConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 problems.append(f"{name} must be a positive int, got {value!r}")
-        if not problems and self.dim % self.n_heads:
-            problems.append(f"n_heads ({self.n_heads}) must divide dim ({self.dim})")
+        if self.qkv_dim is not None and (not isinstance(self.qkv_dim, int) or isinstance(self.qkv_dim, bool)
+                                         or self.qkv_dim <= 0):  # fmt: skip
+            problems.append(f"qkv_dim must be a positive int or None (= dim), got {self.qkv_dim!r}")
+        if not problems and self.attention_dim % self.n_heads:
+            name = "dim" if self.qkv_dim is None else "qkv_dim"
+            problems.append(f"n_heads ({self.n_heads}) must divide {name} ({self.attention_dim})")
         if self.activation not in _ACTIVATIONS:
             problems.append(f"activation must be one of {_ACTIVATIONS}, got {self.activation!r}")
         for name in ("dropout", "attention_dropout", "qa_dropout", "seq_classif_dropout"):
@@ -117,8 +126,27 @@ class DistilBertConfig:
         return {label: i for i, label in self.id2label}
 
     @property
+    def attention_dim(self) -> int:
+        """The width of q / k / v (all heads together): `qkv_dim`, or `dim` when that is None."""
+        return self.dim if self.qkv_dim is None else self.qkv_dim
+
+    @property
     def head_dim(self) -> int:
-        return self.dim // self.n_heads
+        return self.attention_dim // self.n_heads
+
+    @property
+    def transformers_compatible(self) -> bool:
+        """Whether `transformers`' DistilBERT can hold this config (it has no attention width apart from dim)."""
+        return self.qkv_dim is None
+
+    def check_transformers_compatible(self) -> None:
+        """Raise a ValueError saying why if `transformers` cannot load a model of this config."""
+        if not self.transformers_compatible:
+            raise ValueError(
+                f"qkv_dim={self.qkv_dim} differs from dim={self.dim}: transformers' DistilBERT ties the attention "
+                "width to the hidden size (its q_lin/k_lin/v_lin are dim x dim), so it cannot load this model; "
+                "distilbert_jax.from_pretrained can (save with for_transformers=False)"
+            )
 
     @property
     def is_bert(self) -> bool:
@@ -163,7 +191,7 @@ class DistilBertConfig:
         """The Hugging Face `config.json` dict (loadable by `transformers.DistilBertConfig` / `BertConfig`)."""
         skip = {"id2label", *_SENTENCE_FIELDS, *(_DISTILBERT_ONLY if self.is_bert else _BERT_ONLY)}
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
-        for name in ("problem_type", "classifier_dropout"):
+        for name in ("problem_type", "classifier_dropout", "qkv_dim"):
             if out.get(name, 0) is None:
                 del out[name]
         out["id2label"] = {str(i): label for i, label in self.id2label}

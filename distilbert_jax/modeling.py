@@ -280,13 +280,15 @@ class MultiHeadSelfAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, mask: Array, deterministic: bool) -> tuple[Array, Array]:
-        # x [B, T, D], mask [B, T] bool  ->  out [B, T, D], weights [B, H, T, T]
+        # x [B, T, D], mask [B, T] bool  ->  out [B, T, D], weights [B, H, T, T]; q/k/v [B, T, qkv_dim]
         c = self.config
         batch, seq_len, _ = x.shape
         # q, k, v as three matmuls: concatenating [Wq | Wk | Wv] for one matmul copies the kernels on
         # every call (and XLA:CPU runs a bf16 concatenate as f32 with a convert on each side)
+        width = c.attention_dim  # = dim unless qkv_dim sets the attention width apart
+
         def heads(name: str) -> Array:  # x [B, T, D] -> [B, H, T, Dh] (heads-major: the batched matmuls run fastest so)
-            y = dense(c, c.dim, name, self.dtype)(x)
+            y = dense(c, width, name, self.dtype)(x)
             return y.reshape(batch, seq_len, c.n_heads, c.head_dim).transpose(0, 2, 1, 3)
 
         q, k, v = heads("q_lin"), heads("k_lin"), heads("v_lin")
@@ -300,7 +302,7 @@ class MultiHeadSelfAttention(nn.Module):
         dropped = Dropout(c.attention_dropout)(unnormalised, deterministic=deterministic)
         context = jnp.einsum("bhqk,bhkd->bhqd", dropped.astype(self.dtype), v.astype(self.dtype),
                              preferred_element_type=jnp.float32) / row_sums  # fmt: skip
-        out = dense(c, c.dim, "out_lin", self.dtype)(context.transpose(0, 2, 1, 3).reshape(batch, seq_len, c.dim))
+        out = dense(c, c.dim, "out_lin", self.dtype)(context.transpose(0, 2, 1, 3).reshape(batch, seq_len, width))
         weights = unnormalised / row_sums  # only computed when output_attentions asks for it
         return out, weights
 

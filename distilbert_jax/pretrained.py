@@ -203,10 +203,18 @@ def save_pretrained(
     tokenizer: Tokenizer | None = None,
     *,
     max_shard_size: int | None = None,
+    for_transformers: bool | None = None,
 ) -> None:
     """Write an HF directory that `transformers`' `AutoModelFor….from_pretrained` loads with the same
     outputs: config.json, model.safetensors (or shards of at most `max_shard_size` bytes + index), and
-    the tokenizer files when a tokenizer is given."""
+    the tokenizer files when a tokenizer is given.
+
+    A model whose attention width `qkv_dim` differs from `dim` (a NAS sub-network) is written in the
+    same layout with `qkv_dim` in config.json: `from_pretrained` reloads it exactly, `transformers`
+    cannot. `for_transformers=True` refuses such a model with a ValueError saying why; None (default)
+    writes either kind."""
+    if for_transformers:
+        model.config.check_transformers_compatible()
     path = os.fspath(path)
     os.makedirs(path, exist_ok=True)
     head = next(name for name, (cls, _) in HEADS.items() if type(model) is cls)

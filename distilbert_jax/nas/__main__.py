@@ -1,0 +1,7 @@
+"""`python -m distilbert_jax.nas train|extract ...`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
