@@ -7,23 +7,19 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
 from typing import Any
 
 import jax
-from tqdm.auto import tqdm
 
 import distilbert_jax as dj
-from distilbert_jax.train.checkpoint import Checkpoints
 from distilbert_jax.train.config import ConfigError, TrainConfig
-from distilbert_jax.train.data import BatchSource, DeviceFeeder
+from distilbert_jax.train.data import BatchSource
 from distilbert_jax.train.sources import make_sources
-from distilbert_jax.train.loop import _finite_or_stop
+from distilbert_jax.train.loop import run_loop
 from distilbert_jax.train.models import DTYPES, model_config
 from distilbert_jax.train.optim import make_optimizer
 from distilbert_jax.train.parallel import check_batch_size, data_mesh, global_batch, replicate
-from distilbert_jax.train.reporting import RunLog
 from distilbert_jax.train.state import TrainState, create_state
 from distilbert_jax.train.tasks import mlm_max_predictions
 
@@ -84,7 +80,6 @@ def train_supernet(settings: NasSettings, cfg: TrainConfig, *, train_source: Bat
                           "smaller batch)")  # fmt: skip
     mesh = data_mesh()
     check_batch_size(cfg.data.batch_size, 1, mesh)
-    lead = jax.process_index() == 0
     data = make_sources(cfg)
     train_source = train_source or data.train
     dtype = DTYPES[cfg.dtype]
@@ -94,80 +89,33 @@ def train_supernet(settings: NasSettings, cfg: TrainConfig, *, train_source: Bat
                           settings.attention_weight, settings.relation_weight, settings.hard_weight)  # fmt: skip
     tx, schedule = make_optimizer(cfg.optim, cfg.total_steps)
     state = replicate(create_state(supernet.init(cfg.seed), tx, cfg.seed, teacher), mesh)
-
-    ckpt_dir = os.path.join(cfg.out_dir, "checkpoints")
-    checkpoints = Checkpoints(ckpt_dir, keep=cfg.keep_checkpoints)
-    last_good = checkpoints.latest_step() if cfg.resume else None
-    if last_good is not None:
-        state, data_state = checkpoints.restore(state, last_good)
-        train_source.load_state_dict(data_state)
-    start = int(jax.device_get(state.step))
-    if lead:
-        os.makedirs(cfg.out_dir, exist_ok=True)
-        with open(os.path.join(cfg.out_dir, "nas_config.json"), "w", encoding="utf-8") as f:
-            nas = dataclasses.asdict(settings) | {"space": settings.space.to_dict()}
-            json.dump({**nas, **cfg.to_dict()}, f, indent=2)
-
-    step_fn = jit_supernet_step(make_supernet_step(supernet, objective, tx, schedule, teacher_model), state)
     evaluator = ArchEvaluator(supernet, objective.max_predictions)
-    log = RunLog(cfg.out_dir, enabled=lead)
-    bar = tqdm(total=cfg.total_steps, initial=start, disable=not (cfg.progress and lead), desc="supernet", unit="step")
-    feeder = DeviceFeeder(train_source, mesh)
-    pending: tuple[int, Any] | None = None
+    jitted: list[Any] = []  # the jitted step, for its compilation count
 
-    def flush() -> None:  # the previous step's metrics, fetched a step late
-        nonlocal pending
-        if pending is None:
-            return
-        n, metrics = pending
-        pending = None
-        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        _finite_or_stop(n, values, last_good, ckpt_dir)
-        log.log("train", n, values)
-        bar.update(1)
-        bar.set_postfix(loss=f"{values['loss']:.4f}")
-        if lead and (n % cfg.log_every == 0 or n == cfg.total_steps):
-            bar.write(f"step {n}: " + " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+    def make_step(state: TrainState):
+        jitted.append(jit_supernet_step(make_supernet_step(supernet, objective, tx, schedule, teacher_model), state))
 
-    def run_eval(n: int) -> dict[str, float]:
+        def step(state: TrainState, batch: Any, i: int):
+            archs = step_archs(settings, cfg.seed, i)
+            return jitted[0](state, batch, ArchArrays.stack(archs), tuple(supernet.bucket(a) for a in archs))
+
+        return step
+
+    def evaluate_at(state: TrainState) -> dict[str, float]:
         metrics = {}
         for name, arch in eval_arch_list(settings):
             batches = (global_batch(b, mesh) for b in itertools.islice(data.make_eval(), cfg.eval_batches))
             for k, v in evaluator(state.params, arch, batches).items():
                 metrics[f"{k}@{name}"] = v
-        log.log("eval", n, metrics)
-        if lead:
-            bar.write(f"eval @ {n}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k.startswith("loss")))
         return metrics
 
-    try:
-        for i in range(start, cfg.total_steps):
-            try:
-                batch, data_state = next(feeder)
-            except StopIteration:
-                raise ValueError(f"the training data ran out at step {i}; use more data or epochs") from None
-            archs = step_archs(settings, cfg.seed, i)
-            buckets = tuple(supernet.bucket(a) for a in archs)
-            state, metrics = step_fn(state, batch, ArchArrays.stack(archs), buckets)
-            flush()
-            pending = (i + 1, metrics)
-            n = i + 1
-            if (cfg.checkpoint_every and n % cfg.checkpoint_every == 0) or n == cfg.total_steps:
-                flush()
-                last_good = checkpoints.save(state, data_state)
-            if cfg.eval_every and n % cfg.eval_every == 0 and n != cfg.total_steps:
-                flush()
-                run_eval(n)
-        flush()
-        final_eval = run_eval(int(jax.device_get(state.step)))
-    finally:
-        bar.close()
-        checkpoints.close()
-        plot_path = log.plot()
-        log.close()
-
+    nas = dataclasses.asdict(settings) | {"space": settings.space.to_dict()}
+    result = run_loop(cfg, state, train_source, mesh, make_step, evaluate_at, desc="supernet",
+                      config_file="nas_config.json", config={**nas, **cfg.to_dict()},
+                      shown=lambda name: name.startswith("loss"))  # fmt: skip
     supernet_dir = None
-    if lead:
+    if jax.process_index() == 0:
         supernet_dir = os.path.join(cfg.out_dir, "supernet")
-        save_supernet(supernet_dir, supernet, state.params, data.tokenizer)
-    return NasResult(state, supernet, log.history, final_eval, supernet_dir, plot_path, step_fn._cache_size())
+        save_supernet(supernet_dir, supernet, result.state.params, data.tokenizer)
+    return NasResult(result.state, supernet, result.history, result.final_eval, supernet_dir, result.plot_path,
+                     jitted[0]._cache_size())

@@ -71,25 +71,36 @@ def _finite_or_stop(step: int, metrics: dict[str, float], last_good: int | None,
         raise TrainingDiverged(f"training diverged at step {step} ({values}); stopped without saving; {kept}")
 
 
-def train(cfg: TrainConfig, *, train_source: BatchSource | None = None,
-          eval_source_fn: Callable[[], BatchSource] | None = None) -> TrainResult:  # fmt: skip
-    """Run (or resume) the training of `cfg`. `train_source` / `eval_source_fn` override the data
-    of `cfg.data` (the eval function is called once per evaluation for a fresh iterator)."""
-    if cfg.distributed:
-        initialize_distributed()
-    mesh = data_mesh()
-    check_batch_size(cfg.data.batch_size, cfg.optim.grad_accum_steps, mesh)
-    lead = jax.process_index() == 0
-    data = make_sources(cfg)
-    tokenizer = data.tokenizer
-    train_source = train_source or data.train
-    eval_source_fn = eval_source_fn or data.make_eval
-    model, params = build_student(cfg, data.vocab_size, data.num_labels)
-    task = task_for(cfg, model.config.num_labels, data.label_names)
-    teacher_model, teacher = load_teacher(cfg, model, tokenizer) if cfg.task == "distill" else (None, None)
-    tx, schedule = make_optimizer(cfg.optim, cfg.total_steps)
-    state = replicate(create_state(params, tx, cfg.seed, teacher), mesh)
+@dataclasses.dataclass
+class LoopResult:
+    """What `run_loop` returns: the final state, the metric history, the final evaluation and the plot."""
 
+    state: Any
+    history: dict[str, list[dict[str, float]]]
+    final_eval: dict[str, float]
+    plot_path: str | None
+
+
+def run_loop(
+    cfg: TrainConfig,
+    state: Any,
+    train_source: BatchSource,
+    mesh,
+    make_step: Callable[[Any], Callable[[Any, Any, int], tuple[Any, Any]]],
+    evaluate_at: Callable[[Any], dict[str, float]],
+    *,
+    desc: str,
+    config_file: str,
+    config: dict,
+    shown: Callable[[str], bool] = lambda name: True,
+) -> LoopResult:
+    """The loop every training run shares: resume `state` and the data position from the newest
+    checkpoint (with `cfg.resume`), write `config` to `out_dir/config_file`, then for each remaining step
+    call `step(state, batch, step_index)` (`make_step(state)` builds it once, after resuming) with its
+    metrics fetched a step late, stop on NaN / inf, checkpoint and evaluate (`evaluate_at(state)`) every
+    `cfg.…_every` steps, log to the run log and a tqdm bar (eval metrics printed where `shown(name)`),
+    and evaluate once more at the end."""
+    lead = jax.process_index() == 0
     ckpt_dir = os.path.join(cfg.out_dir, "checkpoints")
     checkpoints = Checkpoints(ckpt_dir, keep=cfg.keep_checkpoints)
     last_good = checkpoints.latest_step() if cfg.resume else None
@@ -99,14 +110,12 @@ def train(cfg: TrainConfig, *, train_source: BatchSource | None = None,
     start = int(jax.device_get(state.step))
     if lead:
         os.makedirs(cfg.out_dir, exist_ok=True)
-        with open(os.path.join(cfg.out_dir, "train_config.json"), "w", encoding="utf-8") as f:
-            json.dump(cfg.to_dict(), f, indent=2)
+        with open(os.path.join(cfg.out_dir, config_file), "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2)
 
-    step_fn = jit_train_step(make_train_step(model, task, tx, schedule, grad_accum_steps=cfg.optim.grad_accum_steps,
-                                             teacher_model=teacher_model, mesh=mesh), state)  # fmt: skip
-    eval_step = jax.jit(make_eval_step(model, task, teacher_model))
+    step_fn = make_step(state)
     log = RunLog(cfg.out_dir, enabled=lead)
-    bar = tqdm(total=cfg.total_steps, initial=start, disable=not (cfg.progress and lead), desc=cfg.task, unit="step")
+    bar = tqdm(total=cfg.total_steps, initial=start, disable=not (cfg.progress and lead), desc=desc, unit="step")
     feeder = DeviceFeeder(train_source, mesh)
     pending: tuple[int, Any] | None = None
 
@@ -125,10 +134,10 @@ def train(cfg: TrainConfig, *, train_source: BatchSource | None = None,
             bar.write(f"step {n}: " + " ".join(f"{k}={v:.4g}" for k, v in values.items()))
 
     def run_eval(n: int) -> dict[str, float]:
-        metrics = evaluate(eval_step, state, eval_source_fn(), mesh, cfg.eval_batches, task)
+        metrics = evaluate_at(state)
         log.log("eval", n, metrics)
         if lead:
-            bar.write(f"eval @ {n}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+            bar.write(f"eval @ {n}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if shown(k)))
         return metrics
 
     try:
@@ -137,7 +146,7 @@ def train(cfg: TrainConfig, *, train_source: BatchSource | None = None,
                 batch, data_state = next(feeder)
             except StopIteration:
                 raise ValueError(f"the training data ran out at step {i}; use more data or epochs") from None
-            state, metrics = step_fn(state, batch)
+            state, metrics = step_fn(state, batch, i)
             flush()
             pending = (i + 1, metrics)
             n = i + 1
@@ -154,10 +163,38 @@ def train(cfg: TrainConfig, *, train_source: BatchSource | None = None,
         checkpoints.close()
         plot_path = log.plot()
         log.close()
+    return LoopResult(state, log.history, final_eval, plot_path)
 
+
+def train(cfg: TrainConfig, *, train_source: BatchSource | None = None,
+          eval_source_fn: Callable[[], BatchSource] | None = None) -> TrainResult:  # fmt: skip
+    """Run (or resume) the training of `cfg`. `train_source` / `eval_source_fn` override the data
+    of `cfg.data` (the eval function is called once per evaluation for a fresh iterator)."""
+    if cfg.distributed:
+        initialize_distributed()
+    mesh = data_mesh()
+    check_batch_size(cfg.data.batch_size, cfg.optim.grad_accum_steps, mesh)
+    data = make_sources(cfg)
+    tokenizer = data.tokenizer
+    train_source = train_source or data.train
+    eval_source_fn = eval_source_fn or data.make_eval
+    model, params = build_student(cfg, data.vocab_size, data.num_labels)
+    task = task_for(cfg, model.config.num_labels, data.label_names)
+    teacher_model, teacher = load_teacher(cfg, model, tokenizer) if cfg.task == "distill" else (None, None)
+    tx, schedule = make_optimizer(cfg.optim, cfg.total_steps)
+    state = replicate(create_state(params, tx, cfg.seed, teacher), mesh)
+    eval_step = jax.jit(make_eval_step(model, task, teacher_model))
+
+    def make_step(state: TrainState):
+        jitted = jit_train_step(make_train_step(model, task, tx, schedule, grad_accum_steps=cfg.optim.grad_accum_steps,
+                                                teacher_model=teacher_model, mesh=mesh), state)  # fmt: skip
+        return lambda state, batch, _i: jitted(state, batch)
+
+    result = run_loop(cfg, state, train_source, mesh, make_step,
+                      lambda state: evaluate(eval_step, state, eval_source_fn(), mesh, cfg.eval_batches, task),
+                      desc=cfg.task, config_file="train_config.json", config=cfg.to_dict())  # fmt: skip
     export_dir = None
-    if lead:
+    if jax.process_index() == 0:
         export_dir = os.path.join(cfg.out_dir, "model")
-        dj.save_pretrained(export_dir, model, {"params": jax.device_get(state.params)}, tokenizer)
-    return TrainResult(state, model, log.history, final_eval, export_dir, plot_path)
-
+        dj.save_pretrained(export_dir, model, {"params": jax.device_get(result.state.params)}, tokenizer)
+    return TrainResult(result.state, model, result.history, result.final_eval, export_dir, result.plot_path)
