@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ..tables import format_table
@@ -33,22 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> int:
+    from distilbert_jax.train.cli import overrides_from_args
     from distilbert_jax.train.config import ConfigError
     from distilbert_jax.train.loop import TrainingDiverged
-    from distilbert_jax.train.parallel import enable_compile_cache
 
     from .config import load_nas_config
     from .train import train_supernet
 
-    overrides = list(args.overrides)
-    if args.out_dir:
-        overrides.append(f"out_dir={json.dumps(args.out_dir)}")
-    if args.steps is not None:
-        overrides.append(f"total_steps={args.steps}")
-    if args.no_resume:
-        overrides.append("resume=false")
-    if args.compile_cache != "off":
-        enable_compile_cache(args.compile_cache or None)
+    overrides = overrides_from_args(args)
     try:
         settings, cfg = load_nas_config(args.config, overrides)
         result = train_supernet(settings, cfg)

@@ -57,9 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, train, print the final evaluation; exit 2 on a bad config, 1 on divergence."""
-    args = build_parser().parse_args(argv)
+def overrides_from_args(args) -> list[str]:
+    """The `--set` overrides plus those of `--out-dir`, `--steps` and `--no-resume`; also turns on the
+    persistent compilation cache unless `--compile-cache off` (the run CLIs share these options)."""
+    from .parallel import enable_compile_cache
+
     overrides = list(args.overrides)
     if args.out_dir:
         overrides.append(f"out_dir={json.dumps(args.out_dir)}")
@@ -67,11 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"total_steps={args.steps}")
     if args.no_resume:
         overrides.append("resume=false")
-    from .loop import TrainingDiverged, train
-    from .parallel import enable_compile_cache
-
     if args.compile_cache != "off":
         enable_compile_cache(args.compile_cache or None)
+    return overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, train, print the final evaluation; exit 2 on a bad config, 1 on divergence."""
+    args = build_parser().parse_args(argv)
+    overrides = overrides_from_args(args)
+    from .loop import TrainingDiverged, train
 
     try:
         cfg = load_config(args.task, args.config, overrides)
