@@ -13,17 +13,14 @@ from ..tables import format_table
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from distilbert_jax.train.cli import add_run_options
+
     parser = argparse.ArgumentParser(prog="python -m distilbert_jax.nas", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a SuperNet on sampled archs (MLM or distillation)")
     t.add_argument("--config", help="JSON config (see distilbert_jax/nas/configs/)")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (value parsed as JSON), e.g. --set objective='\"distill\"'")  # fmt: skip
-    t.add_argument("--out-dir", help="shorthand for --set out_dir=DIR")
-    t.add_argument("--steps", type=int, help="shorthand for --set total_steps=N")
-    t.add_argument("--no-resume", action="store_true", help="start fresh even if out_dir has checkpoints")
-    t.add_argument("--compile-cache", default="", metavar="DIR|off", help="persistent XLA cache ('off' disables)")
+    add_run_options(t, "e.g. --set objective='\"distill\"'")
     e = sub.add_parser("extract", help="slice one arch out of a SuperNet into a standalone model directory")
     e.add_argument("--supernet", required=True, help="a SuperNet directory (OUT_DIR/supernet of `train`)")
     e.add_argument("--arch", required=True, help="AutoTinyBERT's arch string, or JSON")

@@ -47,14 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m distilbert_jax.train", description=__doc__)
     parser.add_argument("task", choices=TASKS, help="what to train")
     parser.add_argument("--config", help="JSON training config (see distilbert_jax/train/configs/)")
+    add_run_options(parser, "e.g. --set total_steps=50 --set optim.learning_rate=1e-3")
+    return parser
+
+
+def add_run_options(parser: argparse.ArgumentParser, set_example: str) -> None:
+    """The options every training CLI shares (read back by `overrides_from_args`)."""
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set total_steps=50 --set optim.learning_rate=1e-3")  # fmt: skip
+                        help=f"override a config key (value parsed as JSON), {set_example}")  # fmt: skip
     parser.add_argument("--out-dir", help="shorthand for --set out_dir=DIR")
     parser.add_argument("--steps", type=int, help="shorthand for --set total_steps=N")
     parser.add_argument("--no-resume", action="store_true", help="start fresh even if out_dir has checkpoints")
     parser.add_argument("--compile-cache", default="", metavar="DIR|off",
                         help="persistent XLA compilation cache (default ~/.cache/distilbert_jax/xla; 'off' disables)")  # fmt: skip
-    return parser
 
 
 def overrides_from_args(args) -> list[str]:
