@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -11,6 +10,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from distilbert_jax.hardware import cpu_description, device_description  # noqa: F401 (re-exported for the benchmarks)
 from distilbert_jax.tables import format_table
 
 # `transformers` config kwargs for the two standard sizes.
@@ -110,30 +110,6 @@ def median_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> f
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
-
-
-def device_description() -> str:
-    """The JAX device and the host CPU, for benchmark reports."""
-    dev = jax.devices()[0]
-    return f"{dev.platform}:{dev.device_kind} ({jax.device_count()} device(s)), host {platform.processor() or platform.machine()}"
-
-
-def cpu_description() -> str:
-    """The CPU model (`lscpu`'s model name) and whether it has AVX-512, AVX-512 BF16 and AMX."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-                    break
-    except OSError:
-        pass
-    has = [name for name, flag in (("AVX-512", "avx512f"), ("AVX-512 BF16", "avx512_bf16"), ("AMX", "amx_tile")) if flag in flags]
-    return f"{model}, {os.cpu_count()} cores" + (f" ({', '.join(has)})" if has else " (no AVX-512)")
 
 
 def torch_reference(title: str) -> tuple[object, str]:

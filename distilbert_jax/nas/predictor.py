@@ -1,0 +1,256 @@
+"""The latency predictor (AutoTinyBERT's `LatencyPredictor`): a small MLP from an arch's features —
+layers, hidden, heads, qkv, FFN, each divided by the space's maximum — to its **log** latency
+(standardised), trained with optax on measured latencies; plus the FLOPs-only baseline it must beat.
+
+Predicting the log makes the squared loss a relative error, which is what MAPE and the latency window
+(0.85–1.1 x target) measure; the original predicted latency / 200 ms (an absolute error, which lets the
+small — i.e. interesting — archs carry large relative errors). Prediction runs in numpy (no compilation,
+any batch size): the original space's ~370k archs take about a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .space import Arch, SearchSpace
+
+FEATURES = ("layers", "hidden", "heads", "qkv", "ffn")
+CONFIG_FILE, WEIGHTS_FILE = "predictor.json", "predictor.npz"
+FORMAT = 1
+MIN_TRAIN = 8  # fewer measured archs cannot fit a predictor
+
+
+class PredictorError(ValueError):
+    """Latencies a predictor cannot be fitted on (too few, not positive)."""
+
+
+class PredictorFileError(PredictorError):
+    """A predictor directory that is missing or malformed; the message names the file."""
+
+
+def encoder_flops(arch: Arch, batch: int = 1, seq: int = 128) -> int:
+    """Multiply-adds x 2 of the encoder forward (q/k/v/out projections, attention scores and context,
+    FFN) on [batch, seq] tokens; embeddings, LayerNorms and softmax are left out."""
+    per_layer = 2 * batch * seq * (4 * arch.hidden * arch.qkv + 2 * arch.hidden * arch.ffn) + 4 * batch * seq * seq * arch.qkv
+    return arch.layers * per_layer
+
+
+def mape(predicted: np.ndarray, measured: np.ndarray) -> float:
+    """Mean absolute percentage error of `predicted` against `measured` (a fraction: 0.05 = 5 %)."""
+    predicted, measured = np.asarray(predicted, np.float64), np.asarray(measured, np.float64)
+    return float(np.mean(np.abs(predicted - measured) / measured))
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    # ranks with ties averaged
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return (starts + (counts - 1) / 2.0)[inverse]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two [n] arrays (ties get their mean rank)."""
+    ra, rb = _ranks(np.asarray(a)), _ranks(np.asarray(b))
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def features(archs: Sequence[Arch], space: SearchSpace) -> np.ndarray:
+    """[n, 5] float32: layers, hidden, heads, qkv, ffn of each arch, divided by the space's maxima."""
+    largest = space.largest()
+    scale = np.array([getattr(largest, f) for f in FEATURES], np.float32)
+    raw = np.array([(a.layers, a.hidden, a.heads, a.qkv, a.ffn) for a in archs], np.float32).reshape(-1, len(FEATURES))
+    return raw / scale
+
+
+_ACTIVATIONS = {"relu": lambda x: np.maximum(x, 0), "tanh": np.tanh, "silu": lambda x: x / (1 + np.exp(-x))}
+
+
+def _mlp_numpy(weights: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, activation: str) -> np.ndarray:
+    act = _ACTIVATIONS[activation]
+    for kernel, bias in weights[:-1]:
+        x = act(x @ kernel + bias)
+    kernel, bias = weights[-1]
+    return (x @ kernel + bias)[:, 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPSettings:
+    """The predictor MLP's shape and training (the original: width 2000, 3 layers — too slow to score a
+    whole space in numpy, and no better on a few hundred archs; see docs/nas.md)."""
+
+    width: int = 128
+    depth: int = 3
+    activation: str = "silu"
+    steps: int = 1500
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    target: str = "log"  # "log": standardised log(ms); "linear": ms / mean(ms)
+
+
+@functools.lru_cache(maxsize=8)
+def _trainer(width: int, depth: int, activation: str, steps: int, lr: float, weight_decay: float):
+    # one jitted full-batch training loop per MLP shape (a refit with other data or seed reuses it)
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    act = {"relu": nn.relu, "tanh": jnp.tanh, "silu": nn.silu}[activation]
+
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for _ in range(depth):
+                x = act(nn.Dense(width)(x))
+            return nn.Dense(1)(x)[:, 0]
+
+    model = MLP()
+    tx = optax.adamw(optax.cosine_decay_schedule(lr, steps), weight_decay=weight_decay)
+
+    @jax.jit
+    def train(x, y, key):
+        params = model.init(key, x[:1])
+
+        def step(carry, _):
+            params, opt = carry
+            loss, grads = jax.value_and_grad(lambda p: jnp.mean((model.apply(p, x) - y) ** 2))(params)
+            updates, opt = tx.update(grads, opt, params)
+            return (optax.apply_updates(params, updates), opt), loss
+
+        (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+        return params
+
+    return train
+
+
+def _train_mlp(x: np.ndarray, y: np.ndarray, settings: MLPSettings, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    import jax
+
+    s = settings
+    train = _trainer(s.width, s.depth, s.activation, s.steps, s.learning_rate, s.weight_decay)
+    p = jax.device_get(train(x.astype(np.float32), y.astype(np.float32), jax.random.PRNGKey(seed)))["params"]
+    return [(np.asarray(p[f"Dense_{i}"]["kernel"]), np.asarray(p[f"Dense_{i}"]["bias"])) for i in range(s.depth + 1)]
+
+
+class LatencyPredictor:
+    """Predicted latency (ms) of archs of one search space on the machine that measured them.
+    `meta` holds `reference_ms`, `device`, `batch`, `seq` (and whatever else the fit recorded)."""
+
+    def __init__(self, space: SearchSpace, weights: list[tuple[np.ndarray, np.ndarray]], y_mean: float, y_std: float,
+                 settings: MLPSettings = MLPSettings(), meta: dict[str, Any] | None = None):  # fmt: skip
+        self.space, self.weights, self.y_mean, self.y_std = space, weights, float(y_mean), float(y_std)
+        self.settings, self.meta = settings, dict(meta or {})
+
+    @classmethod
+    def fit(cls, archs: Sequence[Arch], ms: np.ndarray, space: SearchSpace, *, seed: int = 0,
+            settings: MLPSettings = MLPSettings(), meta: dict[str, Any] | None = None) -> LatencyPredictor:  # fmt: skip
+        """Train the MLP on measured latencies `ms` [n] of `archs` (archs of `space`)."""
+        ms = np.asarray(ms, np.float64)
+        if len(archs) != len(ms) or len(archs) < MIN_TRAIN:
+            raise PredictorError(f"a predictor needs at least {MIN_TRAIN} measured archs (one latency each), "
+                                 f"got {len(archs)} archs and {len(ms)} latencies")  # fmt: skip
+        if not np.all(np.isfinite(ms) & (ms > 0)):
+            raise PredictorError("latencies must be positive and finite")
+        y = np.log(ms) if settings.target == "log" else ms
+        if settings.target == "log":
+            mean, std = float(y.mean()), float(y.std() or 1.0)
+        else:
+            mean, std = 0.0, float(ms.mean())
+        weights = _train_mlp(features(archs, space), (y - mean) / std, settings, seed)
+        return cls(space, weights, mean, std, settings, {**(meta or {}), "seed": seed, "n_train": len(archs)})
+
+    def predict(self, archs: Sequence[Arch]) -> np.ndarray:
+        """Predicted latency in ms of each arch, [n] float64 (vectorised numpy, any n)."""
+        if len(archs) == 0:
+            return np.zeros(0)
+        out = _mlp_numpy(self.weights, features(archs, self.space), self.settings.activation).astype(np.float64)
+        out = out * self.y_std + self.y_mean
+        return np.exp(out) if self.settings.target == "log" else np.maximum(out, 1e-6)
+
+    __call__ = predict
+
+    @property
+    def reference_ms(self) -> float:
+        return float(self.meta["reference_ms"])
+
+    @property
+    def device(self) -> str:
+        return str(self.meta.get("device", "unknown"))
+
+    # ---- files ------------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write `predictor.json` (settings, normalisation, space, meta) and `predictor.npz` (weights)."""
+        path = os.fspath(path)
+        os.makedirs(path, exist_ok=True)
+        config = {"format": FORMAT, "features": list(FEATURES), "settings": dataclasses.asdict(self.settings),
+                  "y_mean": self.y_mean, "y_std": self.y_std, "space": self.space.to_dict(), "meta": self.meta}  # fmt: skip
+        with open(os.path.join(path, CONFIG_FILE), "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2)
+            f.write("\n")
+        arrays = {f"{name}_{i}": a for i, (k, b) in enumerate(self.weights) for name, a in (("kernel", k), ("bias", b))}
+        np.savez(os.path.join(path, WEIGHTS_FILE), **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LatencyPredictor:
+        """The predictor `save` wrote to `path` (exactly: same predictions); `PredictorFileError` naming
+        the file when it is missing or malformed."""
+        path = os.fspath(path)
+        config_file, weights_file = os.path.join(path, CONFIG_FILE), os.path.join(path, WEIGHTS_FILE)
+        for f in (config_file, weights_file):
+            if not os.path.isfile(f):
+                raise PredictorFileError(f"latency predictor file {f} does not exist (fit one with "
+                                         "`python -m distilbert_jax.nas latency`)")  # fmt: skip
+        try:
+            with open(config_file, encoding="utf-8") as f:
+                config = json.load(f)
+            if config.get("format") != FORMAT or config.get("features") != list(FEATURES):
+                raise ValueError(f"format {config.get('format')} / features {config.get('features')}, expected "
+                                 f"{FORMAT} / {list(FEATURES)}")  # fmt: skip
+            settings = MLPSettings(**config["settings"])
+            space = SearchSpace.from_dict(config["space"])
+            y_mean, y_std, meta = float(config["y_mean"]), float(config["y_std"]), dict(config["meta"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise PredictorFileError(f"{config_file} is malformed: {type(e).__name__}: {e}") from None
+        try:
+            with np.load(weights_file) as z:
+                weights = [(z[f"kernel_{i}"], z[f"bias_{i}"]) for i in range(settings.depth + 1)]
+        except (OSError, KeyError, ValueError) as e:
+            raise PredictorFileError(f"{weights_file} is malformed: {type(e).__name__}: {e}") from None
+        fan_in = len(FEATURES)
+        for i, (k, b) in enumerate(weights):
+            want = (fan_in, 1 if i == settings.depth else settings.width)
+            if k.shape != want or b.shape != want[1:]:
+                raise PredictorFileError(f"{weights_file}: layer {i} has kernel {k.shape} / bias {b.shape}, expected "
+                                         f"{want} / {want[1:]} for the settings in {config_file}")  # fmt: skip
+            fan_in = want[1]
+        return cls(space, weights, y_mean, y_std, settings, meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class FlopsBaseline:
+    """The FLOPs-only baseline: log(ms) = intercept + slope * log(FLOPs of the encoder at batch x seq),
+    least squares on the training archs."""
+
+    intercept: float
+    slope: float
+    batch: int
+    seq: int
+
+    @classmethod
+    def fit(cls, archs: Sequence[Arch], ms: np.ndarray, batch: int, seq: int) -> FlopsBaseline:
+        flops = np.log([encoder_flops(a, batch, seq) for a in archs])
+        slope, intercept = np.polyfit(flops, np.log(np.asarray(ms, np.float64)), 1)
+        return cls(float(intercept), float(slope), batch, seq)
+
+    def predict(self, archs: Sequence[Arch]) -> np.ndarray:
+        flops = np.log([encoder_flops(a, self.batch, self.seq) for a in archs])
+        return np.exp(self.intercept + self.slope * flops)
