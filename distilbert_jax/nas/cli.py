@@ -2,6 +2,9 @@
 
     python -m distilbert_jax.nas train --config FILE [--set key=value ...] [--steps N] [--out-dir DIR]
     python -m distilbert_jax.nas extract --supernet DIR --arch "{'sample_layer_num': 4, ...}" --out DIR
+    python -m distilbert_jax.nas search --method {random,fast,evolved} --supernet RUN_DIR --candidates FILE
+                                        [--generations G | --evaluations N] [--seed S] [--out DIR]
+    python -m distilbert_jax.nas compare --supernet RUN_DIR --candidates FILE --evaluations N [--seeds 3] [--out DIR]
 """
 
 from __future__ import annotations
@@ -25,6 +28,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--supernet", required=True, help="a SuperNet directory (OUT_DIR/supernet of `train`)")
     e.add_argument("--arch", required=True, help="AutoTinyBERT's arch string, or JSON")
     e.add_argument("--out", required=True, help="the directory to write")
+    from .search import METHODS
+
+    for name, help_ in (("search", "search the candidates of a latency constraint by one-shot fitness"),
+                        ("compare", "compare the search methods at equal numbers of fitness evaluations over seeds")):
+        c = sub.add_parser(name, help=help_)
+        c.add_argument("--supernet", required=True, help="the SuperNet run directory (`train --out-dir`) or its supernet/")
+        c.add_argument("--candidates", required=True, help="candidates JSONL (`python -m distilbert_jax.nas candidates`)")
+        c.add_argument("--eval-batches", type=int, help="held-out batches per fitness evaluation (default: the run's)")
+        c.add_argument("--out", help="output directory (default runs/search/METHOD-seedS or runs/compare)")
+        if name == "search":
+            c.add_argument("--method", choices=METHODS, required=True)
+            budget = c.add_mutually_exclusive_group()
+            budget.add_argument("--generations", type=int, help="generations of 25 evaluations (default 10)")
+            budget.add_argument("--evaluations", type=int, help="distinct fitness evaluations")
+            c.add_argument("--seed", type=int, default=0)
+        else:
+            c.add_argument("--evaluations", type=int, required=True, help="distinct fitness evaluations per run")
+            c.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per method (default 3)")
+            c.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     return parser
 
 
@@ -75,7 +97,54 @@ def _extract(args) -> int:
     return 0
 
 
+def _search(args) -> int:
+    from distilbert_jax.train.config import ConfigError
+
+    from .candidates import CandidatesFileError, read_candidates
+    from .fitness import CachedFitness, SearchSetupError, load_search_setup
+    from .io import SuperNetDirError
+    from .search import SearchError, compare_methods, compare_rows, resolve_budget, search, summary_row, write_search
+    from .search_plots import plot_best_so_far
+    from .space import ArchError
+
+    try:
+        candidates = read_candidates(args.candidates)
+        setup = load_search_setup(args.supernet, args.eval_batches)
+        fitness = CachedFitness(setup.fitness)
+        space = setup.supernet.space
+        if args.command == "search":
+            budget = resolve_budget(args.generations, args.evaluations)
+            results = [search(args.method, candidates, fitness, budget=budget, seed=args.seed, space=space)]
+            out = args.out or f"runs/search/{args.method}-seed{args.seed}"
+            paths = write_search(out, results[0], candidates)
+        else:
+            seeds = range(args.seeds)
+            results = compare_methods(candidates, fitness, evaluations=resolve_budget(None, args.evaluations),
+                                      seeds=seeds, methods=args.methods, space=space)  # fmt: skip
+            out = args.out or "runs/compare"
+            for r in results:
+                write_search(f"{out}/{r.method}-seed{r.seed}", r, candidates)
+    except (SearchError, SearchSetupError, CandidatesFileError, SuperNetDirError, ConfigError, ArchError,
+            FileNotFoundError) as e:  # fmt: skip
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for note in (f"{r.method} seed {r.seed}: {n}" for r in results for n in r.notes):
+        print(note)
+    rows = [summary_row(r) for r in results]
+    if args.command == "compare":
+        print("\n" + format_table(compare_rows(results), list(compare_rows(results)[0])))
+        paths = {"best-so-far plot": plot_best_so_far(results, f"{out}/compare.png")}
+    print("\n" + format_table(rows, list(rows[0])))
+    secs = sorted(fitness.seconds)
+    print(f"\n{len(secs)} fitness evaluations computed ({len(setup.batches)} held-out batches each), median "
+          f"{secs[len(secs) // 2]:.3f} s, {sum(secs):.1f} s in all (first per bucket includes compilation; "
+          f"{setup.evaluator.compilations()} compilations); {len(candidates)} candidates, constraint "
+          f"{candidates.meta.get('constraint')}")  # fmt: skip
+    print("written: " + ", ".join(str(p) for p in paths.values()) + f" (under {out})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the `train` or `extract` command; exit 2 on bad input, 1 on divergence."""
+    """Run a command; exit 2 on bad input, 1 on divergence."""
     args = build_parser().parse_args(argv)
-    return _train(args) if args.command == "train" else _extract(args)
+    return {"train": _train, "extract": _extract, "search": _search, "compare": _search}[args.command](args)
