@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .candidates import CandidateSet
 from .fitness import Fitness
@@ -205,7 +206,7 @@ def search(method: str, candidates: CandidateSet, fitness: Fitness, *, budget: i
         budget = len(pool_indices)
     index = candidates.index()
     pool = _Pool(pool_indices, rng)
-    bar = _progress(progress, budget, f"{method} seed {seed}")
+    bar = tqdm(total=budget, desc=f"{method} seed {seed}", unit="arch", disable=not progress, leave=False)
 
     def evaluate(i: int, generation: int) -> None:
         arch = candidates.archs[i]
@@ -257,12 +258,6 @@ def _next_generation(result: SearchResult, candidates: CandidateSet, index: dict
                 log.debug("no new candidate among %d mutants of %s: a fresh one instead", max_retries, parent)
         chosen.append(pool.take(pool.draw() if pick is None else pick))
     return chosen
-
-
-def _progress(progress: bool, total: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="arch", disable=not progress, leave=False)
 
 
 # ---- outputs ----------------------------------------------------------------------------------------------

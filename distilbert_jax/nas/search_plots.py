@@ -60,15 +60,17 @@ def plot_pareto(result, path: str | os.PathLike) -> str:
 
 
 def plot_best_so_far(results: Sequence, path: str | os.PathLike) -> str:
-    """Best-so-far fitness vs evaluations per method: the mean over seeds, the seeds' range shaded."""
+    """Best-so-far fitness vs evaluations per method: the mean over seeds, the seeds' range shaded (a method
+    with fewer candidates than the budget stops early)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method in dict.fromkeys(r.method for r in results):
+    styles = ["-", "--", "-.", ":"]
+    for k, method in enumerate(dict.fromkeys(r.method for r in results)):
         curves = [r.best_so_far() for r in results if r.method == method]
         n = min(len(c) for c in curves)
         stack = np.stack([c[:n] for c in curves])
         x = np.arange(1, n + 1)
-        (line,) = ax.plot(x, stack.mean(0), label=f"{method} (mean of {len(curves)} seeds)")
+        (line,) = ax.plot(x, stack.mean(0), styles[k % 4], lw=1.6, label=f"{method} (mean of {len(curves)} seeds)")
         ax.fill_between(x, stack.min(0), stack.max(0), color=line.get_color(), alpha=0.15)
     ax.set_xlabel("fitness evaluations")
     ax.set_ylabel("best fitness so far (held-out loss)")
