@@ -4,6 +4,10 @@
     python -m distilbert_jax.nas extract --supernet DIR --arch "{'sample_layer_num': 4, ...}" --out DIR
     python -m distilbert_jax.nas latency --supernet RUN_OR_SUPERNET_DIR --n 300 --out runs/latency
     python -m distilbert_jax.nas candidates --latency runs/latency --constraint 7 --out runs/cands.jsonl
+    python -m distilbert_jax.nas search --method {random,fast,evolved} --supernet RUN_DIR --candidates FILE
+                                        [--generations G | --evaluations N] [--seed S] [--out DIR]
+    python -m distilbert_jax.nas pipeline --config distilbert_jax/nas/configs/pipeline_small.json [--set key=value]
+    python -m distilbert_jax.nas compare --supernet RUN_DIR --candidates FILE --evaluations N [--seeds 3] [--out DIR]
 """
 
 from __future__ import annotations
@@ -44,6 +48,30 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--latency", required=True, help="a directory written by `latency`")
     c.add_argument("--constraint", required=True, help="speedup over the reference (7 or 7x) or a latency (12ms)")
     c.add_argument("--out", required=True, help="the candidates JSONL file to write")
+    pi = sub.add_parser("pipeline", help="every step, corpus -> SuperNet -> latency -> search -> fine-tuned models")
+    pi.add_argument("--config", help="JSON pipeline config (see distilbert_jax/nas/configs/pipeline_small.json)")
+    pi.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a pipeline config key (value parsed as JSON)")
+    pi.add_argument("--out-dir", help="shorthand for --set out_dir=DIR")
+    from .search import METHODS
+
+    for name, help_ in (("search", "search the candidates of a latency constraint by one-shot fitness"),
+                        ("compare", "compare the search methods at equal numbers of fitness evaluations over seeds")):
+        c = sub.add_parser(name, help=help_)
+        c.add_argument("--supernet", required=True, help="the SuperNet run directory (`train --out-dir`) or its supernet/")
+        c.add_argument("--candidates", required=True, help="candidates JSONL (`python -m distilbert_jax.nas candidates`)")
+        c.add_argument("--eval-batches", type=int, help="held-out batches per fitness evaluation (default: the run's)")
+        c.add_argument("--out", help="output directory (default runs/search/METHOD-seedS or runs/compare)")
+        if name == "search":
+            c.add_argument("--method", choices=METHODS, required=True)
+            budget = c.add_mutually_exclusive_group()
+            budget.add_argument("--generations", type=int, help="generations of 25 evaluations (default 10)")
+            budget.add_argument("--evaluations", type=int, help="distinct fitness evaluations")
+            c.add_argument("--seed", type=int, default=0)
+        else:
+            c.add_argument("--evaluations", type=int, required=True, help="distinct fitness evaluations per run")
+            c.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per method (default 3)")
+            c.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     return parser
 
 
@@ -137,8 +165,86 @@ def _candidates(args) -> int:
     return 0
 
 
+def _search(args) -> int:
+    from distilbert_jax.train.config import ConfigError
+
+    from .candidates import CandidatesFileError, read_candidates
+    from .fitness import CachedFitness, SearchSetupError, load_search_setup
+    from .io import SuperNetDirError
+    from .search import SearchError, compare_methods, compare_rows, resolve_budget, search, summary_row, write_search
+    from .search_plots import plot_best_so_far
+    from .space import ArchError
+
+    try:
+        candidates = read_candidates(args.candidates)
+        setup = load_search_setup(args.supernet, args.eval_batches)
+        fitness = CachedFitness(setup.fitness)
+        space = setup.supernet.space
+        if args.command == "search":
+            budget = resolve_budget(args.generations, args.evaluations)
+            results = [search(args.method, candidates, fitness, budget=budget, seed=args.seed, space=space)]
+            out = args.out or f"runs/search/{args.method}-seed{args.seed}"
+            paths = write_search(out, results[0], candidates)
+        else:
+            seeds = range(args.seeds)
+            results = compare_methods(candidates, fitness, evaluations=resolve_budget(None, args.evaluations),
+                                      seeds=seeds, methods=args.methods, space=space)  # fmt: skip
+            out = args.out or "runs/compare"
+            for r in results:
+                write_search(f"{out}/{r.method}-seed{r.seed}", r, candidates)
+    except (SearchError, SearchSetupError, CandidatesFileError, SuperNetDirError, ConfigError, ArchError,
+            FileNotFoundError) as e:  # fmt: skip
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for note in (f"{r.method} seed {r.seed}: {n}" for r in results for n in r.notes):
+        print(note)
+    rows = [summary_row(r) for r in results]
+    if args.command == "compare":
+        print("\n" + format_table(compare_rows(results), list(compare_rows(results)[0])))
+        paths = {"best-so-far plot": plot_best_so_far(results, f"{out}/compare.png")}
+    print("\n" + format_table(rows, list(rows[0])))
+    secs = sorted(fitness.seconds)
+    print(f"\n{len(secs)} fitness evaluations computed ({len(setup.batches)} held-out batches each), median "
+          f"{secs[len(secs) // 2]:.3f} s, {sum(secs):.1f} s in all (first per bucket includes compilation; "
+          f"{setup.evaluator.compilations()} compilations); {len(candidates)} candidates, constraint "
+          f"{candidates.meta.get('constraint')}")  # fmt: skip
+    print("written: " + ", ".join(str(p) for p in paths.values()) + f" (under {out})")
+    return 0
+
+
+def _pipeline(args) -> int:
+    import json
+
+    from distilbert_jax.train.config import ConfigError
+    from distilbert_jax.train.loop import TrainingDiverged
+    from distilbert_jax.train.parallel import enable_compile_cache
+
+    from .candidates import CandidatesFileError, ConstraintError
+    from .fitness import SearchSetupError
+    from .latency import LatencyDataError
+    from .pipeline import PipelineConfig, run_pipeline
+    from .search import SearchError
+    from .space import ArchError
+
+    overrides = args.overrides + ([f"out_dir={json.dumps(args.out_dir)}"] if args.out_dir else [])
+    try:
+        cfg = PipelineConfig.from_json(args.config, overrides)
+        enable_compile_cache()
+        run_pipeline(cfg)
+    except (ConfigError, ConstraintError, CandidatesFileError, LatencyDataError, SearchError, SearchSetupError,
+            ArchError, FileNotFoundError) as e:  # fmt: skip
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"\nresults: {cfg.out_dir}/results.md; every step's record: {cfg.out_dir}/pipeline_state.json")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; exit 2 on bad input, 1 on divergence."""
     args = build_parser().parse_args(argv)
-    commands = {"train": _train, "extract": _extract, "latency": _latency, "candidates": _candidates}
+    commands = {"train": _train, "extract": _extract, "latency": _latency, "candidates": _candidates,
+                "search": _search, "compare": _search, "pipeline": _pipeline}  # fmt: skip
     return commands[args.command](args)
