@@ -43,7 +43,8 @@ class PipelineConfig:
     latency_n: int = 120  # sampled archs measured for the predictor
     latency_batch: int = 1
     latency_seq: int = 128
-    latency_rounds: int = 5
+    latency_rounds: int = 10
+    latency_reference: str = ""  # the reference arch (JSON or AutoTinyBERT's string); "" = BERT-base's shape
     constraint: str = "40"  # speedup over the BERT-base-shaped reference ("40", "40x") or "3ms"
     search_method: str = "evolved"
     search_evaluations: int = 40
@@ -209,8 +210,15 @@ def _latency(cfg: PipelineConfig, supernet_dir: str, out: str) -> dict:
     from .latency import run_latency
 
     run = run_latency(supernet_dir, out, n=cfg.latency_n, batch=cfg.latency_batch, seq=cfg.latency_seq,
-                      rounds=cfg.latency_rounds, seed=cfg.seed)  # fmt: skip
+                      rounds=cfg.latency_rounds, seed=cfg.seed, reference=_reference(cfg))  # fmt: skip
     return run.report
+
+
+def _reference(cfg: PipelineConfig) -> Arch:
+    from .latency import REFERENCE
+    from .space import parse_arch
+
+    return parse_arch(cfg.latency_reference) if cfg.latency_reference else REFERENCE
 
 
 def _candidates(cfg: PipelineConfig, latency_dir: str, out: str) -> dict:
@@ -263,7 +271,7 @@ def _measure(cfg: PipelineConfig, supernet_dir: str, archs: list[dict]) -> dict:
 
     supernet, params = load_supernet(supernet_dir)
     m = measure_latencies([Arch(**a) for a in archs], supernet, params, batch=cfg.latency_batch, seq=cfg.latency_seq,
-                          rounds=cfg.latency_rounds, seed=cfg.seed)  # fmt: skip
+                          rounds=cfg.latency_rounds, seed=cfg.seed, reference=_reference(cfg))  # fmt: skip
     return {"ms": {str(a): float(ms) for a, ms in zip(m.archs, m.ms)}, "reference_ms": m.reference_ms,
             "spread": {str(a): float(s) for a, s in zip(m.archs, m.spread)}, "device": m.meta.get("device")}  # fmt: skip
 

@@ -28,6 +28,7 @@ def tiny_pipeline(tmp_path, **changes) -> PipelineConfig:
     base = dict(out_dir=str(tmp_path / "run"), supernet_config=str(tmp_path / "supernet.json"),
                 further_mlm_config=str(tmp_path / "further.json"), latency_n=12, latency_seq=16, latency_rounds=2,
                 search_evaluations=3, constraint="1ms",
+                latency_reference='{"layers": 2, "hidden": 128, "heads": 2, "qkv": 128, "ffn": 256}',
                 finetune_set={"total_steps": 2, "eval_batches": 1, "progress": False, "checkpoint_every": 0,
                               "data": {**DATA, "num_labels": 3}})  # fmt: skip
     return PipelineConfig(**{**base, **changes})
