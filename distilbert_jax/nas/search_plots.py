@@ -41,7 +41,9 @@ def plot_pareto(result, path: str | os.PathLike) -> str:
     ax.axvspan(lo, hi, color="tab:green", alpha=0.08, label=f"latency window {lo:.3g}–{hi:.3g} ms")
     points = ax.scatter(ms, fit, c=[e.generation for e in ev], cmap="viridis", s=18, alpha=0.8, label="evaluated")
     if len({e.generation for e in ev}) > 1:
-        fig.colorbar(points, ax=ax, label="generation")
+        from matplotlib.ticker import MaxNLocator
+
+        fig.colorbar(points, ax=ax, label="generation").ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     front = pareto_front(ms, fit)
     ax.step(ms[front], fit[front], where="post", color="tab:red", lw=1.2, label="Pareto front")
     ax.scatter(ms[front], fit[front], facecolors="none", edgecolors="tab:red", s=40)

@@ -14,6 +14,7 @@ from distilbert_jax.nas.cli import main
 from distilbert_jax.nas.config import nas_config_from_dict
 from distilbert_jax.nas.fitness import CachedFitness, SearchSetupError, load_search_setup
 from distilbert_jax.nas.search import SearchError, is_efficient, mutate, search
+from distilbert_jax.nas.search_plots import pareto_front
 from distilbert_jax.train import enable_compile_cache
 
 from .conftest import TINY_SPACE, noisy
@@ -92,6 +93,11 @@ def test_evolved_finds_a_better_arch_than_random_at_equal_budget():
     evolved, random = [best("evolved", s) for s in range(30)], [best("random", s) for s in range(30)]
     assert np.mean(evolved) < np.mean(random)
     assert sum(f == 1.0 for f in evolved) >= 2 * sum(f == 1.0 for f in random) > 0
+
+
+def test_pareto_front_keeps_archs_no_other_beats_on_both():
+    ms, loss = [3.0, 1.0, 2.0, 4.0, 2.0, 5.0], [4.0, 5.0, 3.0, 1.0, 2.0, 1.0]
+    assert pareto_front(ms, loss).tolist() == [1, 4, 3]
 
 
 def test_mutation_moves_on_the_grid():
