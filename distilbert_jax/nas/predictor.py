@@ -4,8 +4,8 @@ layers, hidden, heads, qkv, FFN, each divided by the space's maximum — to its 
 
 Predicting the log makes the squared loss a relative error, which is what MAPE and the latency window
 (0.85–1.1 x target) measure; the original predicted latency / 200 ms (an absolute error, which lets the
-small — i.e. interesting — archs carry large relative errors). Prediction runs in numpy (no compilation,
-any batch size): the original space's ~370k archs take about a second.
+small — i.e. interesting — archs carry large relative errors). Prediction is one jitted function over
+chunks padded to a power of two: the original space's ~370k archs take about two seconds.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from .space import Arch, SearchSpace
@@ -24,6 +25,7 @@ from .space import Arch, SearchSpace
 FEATURES = ("layers", "hidden", "heads", "qkv", "ffn")
 CONFIG_FILE, WEIGHTS_FILE = "predictor.json", "predictor.npz"
 FORMAT = 1
+CHUNK = 16384  # archs per jitted prediction call
 MIN_TRAIN = 8  # fewer measured archs cannot fit a predictor
 
 
@@ -71,21 +73,38 @@ def features(archs: Sequence[Arch], space: SearchSpace) -> np.ndarray:
     return raw / scale
 
 
-_ACTIVATIONS = {"relu": lambda x: np.maximum(x, 0), "tanh": np.tanh, "silu": lambda x: x / (1 + np.exp(-x))}
+def _activation(name: str):
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    return {"relu": nn.relu, "tanh": jnp.tanh, "silu": nn.silu}[name]
 
 
-def _mlp_numpy(weights: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, activation: str) -> np.ndarray:
-    act = _ACTIVATIONS[activation]
+@functools.partial(jax.jit, static_argnums=2)
+def _mlp_forward(weights: list[tuple[Any, Any]], x, activation: str):
+    act = _activation(activation)
     for kernel, bias in weights[:-1]:
         x = act(x @ kernel + bias)
     kernel, bias = weights[-1]
     return (x @ kernel + bias)[:, 0]
 
 
+def _mlp_predict(weights: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, activation: str) -> np.ndarray:
+    # jitted, in chunks padded to a power of two (<= CHUNK): a few compilations serve any n
+    out = []
+    for i in range(0, len(x), CHUNK):
+        part = x[i:i + CHUNK]
+        size = max(64, 1 << (len(part) - 1).bit_length())
+        padded = np.zeros((size, x.shape[1]), np.float32)
+        padded[: len(part)] = part
+        out.append(np.asarray(_mlp_forward(weights, padded, activation))[: len(part)])
+    return np.concatenate(out)
+
+
 @dataclasses.dataclass(frozen=True)
 class MLPSettings:
     """The predictor MLP's shape and training (the original: width 2000, 3 layers — too slow to score a
-    whole space in numpy, and no better on a few hundred archs; see docs/nas.md)."""
+    whole space quickly, and no better on a few hundred archs; see docs/nas.md)."""
 
     width: int = 128
     depth: int = 3
@@ -100,11 +119,10 @@ class MLPSettings:
 def _trainer(width: int, depth: int, activation: str, steps: int, lr: float, weight_decay: float):
     # one jitted full-batch training loop per MLP shape (a refit with other data or seed reuses it)
     import flax.linen as nn
-    import jax
     import jax.numpy as jnp
     import optax
 
-    act = {"relu": nn.relu, "tanh": jnp.tanh, "silu": nn.silu}[activation]
+    act = _activation(activation)
 
     class MLP(nn.Module):
         @nn.compact
@@ -133,8 +151,6 @@ def _trainer(width: int, depth: int, activation: str, steps: int, lr: float, wei
 
 
 def _train_mlp(x: np.ndarray, y: np.ndarray, settings: MLPSettings, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    import jax
-
     s = settings
     train = _trainer(s.width, s.depth, s.activation, s.steps, s.learning_rate, s.weight_decay)
     p = jax.device_get(train(x.astype(np.float32), y.astype(np.float32), jax.random.PRNGKey(seed)))["params"]
@@ -169,10 +185,10 @@ class LatencyPredictor:
         return cls(space, weights, mean, std, settings, {**(meta or {}), "seed": seed, "n_train": len(archs)})
 
     def predict(self, archs: Sequence[Arch]) -> np.ndarray:
-        """Predicted latency in ms of each arch, [n] float64 (vectorised numpy, any n)."""
+        """Predicted latency in ms of each arch, [n] float64 (vectorised, any n)."""
         if len(archs) == 0:
             return np.zeros(0)
-        out = _mlp_numpy(self.weights, features(archs, self.space), self.settings.activation).astype(np.float64)
+        out = _mlp_predict(self.weights, features(archs, self.space), self.settings.activation).astype(np.float64)
         out = out * self.y_std + self.y_mean
         return np.exp(out) if self.settings.target == "log" else np.maximum(out, 1e-6)
 

@@ -31,7 +31,7 @@ def test_measure_latencies_times_every_arch_and_the_reference(tiny_supernet):
     assert np.all(lat.ms > 0) and np.all(np.isfinite(lat.spread)) and lat.reference_ms > 0
     assert lat.meta["device"] == device_info()["device"] and "cores" in lat.meta["device"]
     assert (lat.meta["batch"], lat.meta["seq"], lat.meta["reference_arch"]) == (1, 8, SMALL_REF.to_json())
-    no_ref = measure_latencies(archs[:1], sn, None, seq=4, rounds=1, reference=None, progress=False)
+    no_ref = measure_latencies(archs[:1], sn, params, seq=4, rounds=1, reference=None, progress=False)
     assert no_ref.reference_ms is None and no_ref.ms.shape == (1,)
     with pytest.raises(ArchError, match="hidden"):
         measure_latencies([Arch(1, 40, 1, 16, 32)], sn, params, seq=4, rounds=1, progress=False)
@@ -107,7 +107,8 @@ def test_cli_latency_then_candidates(supernet_dir, tmp_path, capsys):
     assert len(data.archs) == 12 and data.held_out.sum() == 2 and np.all(np.isfinite(data.second_ms[data.held_out]))
     assert data.meta["seq"] == 8 and data.meta["reference_ms"] > 0 and data.space == SearchSpace.from_dict(TINY_SPACE)
     report = json.loads((out / "report.json").read_text())
-    assert {"mlp", "flops", "noise_floor", "reference_ms", "seconds"} <= set(report)
+    assert {"mlp", "flops", "noise_floor", "noise_floor_drift_removed", "pass_drift", "reference_ms"} <= set(report)
+    assert report["n_train"] == 10 and 0 <= report["mlp"]["mape"] and -1 <= report["mlp"]["spearman"] <= 1
 
     # a constraint in the middle of the reachable range, as a speedup and as ms
     pred = LatencyPredictor.load(out / "predictor")
@@ -156,7 +157,7 @@ def test_cli_bad_input(supernet_dir, tmp_path, capsys):
 def test_kd_mode_latency_and_candidates(tmp_path):
     sn = SuperNet(SearchSpace.from_dict(TINY_KD_SPACE), dj.small_config(vocab_size=100, max_position_embeddings=32), 2)
     save_supernet(tmp_path / "sn", sn, noisy(sn.init(1)))
-    run = run_latency(tmp_path / "sn", tmp_path / "lat", n=10, seq=8, rounds=2, calls=1, reference=SMALL_REF,
+    run = run_latency(tmp_path / "sn", tmp_path / "lat", n=10, seq=4, rounds=1, calls=1, reference=SMALL_REF,
                       settings=FAST, progress=False)  # fmt: skip
     assert run.dataset.space.mode == "kd" and run.report["n_held_out"] == 2
     everything = list(sn.space.archs())
