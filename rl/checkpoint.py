@@ -42,13 +42,14 @@ def load_params(path: str, template: Any) -> Any:
     return serialization.from_state_dict(template, saved)
 
 
-def load(path: str, template: Any, config: dict | None = None) -> Any:
+def load(path: str, template: Any, config: dict | None = None, defaults: dict | None = None) -> Any:
     """Restore a runner saved by `save` into the structure of `template`. With `config`, refuse a
-    checkpoint written for a different config (other than the keys that do not change the state)."""
+    checkpoint written for a different config (other than the keys that do not change the state); a key
+    the saved config lacks (added since) counts as its value in `defaults`."""
     with open(path, "rb") as f:
         raw = serialization.msgpack_restore(f.read())
     if config is not None:
-        saved = json.loads(raw["config"])
+        saved = {**(defaults or {}), **json.loads(raw["config"])}
         ignore = {"total_timesteps", "updates_per_chunk", "eval_samples", "eval_backend", "out_dir", "name"}
         diff = sorted(k for k in set(saved) | set(config) if k not in ignore and saved.get(k) != config.get(k))
         if diff:

@@ -57,7 +57,7 @@ def train(cfg: PPOConfig, resume: bool = True, quiet: bool = False) -> tuple[ppo
     runner = jax.tree.map(lambda *x: jnp.stack(x), *[init(jax.random.PRNGKey(s)) for s in cfg.seeds])
     history: dict[str, np.ndarray] = {}
     if resume and os.path.exists(ckpt):
-        runner = checkpoint.load(ckpt, runner, cfg.to_dict())
+        runner = checkpoint.load(ckpt, runner, cfg.to_dict(), PPOConfig().to_dict())
         if os.path.exists(hist_path):
             history = dict(np.load(hist_path))
     elif cfg.init_from:
