@@ -86,7 +86,7 @@ def random_search_times(table: ProgramTable, states: SchedState, repeats: int, b
 
 def measured_methods(env: SchedulingEnv, network: Any = None, params: Any = None, k: int = 32, seed: int = 0,
                      repeats: int = 3, progress: bool = True) -> dict[str, Any]:
-    """Measured times per method and program: {"programs": names, "times": {method: [P]}, "failed": {...},
+    """Measured times per method and program: {"programs": names, "times": {method: [P]}, "failed": {method: [P] bool},
     "random": [P, k], "model_log10": {method: [P]}} (seconds; see the module docstring)."""
     from tqdm import tqdm
 
@@ -112,14 +112,14 @@ def measured_methods(env: SchedulingEnv, network: Any = None, params: Any = None
         if states is None:
             continue
         t = measure_schedules(table, states, repeats, bar)[:, 0]
-        failed[name] = int(np.isnan(t).sum())
+        failed[name] = np.isnan(t)
         times[name] = np.where(np.isnan(t), base, t)
     rand_t = random_search_times(table, rand, repeats, bar)
     bar.close()
     for n in sorted({n for n in RANDOM_KS if n <= k} | {k}):
         if n <= k:
             best = np.where(np.isnan(rand_t[:, :n]), np.inf, rand_t[:, :n]).min(axis=1)
-            failed[f"random search (best of {n})"] = int(np.isinf(best).sum())
+            failed[f"random search (best of {n})"] = np.isinf(best)
             times[f"random search (best of {n})"] = np.where(np.isinf(best), base, best)
     model = {"heuristic": heur_model[:, 0], f"random search (best of {k})": rand_model.max(1)}
     if pol is not None:
@@ -136,21 +136,25 @@ def geomean(x: np.ndarray) -> float:
 def summary_rows(res: dict[str, Any]) -> list[tuple[str, float, float, int]]:
     """(method, geomean speedup over no schedule, over IREE default, failed programs) per method."""
     t = res["times"]
-    return [(m, geomean(t["no schedule"] / v), geomean(t["IREE default"] / v), res["failed"].get(m, 0))
+    return [(m, geomean(t["no schedule"] / v), geomean(t["IREE default"] / v), int(np.sum(res["failed"].get(m, 0))))
             for m, v in t.items()]
 
 
 def format_tables(res: dict[str, Any]) -> str:
-    """Markdown: the geomean summary, then per-program speedups over no schedule."""
+    """Markdown: the geomean summary, then per-program speedups over no schedule ("failed": no working
+    schedule, counted as the unscheduled program)."""
     lines = ["| method | geomean speedup vs no schedule | vs IREE default | failed |", "|---|---|---|---|"]
     lines += [f"| {m} | {a:.2f}× | {b:.3f}× | {f} |" for m, a, b, f in summary_rows(res)]
     t = res["times"]
     methods = list(t)
     lines += ["", "| program | no schedule (ms) | " + " | ".join(methods[1:]) + " |",
               "|---" * (len(methods) + 1) + "|"]
+    no_fail = np.zeros(len(res["programs"]), bool)
+    failed = {m: np.asarray(res["failed"].get(m, no_fail), bool) for m in methods}
     for p, name in enumerate(res["programs"]):
         base = t["no schedule"][p]
-        lines.append(f"| {name} | {base * 1e3:.2f} | " + " | ".join(f"{base / t[m][p]:.2f}×" for m in methods[1:]) + " |")
+        cells = ["failed" if failed[m][p] else f"{base / t[m][p]:.2f}×" for m in methods[1:]]
+        lines.append(f"| {name} | {base * 1e3:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -206,3 +206,14 @@ def test_env_state_maps_to_schedules():
     # TF on the consumer: legal here (matmul -> bias_gelu), the schedule marks it fused
     obs, s2, *_ = env.step_env(s, jnp.asarray(np.eye(N_HEADS, dtype=np.int32)[0] * TF))
     assert bool(obs["mask"][0, NT]) and from_env_state(env.table, s2)[1].fused
+
+
+def test_measured_table_marks_failed_programs():
+    from rl.mlir.evaluate import format_tables, summary_rows
+
+    res = {"programs": ["a", "b"], "times": {"no schedule": np.array([1.0, 2.0]), "IREE default": np.array([0.1, 0.2]),
+                                             "heuristic": np.array([1.0, 1.0])},
+           "failed": {"heuristic": np.array([True, False])}}
+    assert summary_rows(res)[2] == ("heuristic", pytest.approx(2 ** 0.5), pytest.approx(0.1 * 2 ** 0.5), 1)
+    rows = format_tables(res).splitlines()
+    assert rows[-2] == "| a | 1000.00 | 10.00× | failed |" and rows[-1] == "| b | 2000.00 | 10.00× | 2.00× |"
