@@ -23,7 +23,7 @@ def save(path: str, runner: Any, config: dict) -> None:
 
 def load_params(path: str, template: Any) -> Any:
     """The params of the first seed of a runner saved by `save`, in the structure of `template` (one seed's
-    params); every shape is checked and all mismatches are reported at once."""
+    params, arrays or `jax.ShapeDtypeStruct`s); every shape is checked and all mismatches are reported at once."""
     import jax
     import numpy as np
 
@@ -32,9 +32,9 @@ def load_params(path: str, template: Any) -> Any:
     saved = jax.tree.map(lambda x: np.asarray(x)[0], raw["state"]["train"]["params"])
     want = serialization.to_state_dict(template)
     got_shapes = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(saved)}
-    bad = [f"{k}: checkpoint {got_shapes.get(k)}, model {np.shape(v)}"
+    bad = [f"{k}: checkpoint {got_shapes.get(k)}, model {tuple(v.shape)}"
            for k, v in ((jax.tree_util.keystr(k), v) for k, v in jax.tree_util.tree_leaves_with_path(want))
-           if got_shapes.get(k) != np.shape(v)]
+           if got_shapes.get(k) != tuple(v.shape)]
     bad += [f"{k}: in the checkpoint only" for k in set(got_shapes) - {jax.tree_util.keystr(k) for k, _ in
                                                                         jax.tree_util.tree_leaves_with_path(want)}]
     if bad:

@@ -85,9 +85,10 @@ def random_search_times(table: ProgramTable, states: SchedState, repeats: int, b
 
 
 def measured_methods(env: SchedulingEnv, network: Any = None, params: Any = None, k: int = 32, seed: int = 0,
-                     repeats: int = 3, progress: bool = True) -> dict[str, Any]:
+                     repeats: int = 3, progress: bool = True, policies: dict | None = None) -> dict[str, Any]:
     """Measured times per method and program: {"programs": names, "times": {method: [P]}, "failed": {method: [P] bool},
-    "random": [P, k], "model_log10": {method: [P]}} (seconds; see the module docstring)."""
+    "random": [P, k], "model_log10": {method: [P]}} (seconds; see the module docstring). The greedy policy
+    (`network`, `params`) is "policy (greedy)"; `policies` adds more, {method name: (network, params)}."""
     from tqdm import tqdm
 
     table = env.table
@@ -95,10 +96,10 @@ def measured_methods(env: SchedulingEnv, network: Any = None, params: Any = None
     key_h, key_r, key_p = jax.random.split(jax.random.PRNGKey(seed), 3)
     heur, heur_model = final_states(env, model_eval.heuristic_policy(env), 1, key_h)
     rand, rand_model = final_states(env, model_eval.random_policy, k, key_r)
-    pol = None
-    if network is not None:
-        pol, pol_model = final_states(env, model_eval.network_policy(network, params, True), 1, key_p)
-    total = n_p * (2 + 1 + k + (pol is not None))
+    policies = {**({"policy (greedy)": (network, params)} if network is not None else {}), **(policies or {})}
+    pols = {name: final_states(env, model_eval.network_policy(net, prm, True), 1, key_p)
+            for name, (net, prm) in policies.items()}
+    total = n_p * (2 + 1 + k + len(pols))
     bar = tqdm(total=total, desc="measuring", unit="sched", disable=not progress, file=sys.stdout)
     times, failed = {}, {}
     base, default = np.zeros(n_p), np.zeros(n_p)
@@ -108,9 +109,7 @@ def measured_methods(env: SchedulingEnv, network: Any = None, params: Any = None
         default[p] = measure_program(specs, None, repeats).time_s
         bar.update(2)
     times["no schedule"], times["IREE default"] = base, default
-    for name, states in (("heuristic", heur), ("policy (greedy)", pol)):
-        if states is None:
-            continue
+    for name, states in [("heuristic", heur)] + [(name, st) for name, (st, _) in pols.items()]:
         t = measure_schedules(table, states, repeats, bar)[:, 0]
         failed[name] = np.isnan(t)
         times[name] = np.where(np.isnan(t), base, t)
@@ -122,8 +121,7 @@ def measured_methods(env: SchedulingEnv, network: Any = None, params: Any = None
             failed[f"random search (best of {n})"] = np.isinf(best)
             times[f"random search (best of {n})"] = np.where(np.isinf(best), base, best)
     model = {"heuristic": heur_model[:, 0], f"random search (best of {k})": rand_model.max(1)}
-    if pol is not None:
-        model["policy (greedy)"] = pol_model[:, 0]
+    model.update({name: lg[:, 0] for name, (_, lg) in pols.items()})
     return {"programs": list(table.names), "times": times, "failed": failed, "random": rand_t,
             "random_failed_fraction": float(np.isnan(rand_t).mean()),
             "random_stopped_fraction": float(np.isinf(rand_t).mean()), "model_log10": model}
@@ -165,6 +163,20 @@ def to_json(res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def trained_policy(config_path: str) -> tuple[Any, Any]:
+    """(network, params of the first seed) of the run trained with `config_path` (its out_dir/name checkpoint)."""
+    from .. import checkpoint, ppo
+    from ..config import PPOConfig
+
+    cfg = PPOConfig.from_json(config_path)
+    ckpt = os.path.join(cfg.out_dir, cfg.name, "checkpoint.msgpack")
+    if not os.path.exists(ckpt):
+        raise FileNotFoundError(f"no checkpoint at {ckpt} for {config_path}; train it first")
+    setup = ppo.make_setup(cfg.replace(reward_backend="model", train_programs="train", init_from=None))
+    template = jax.eval_shape(lambda: ppo.init_runner(setup, jax.random.PRNGKey(0)).train.params)
+    return setup.network, checkpoint.load_params(ckpt, template)
+
+
 def main(argv: list[str] | None = None) -> None:
     from .suite import validation_programs
 
@@ -174,10 +186,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/mlir_eval.json")
+    ap.add_argument("--run", action="append", default=[], metavar="CONFIG",
+                    help="a trained run's config (rl/configs/*.json): its checkpoint's greedy policy (first seed) "
+                         "is measured too; repeatable")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     env = SchedulingEnv(test_programs() if args.programs == "test" else validation_programs())
-    res = measured_methods(env, k=args.k, seed=args.seed, repeats=args.repeats)
+    try:
+        policies = {f"policy {os.path.basename(c).removesuffix('.json')} (greedy)": trained_policy(c) for c in args.run}
+    except (ValueError, FileNotFoundError) as e:
+        ap.error(str(e))
+    res = measured_methods(env, k=args.k, seed=args.seed, repeats=args.repeats, policies=policies)
     print(format_tables(res))
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:

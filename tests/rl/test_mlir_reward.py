@@ -115,7 +115,8 @@ def test_fine_tune_on_measured_rewards_from_a_checkpoint_compiles_once(tmp_path,
 
     base = dict(TINY, total_timesteps=64, out_dir=str(tmp_path / "runs"))
     pre_cfg = PPOConfig(name="pre", **base)                    # a "trained" run: a saved seed-batched runner
-    pre = jax.tree.map(lambda x: x[None], ppo.init_runner(ppo.make_setup(pre_cfg), jax.random.PRNGKey(7)))
+    pre_setup = ppo.make_setup(pre_cfg)
+    pre = jax.tree.map(lambda x: x[None], jax.jit(lambda k: ppo.init_runner(pre_setup, k))(jax.random.PRNGKey(7)))
     ckpt = str(tmp_path / "pre.msgpack")
     checkpoint.save(ckpt, pre, pre_cfg.to_dict())
     timer = FakeTimer()
@@ -132,8 +133,19 @@ def test_fine_tune_on_measured_rewards_from_a_checkpoint_compiles_once(tmp_path,
     assert setup.env.step is not None and int(np.asarray(ft.update)[0]) == 3
     for a, b in zip(jax.tree.leaves(pre.train.params), jax.tree.leaves(ft.train.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)   # started from the checkpoint
-    with pytest.raises(ValueError, match="do not fit the model"):
-        train.train(cfg.replace(name="bad", width=8), quiet=True)
+    from rl.mlir.evaluate import trained_policy        # `python -m rl.mlir.evaluate --run CONFIG` measures it
+    (tmp_path / "ft.json").write_text(json.dumps(cfg.to_dict()))
+    _, params = trained_policy(str(tmp_path / "ft.json"))
+    for a, b in zip(jax.tree.leaves(ft.train.params), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a)[0], np.asarray(b))
+    (tmp_path / "other.json").write_text(json.dumps({**cfg.to_dict(), "name": "other"}))
+    with pytest.raises(FileNotFoundError, match="train it first"):
+        trained_policy(str(tmp_path / "other.json"))
+    wrong = jax.tree.map(lambda x: np.asarray(x)[0], ft.train.params)
+    wrong["params"]["Dense_0"]["kernel"] = wrong["params"]["Dense_0"]["kernel"][:, :8]   # another width
+    with pytest.raises(ValueError, match=r"do not fit the model: \['params'\]\['Dense_0'\]\['kernel'\]"):
+        checkpoint.load_params(ckpt, wrong)
     with pytest.raises(ValueError, match="reward_backend"):
         PPOConfig(**dict(base, reward_backend="gpu"))
     assert json.loads(json.dumps(cfg.to_dict()))["init_from"] == ckpt
+
