@@ -176,7 +176,7 @@ class TrainConfig:
             if isinstance(changes.get(name), dict):
                 current = getattr(self, name)
                 current = dataclasses.asdict(current) if current is not None else {}
-                changes[name] = _build(_SECTIONS[name], {**current, **changes[name]}, name)
+                changes[name] = build_dataclass(_SECTIONS[name], {**current, **changes[name]}, name)
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,7 +186,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         """Build from a dict; unknown keys and wrongly typed values raise `ConfigError` naming them."""
-        return _build(cls, data, "")
+        return build_dataclass(cls, data, "")
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "TrainConfig":
@@ -225,7 +225,7 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be an object, got {type(value).__name__}")
-        return _build(hint, value, key)
+        return build_dataclass(hint, value, key)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     expected = origin or hint
@@ -234,7 +234,8 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
     return value
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """`cls(**data)` with every key and value type checked; `ConfigError` names the key (under `prefix`)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'} must be a JSON object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
