@@ -50,7 +50,7 @@ class Measurement:
     max_abs_err: float = float("nan")
     error: str = ""
     compile_s: float = float("nan")
-    lower_bound_s: float = float("nan")   # status "slow": the run took longer than this
+    lower_bound_s: float = 0.0            # status "slow": the run took longer than this
 
     @property
     def ok(self) -> bool:
@@ -230,7 +230,7 @@ class ProgramMeasurement:
     time_s: float
     spread: float               # Σ (max − min) over ops / Σ medians
     ops: list
-    lower_bound_s: float = float("nan")   # status "slow": the program takes longer than this
+    lower_bound_s: float = 0.0            # status "slow": the program takes longer than this
 
     @property
     def ok(self) -> bool:

@@ -138,20 +138,20 @@ def test_program_measurement_sums_ops():
 def test_deadline_stops_a_slow_run_and_the_cache_respects_it(monkeypatch):
     from rl.mlir import timer
 
-    spec = emit.op_spec(small_table(), 0, 0)                      # the matmul, scalar: ~ms per run
+    spec = emit.op_spec(small_table(), 0, 0)       # the matmul, scalar (repeats=1: not cached by other tests)
     sched = unscheduled(spec)
     monkeypatch.setattr(timer, "GRACE_S", 0.0)                   # the worker is killed mid-run
-    stopped = measure.measure_op(spec, sched, repeats=2, deadline_s=1e-6)
+    stopped = measure.measure_op(spec, sched, repeats=1, deadline_s=1e-6)
     assert stopped.status == "slow" and not stopped.ok and stopped.lower_bound_s == 1e-6
     assert stopped.config == lowering_config(spec, sched)        # compiled and verified before it ran
     monkeypatch.setattr(measure, "compile_op", lambda *a: pytest.fail("compiled again"))
-    again = measure.measure_op(spec, sched, repeats=2, deadline_s=1e-7)          # cached: stops sooner
+    again = measure.measure_op(spec, sched, repeats=1, deadline_s=1e-7)          # cached: stops sooner
     assert (again.status, again.lower_bound_s, again.config) == ("slow", 1e-6, stopped.config)
     monkeypatch.undo()
-    full = measure.measure_op(spec, sched, repeats=2, deadline_s=60.0)   # a later deadline measures it (new worker)
-    assert full.ok and len(full.times) == 2 and full.time_s < 60.0
+    full = measure.measure_op(spec, sched, repeats=1, deadline_s=60.0)   # a later deadline measures it (new worker)
+    assert full.ok and len(full.times) == 1 and full.time_s < 60.0
     pm = measure.measure_program(emit.program_specs(small_table(), 0), [unscheduled(s) for s in
-                                 emit.program_specs(small_table(), 0)], repeats=2, deadline_s=full.time_s / 2)
+                                 emit.program_specs(small_table(), 0)], repeats=1, deadline_s=full.time_s / 2)
     assert pm.status == "slow" and pm.lower_bound_s == full.time_s / 2 and np.isnan(pm.time_s)
     assert pm.ops[0].ok                               # the matmul (cached) already passes the deadline:
     assert [m.status for m in pm.ops[1:]] == ["slow"]  # the next op is not run, the rest not reached
