@@ -12,6 +12,8 @@ from .networks import MODEL_TYPES
 GYMNAX_ENVS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
 ENVS = ("sched",) + GYMNAX_ENVS
 EVAL_BACKENDS = ("model", "mlir")
+REWARD_BACKENDS = ("model", "mlir")
+TRAIN_PROGRAMS = ("train", "validation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +53,9 @@ class PPOConfig:
     out_dir: str = "runs"
     machine: str | None = None          # cost-model Machine JSON (e.g. results/cost_model/machine_calibrated.json)
     eval_backend: str = "model"         # held-out evaluation: "model" (cost model) or "mlir" (IREE-measured)
+    reward_backend: str = "model"       # training reward: "model" (cost model) or "mlir" (IREE-measured, rl/mlir/reward.py)
+    train_programs: str = "train"       # "train" (rl.programs, 28) or "validation" (rl.mlir.suite, 12 small programs)
+    init_from: str | None = None        # a checkpoint.msgpack whose params (its first seed) start every seed: fine-tuning
 
     def __post_init__(self):
         object.__setattr__(self, "seeds", tuple(self.seeds))
@@ -83,6 +88,14 @@ class PPOConfig:
                      f"(num_envs*num_steps = {self.num_envs * self.num_steps})")
         if self.eval_backend not in EVAL_BACKENDS:
             p.append(f"unknown eval_backend {self.eval_backend!r}; expected one of {EVAL_BACKENDS}")
+        if self.reward_backend not in REWARD_BACKENDS:
+            p.append(f"unknown reward_backend {self.reward_backend!r}; expected one of {REWARD_BACKENDS}")
+        if self.train_programs not in TRAIN_PROGRAMS:
+            p.append(f"unknown train_programs {self.train_programs!r}; expected one of {TRAIN_PROGRAMS}")
+        if self.env != "sched" and (self.reward_backend != "model" or self.train_programs != "train"):
+            p.append("reward_backend / train_programs apply to env 'sched' only")
+        if self.init_from is not None and not os.path.isfile(self.init_from):
+            p.append(f"init_from checkpoint {self.init_from} does not exist")
         if self.machine is not None and not os.path.isfile(self.machine):
             p.append(f"machine file {self.machine} does not exist")
         if self.pretrained is not None and not self.model_type.startswith("distilbert"):

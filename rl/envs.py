@@ -64,10 +64,11 @@ def gymnax_env(name: str) -> Env:
     return Env(reset, step, 1, n, np.ones((n, 1), bool), True)
 
 
-def sched_env(test: bool = False, machine: Any = None) -> tuple[Env, sched.SchedulingEnv]:
-    """The scheduling env over the training (or held-out) programs (cost model on `machine`, default
-    `cost_model.Machine()`)."""
-    e = sched.SchedulingEnv(test_programs() if test else train_programs(), *([machine] if machine else []))
+def sched_env(test: bool = False, machine: Any = None, table: Any = None) -> tuple[Env, sched.SchedulingEnv]:
+    """The scheduling env over the training (or held-out, or the given `table` of) programs (cost model on
+    `machine`, default `cost_model.Machine()`)."""
+    table = table if table is not None else test_programs() if test else train_programs()
+    e = sched.SchedulingEnv(table, *([machine] if machine else []))
     return Env(e.reset, e.step, sched.N_HEADS, sched.A_MAX, sched.ACTIVE_HEADS, False), e
 
 

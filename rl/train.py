@@ -19,7 +19,7 @@ import numpy as np
 
 from . import checkpoint, ppo
 from .config import PPOConfig
-from .envs import sched_env
+from .envs import Env, log_wrapper, sched_env
 from .evaluate import evaluate_gymnax, evaluate_schedules, geomean_speedups
 
 
@@ -27,12 +27,29 @@ def run_dir(cfg: PPOConfig) -> str:
     return os.path.join(cfg.out_dir, cfg.name)
 
 
+def training_env(cfg: PPOConfig) -> Env | None:
+    """The env PPO trains on when it is not the default (cost model on the training programs): the
+    validation programs (`train_programs`) and / or IREE-measured rewards (`reward_backend`)."""
+    if cfg.env != "sched" or (cfg.reward_backend == "model" and cfg.train_programs == "train"):
+        return None
+    from .mlir import suite
+    from .programs import train_programs
+
+    table = suite.validation_programs() if cfg.train_programs == "validation" else train_programs()
+    if cfg.reward_backend == "mlir":
+        from .mlir.reward import measured_env
+
+        return measured_env(table, machine=cfg.load_machine())[0]
+    return log_wrapper(sched_env(machine=cfg.load_machine(), table=table)[0])
+
+
 def train(cfg: PPOConfig, resume: bool = True, quiet: bool = False) -> tuple[ppo.Setup, ppo.RunnerState, dict]:
-    """Train every seed; returns (setup, seed-batched runner, history of per-update metrics [S, U])."""
+    """Train every seed; returns (setup, seed-batched runner, history of per-update metrics [S, U]).
+    With `init_from`, a fresh run starts from that checkpoint's params (fine-tuning; new optimiser state)."""
     from tensorboardX import SummaryWriter
     from tqdm import tqdm
 
-    setup = ppo.make_setup(cfg)
+    setup = ppo.make_setup(cfg, env=training_env(cfg))
     out = run_dir(cfg)
     ckpt = os.path.join(out, "checkpoint.msgpack")
     hist_path = os.path.join(out, "history.npz")
@@ -40,9 +57,13 @@ def train(cfg: PPOConfig, resume: bool = True, quiet: bool = False) -> tuple[ppo
     runner = jax.tree.map(lambda *x: jnp.stack(x), *[init(jax.random.PRNGKey(s)) for s in cfg.seeds])
     history: dict[str, np.ndarray] = {}
     if resume and os.path.exists(ckpt):
-        runner = checkpoint.load(ckpt, runner, cfg.to_dict())
+        runner = checkpoint.load(ckpt, runner, cfg.to_dict(), PPOConfig().to_dict())
         if os.path.exists(hist_path):
             history = dict(np.load(hist_path))
+    elif cfg.init_from:
+        params = checkpoint.load_params(cfg.init_from, jax.tree.map(lambda x: x[0], runner.train.params))
+        params = jax.tree.map(lambda x: jnp.stack([x] * len(cfg.seeds)), params)
+        runner = runner._replace(train=ppo.TrainState(params, jax.vmap(setup.tx.init)(params)))
     done = int(np.asarray(runner.update)[0])
     chunks = {}
     writer = SummaryWriter(os.path.join(out, "tb"))

@@ -3,7 +3,10 @@
 `measure_op(spec, sched)` → `Measurement` with `status`:
 * `ok`: compiled, the dumped executable configuration carries exactly the requested tile sizes, the result
   equals the numpy reference, timed (median of `repeats` runs after `warmup`; `spread` = (max − min) / median;
-  an op whose first run exceeds `SLOW_S` = 0.5 s is timed by that one run);
+  an op whose first run exceeds `timer.SLOW_S` = 0.5 s is timed by that one run);
+* `slow` (only with a `deadline_s`): compiled and verified, but its first run took longer than the deadline,
+  so it was stopped (`lower_bound_s` = the deadline; not numpy-checked) — used by random search, where a
+  schedule slower than the best so far cannot be the best of k;
 * `rejected`: IREE refused the config (compile error) — an illegal action for the env;
 * `unverified`: compiled but the dumped config differs from the request (IREE rewrote it) — not scored;
 * `wrong`: the result differs from numpy — reported, never scored.
@@ -29,9 +32,10 @@ import numpy as np
 
 from .emit import OpSpec, chain_module, op_inputs, op_module, reference, tolerance
 from .schedule import NotRepresentable, OpSchedule, emitted_perm, lowering_config, tuning_spec
+from .timer import run_and_time, run_with_deadline
 
 log = logging.getLogger("rl.mlir")
-STATUSES = ("ok", "rejected", "unverified", "wrong")
+STATUSES = ("ok", "slow", "rejected", "unverified", "wrong")
 
 
 @dataclasses.dataclass
@@ -46,6 +50,7 @@ class Measurement:
     max_abs_err: float = float("nan")
     error: str = ""
     compile_s: float = float("nan")
+    lower_bound_s: float = 0.0            # status "slow": the run took longer than this
 
     @property
     def ok(self) -> bool:
@@ -131,33 +136,6 @@ def compile_op(spec: OpSpec, src: str, spec_text: str) -> tuple[bytes, dict | No
     return vmfb, parse_config(text), merged or generic_maps(src) == generic_maps(text), len(files)
 
 
-SLOW_S = 0.5   # an op whose first run takes longer is timed by that run alone (keeps evaluation affordable)
-
-
-def run_and_time(vmfb: bytes, inputs: list[np.ndarray], warmup: int, repeats: int) -> tuple[np.ndarray, list[float]]:
-    """Load the module on IREE's local-task (multi-threaded) CPU driver, run `main`, time `repeats` calls
-    after `warmup` (the first call counts as one warm-up; when it takes > SLOW_S its time is the only one)."""
-    import iree.runtime as rt
-
-    ctx = rt.SystemContext(config=rt.Config("local-task"))
-    ctx.add_vm_module(rt.VmModule.copy_buffer(ctx.instance, vmfb))
-    fn = ctx.modules.module["main"]
-    dev = [rt.asdevicearray(ctx.config.device, x) for x in inputs]
-    t0 = time.perf_counter()
-    out = fn(*dev).to_host()
-    first = time.perf_counter() - t0
-    if first > SLOW_S:
-        return out, [first]
-    for _ in range(warmup - 1):
-        fn(*dev).to_host()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(*dev).to_host()
-        times.append(time.perf_counter() - t0)
-    return out, times
-
-
 def chain_inputs(specs: list[OpSpec], seed: int = 0) -> list[np.ndarray]:
     """Arguments of `chain_module(specs)`: op 0's loads, then each later op's loads but the first."""
     return op_inputs(specs[0], seed) + [x for s in specs[1:] for x in op_inputs(s, seed)[1:]]
@@ -173,9 +151,11 @@ def chain_reference(specs: list[OpSpec], inputs: list[np.ndarray]) -> np.ndarray
 
 
 def measure_op(spec: OpSpec | list[OpSpec], sched: OpSchedule | None, repeats: int = 5, warmup: int = 2,
-               use_cache: bool = True) -> Measurement:
+               use_cache: bool = True, deadline_s: float | None = None) -> Measurement:
     """Compile, verify, check and time `spec` under `sched` (None = IREE default); cached on disk. A list
-    of specs is a chain fused into its producer's dispatch (`sources`)."""
+    of specs is a chain fused into its producer's dispatch (`sources`). With `deadline_s`, the runs happen in
+    a worker process that is stopped when the first run takes longer: status "slow" (a cached "slow" entry
+    is reused only for a deadline no larger than the one it was stopped at)."""
     specs = spec if isinstance(spec, list) else [spec]
     spec = specs[0]
     label = "+".join(s.name for s in specs) + f" schedule {sched.key() if sched else 'IREE-default'}"
@@ -189,7 +169,9 @@ def measure_op(spec: OpSpec | list[OpSpec], sched: OpSchedule | None, repeats: i
     path = os.path.join(cache_dir(), key[:2], key + ".json")
     if use_cache and os.path.exists(path):
         with open(path) as f:
-            return Measurement(**json.load(f))
+            cached = Measurement(**json.load(f))
+        if cached.status != "slow" or (deadline_s is not None and deadline_s <= cached.lower_bound_s):
+            return cached
     t0 = time.perf_counter()
     try:
         vmfb, got, same_order, n_dispatch = compile_op(spec, src, spec_text)
@@ -206,7 +188,16 @@ def measure_op(spec: OpSpec | list[OpSpec], sched: OpSchedule | None, repeats: i
             m = Measurement("unverified", config=got, compile_s=compile_s, error=why)
         else:
             inputs = chain_inputs(specs)
-            out, times = run_and_time(vmfb, inputs, warmup, repeats)
+            if deadline_s is None:
+                run = run_and_time(vmfb, inputs, warmup, repeats)
+            else:
+                run = run_with_deadline(vmfb, inputs, warmup, repeats, max(deadline_s, 0.0))
+            if run is None:
+                log.info("stopped %s after %.3g s (slower than the deadline)", label, deadline_s)
+                m = Measurement("slow", config=got, compile_s=compile_s, lower_bound_s=max(deadline_s, 0.0))
+                _store(path, m, use_cache)
+                return m
+            out, times = run
             ref = chain_reference(specs, inputs)
             err = float(np.abs(out.astype(np.float64) - ref).max()) if out.shape == ref.shape else float("inf")
             med = float(np.median(times))
@@ -217,13 +208,17 @@ def measure_op(spec: OpSpec | list[OpSpec], sched: OpSchedule | None, repeats: i
             else:
                 m = Measurement("ok", med, float((max(times) - min(times)) / med), times, got, err,
                                 compile_s=compile_s)
+    _store(path, m, use_cache)
+    return m
+
+
+def _store(path: str, m: Measurement, use_cache: bool) -> None:
     if use_cache:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = path + f".{os.getpid()}.tmp"
         with open(tmp, "w") as f:
             json.dump(dataclasses.asdict(m), f)
         os.replace(tmp, path)
-    return m
 
 
 @dataclasses.dataclass
@@ -231,10 +226,11 @@ class ProgramMeasurement:
     """A program's measured time: the sum of its dispatches' medians (each op is its own IREE dispatch,
     except an op fused (TF) into its producer's; `ops` has one measurement per dispatch)."""
 
-    status: str                 # "ok", or the status of the first op that was not
+    status: str                 # "ok", or the status of the first op that was not ("slow": stopped at a deadline)
     time_s: float
     spread: float               # Σ (max − min) over ops / Σ medians
     ops: list
+    lower_bound_s: float = 0.0            # status "slow": the program takes longer than this
 
     @property
     def ok(self) -> bool:
@@ -242,8 +238,10 @@ class ProgramMeasurement:
 
 
 def measure_program(specs: list[OpSpec], schedules: list[OpSchedule | None] | None, repeats: int = 5,
-                    use_cache: bool = True) -> ProgramMeasurement:
-    """Measure every op of a program (`schedules=None`: IREE's default codegen for every op)."""
+                    use_cache: bool = True, deadline_s: float | None = None) -> ProgramMeasurement:
+    """Measure every op of a program (`schedules=None`: IREE's default codegen for every op). With
+    `deadline_s`, each op gets what is left of it after the ops before; once one is stopped ("slow") the
+    rest are not measured and the program is "slow" with `lower_bound_s` = the deadline."""
     schedules = [None] * len(specs) if schedules is None else schedules
     if len(schedules) != len(specs):
         raise ValueError(f"{len(schedules)} schedules for a program of {len(specs)} ops")
@@ -253,9 +251,20 @@ def measure_program(specs: list[OpSpec], schedules: list[OpSchedule | None] | No
             groups[-1].append(k)
         else:
             groups.append([k])
-    ops = [measure_op([specs[k] for k in g] if len(g) > 1 else specs[g[0]], schedules[g[0]], repeats,
-                      use_cache=use_cache) for g in groups]
+    ops, spent = [], 0.0
+    for g in groups:
+        left = None if deadline_s is None else deadline_s - spent
+        if left is not None and left <= 0:            # the ops before already took longer: not run
+            ops.append(Measurement("slow", lower_bound_s=0.0))
+            break
+        ops.append(measure_op([specs[k] for k in g] if len(g) > 1 else specs[g[0]], schedules[g[0]], repeats,
+                              use_cache=use_cache, deadline_s=left))
+        spent += ops[-1].time_s if ops[-1].ok else 0.0
+        if ops[-1].status == "slow":
+            break
     bad = next((m.status for m in ops if not m.ok), None)
+    if bad == "slow":
+        return ProgramMeasurement(bad, float("nan"), float("nan"), ops, float(deadline_s))
     if bad is not None:
         return ProgramMeasurement(bad, float("nan"), float("nan"), ops)
     total = sum(m.time_s for m in ops)

@@ -34,14 +34,19 @@ log = logging.getLogger("rl.mlir")
 ProgramTimer = Callable[[ProgramTable, int, list], float]   # (table, program, schedules) -> seconds (nan = failed)
 
 
-def iree_program_time(repeats: int = 3) -> ProgramTimer:
-    """Program time measured with IREE (nan when a schedule fails)."""
+def iree_program_time(repeats: int = 3, stop_factor: float | None = 10.0) -> ProgramTimer:
+    """Program time measured with IREE (nan when a schedule fails). A schedule still running after
+    `stop_factor` × the unscheduled program's time is stopped and gets that time (reward clipped at
+    −log10(stop_factor) = −1, MLIR-RL's failure penalty), so one bad schedule costs at most that long."""
 
     def timer(table: ProgramTable, p: int, schedules: list | None) -> float:
         specs = program_specs(table, p)
-        sched = [unscheduled(s) for s in specs] if schedules is None else schedules
-        m = measure_program(specs, sched, repeats)
-        return m.time_s if m.ok else float("nan")
+        base = measure_program(specs, [unscheduled(s) for s in specs], repeats)     # cached after the first
+        if schedules is None or not base.ok:
+            return base.time_s if base.ok else float("nan")
+        cap = None if stop_factor is None else stop_factor * base.time_s
+        m = measure_program(specs, schedules, repeats, deadline_s=cap)
+        return m.time_s if m.ok else cap if m.status == "slow" else float("nan")
 
     return timer
 

@@ -135,6 +135,59 @@ def test_program_measurement_sums_ops():
     assert measure.measure_program(specs, bad, repeats=2).status == "rejected"
 
 
+def test_deadline_stops_a_slow_run_and_the_cache_respects_it(monkeypatch):
+    from rl.mlir import timer
+
+    spec = emit.op_spec(small_table(), 0, 0)       # the matmul, scalar (repeats=1: not cached by other tests)
+    sched = unscheduled(spec)
+    monkeypatch.setattr(timer, "GRACE_S", 0.0)                   # the worker is killed mid-run
+    stopped = measure.measure_op(spec, sched, repeats=1, deadline_s=1e-6)
+    assert stopped.status == "slow" and not stopped.ok and stopped.lower_bound_s == 1e-6
+    assert stopped.config == lowering_config(spec, sched)        # compiled and verified before it ran
+    monkeypatch.setattr(measure, "compile_op", lambda *a: pytest.fail("compiled again"))
+    again = measure.measure_op(spec, sched, repeats=1, deadline_s=1e-7)          # cached: stops sooner
+    assert (again.status, again.lower_bound_s, again.config) == ("slow", 1e-6, stopped.config)
+    monkeypatch.undo()
+    full = measure.measure_op(spec, sched, repeats=1, deadline_s=60.0)   # a later deadline measures it (new worker)
+    assert full.ok and len(full.times) == 1 and full.time_s < 60.0
+    pm = measure.measure_program(emit.program_specs(small_table(), 0), [unscheduled(s) for s in
+                                 emit.program_specs(small_table(), 0)], repeats=1, deadline_s=full.time_s / 2)
+    assert pm.status == "slow" and pm.lower_bound_s == full.time_s / 2 and np.isnan(pm.time_s)
+    assert pm.ops[0].ok                               # the matmul (cached) already passes the deadline:
+    assert [m.status for m in pm.ops[1:]] == ["slow"]  # the next op is not run, the rest not reached
+
+
+def test_random_search_stops_only_schedules_slower_than_the_best_so_far(monkeypatch):
+    """Best of n stays exact: a stopped schedule always has a faster one before it."""
+    from types import SimpleNamespace
+    from rl.mlir import evaluate as ev
+
+    times = [[3.0, 1.0, 5.0, float("nan"), 1.2, 0.5]]
+    seen = []
+
+    def fake(specs, scheds, repeats, deadline_s=None):
+        t = times[0][len(seen)]
+        seen.append(deadline_s)
+        if np.isnan(t):
+            return SimpleNamespace(ok=False, status="rejected", time_s=t)
+        if deadline_s is not None and t > deadline_s:
+            return SimpleNamespace(ok=False, status="slow", time_s=float("nan"))
+        return SimpleNamespace(ok=True, status="ok", time_s=t)
+
+    monkeypatch.setattr(ev, "measure_program", fake)
+    monkeypatch.setattr(ev, "program_specs", lambda table, p: [])
+    monkeypatch.setattr(ev, "from_env_state", lambda table, s: None)
+    states = SimpleNamespace(prog=np.zeros((1, 6), np.int32))
+    monkeypatch.setattr(ev, "state_at", lambda st, p, i: None)
+    out = ev.random_search_times(None, states, 3, stop_factor=1.5)
+    assert seen == [None, 4.5, 1.5, 1.5, 1.5, 1.5]
+    assert out[0, :3].tolist() == [3.0, 1.0, float("inf")] and np.isnan(out[0, 3])
+    assert out[0, 4:].tolist() == [1.2, 0.5]
+    seen.clear()
+    ev.random_search_times(None, states, 3, stop_factor=None)
+    assert seen == [None] * 6
+
+
 def test_env_state_maps_to_schedules():
     import jax.numpy as jnp
     from rl.env import NT, SchedulingEnv, T, TF, TP, V, N_HEADS
@@ -153,3 +206,14 @@ def test_env_state_maps_to_schedules():
     # TF on the consumer: legal here (matmul -> bias_gelu), the schedule marks it fused
     obs, s2, *_ = env.step_env(s, jnp.asarray(np.eye(N_HEADS, dtype=np.int32)[0] * TF))
     assert bool(obs["mask"][0, NT]) and from_env_state(env.table, s2)[1].fused
+
+
+def test_measured_table_marks_failed_programs():
+    from rl.mlir.evaluate import format_tables, summary_rows
+
+    res = {"programs": ["a", "b"], "times": {"no schedule": np.array([1.0, 2.0]), "IREE default": np.array([0.1, 0.2]),
+                                             "heuristic": np.array([1.0, 1.0])},
+           "failed": {"heuristic": np.array([True, False])}}
+    assert summary_rows(res)[2] == ("heuristic", pytest.approx(2 ** 0.5), pytest.approx(0.1 * 2 ** 0.5), 1)
+    rows = format_tables(res).splitlines()
+    assert rows[-2] == "| a | 1000.00 | 10.00× | failed |" and rows[-1] == "| b | 2000.00 | 10.00× | 2.00× |"

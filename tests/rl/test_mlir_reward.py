@@ -33,30 +33,32 @@ class FakeTimer:
         return 1.0
 
 
-def test_measured_reward_ppo_traces_once_and_uses_the_timer():
+def test_measured_reward_is_log10_of_the_measured_speedup():
     timer = FakeTimer()
-    env, menv = measured_env(tiny_table(), timer)
-    cfg = PPOConfig(**TINY)
-    train = ppo.make_train(cfg, env=env)
-    traces = []
-
-    def counted(rng):
-        traces.append(1)
-        return train(rng)
-
-    jitted = jax.jit(counted)
-    ended = []
-    for seed in range(2):
-        runner, metrics = jitted(jax.random.PRNGKey(seed))
-        ended.append(int(np.asarray(metrics["episodes"]).sum()))
-        assert len(timer.calls) == menv.n_measured == sum(ended)   # measured exactly the episodes that ended
-    assert len(traces) == 1 and ended[0] > 0
-    assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(runner.train.params))
+    _, menv = measured_env(tiny_table(), timer)
     # the reward handed back is log10(measured unscheduled / measured scheduled); 0 where not terminated
     r = menv._host_reward(np.array([True, False]), np.array([0, 1]), np.zeros((2, 3, 6), np.int32),
                           np.zeros((2, 3), bool), np.array([[True, False, False]] * 2),
                           np.tile(np.arange(6), (2, 3, 1)), np.zeros((2, 3), bool))
     assert r[0] == pytest.approx(np.log10(2.0)) and r[1] == 0.0
+
+
+def test_a_schedule_stopped_at_the_cap_gets_the_capped_time(monkeypatch):
+    """Reward clip: a schedule still running at 10 × the unscheduled time is stopped and scored as 10× slower."""
+    from types import SimpleNamespace
+    from rl.mlir import reward
+
+    deadlines = []
+
+    def fake(specs, scheds, repeats, deadline_s=None):
+        deadlines.append(deadline_s)
+        if deadline_s is None:
+            return SimpleNamespace(ok=True, status="ok", time_s=0.2)
+        return SimpleNamespace(ok=False, status="slow", time_s=float("nan"))
+
+    monkeypatch.setattr(reward, "measure_program", fake)
+    assert reward.iree_program_time(stop_factor=10.0)(tiny_table(), 0, ["sched"]) == pytest.approx(2.0)
+    assert deadlines == [None, pytest.approx(2.0)]
 
 
 def test_measured_reward_with_iree(tmp_path, monkeypatch):
@@ -101,3 +103,49 @@ def test_train_cli_measured_evaluation(tmp_path, monkeypatch, capsys):
         assert np.isfinite(res["times"][method][0]) and res["times"][method][0] > 0
     summary = json.loads((tmp_path / "runs" / "tiny_mlir" / "results.json").read_text())["eval"]["0"]
     assert summary["policy (greedy) ×none"] > 0 and summary["IREE default ×IREE"] == pytest.approx(1.0)
+
+
+def test_fine_tune_on_measured_rewards_from_a_checkpoint_compiles_once(tmp_path, monkeypatch):
+    """`reward_backend: mlir` + `init_from`: the CLI training loop fine-tunes a trained policy on measured
+    rewards (fake timer here), one jitted chunk traced once for all chunks; bad params are refused."""
+    import json
+
+    from rl import checkpoint, train
+    from rl.mlir import reward, suite
+
+    base = dict(TINY, total_timesteps=64, out_dir=str(tmp_path / "runs"))
+    pre_cfg = PPOConfig(name="pre", **base)                    # a "trained" run: a saved seed-batched runner
+    pre_setup = ppo.make_setup(pre_cfg)
+    pre = jax.tree.map(lambda x: x[None], jax.jit(lambda k: ppo.init_runner(pre_setup, k))(jax.random.PRNGKey(7)))
+    ckpt = str(tmp_path / "pre.msgpack")
+    checkpoint.save(ckpt, pre, pre_cfg.to_dict())
+    timer = FakeTimer()
+    monkeypatch.setattr(reward, "iree_program_time", lambda *a, **k: timer)
+    monkeypatch.setattr(suite, "validation_programs", tiny_table)
+    traces = []
+    run_updates = ppo.run_updates
+    monkeypatch.setattr(ppo, "run_updates", lambda *a: (traces.append(1), run_updates(*a))[1])
+    cfg = PPOConfig(name="ft", **dict(base, total_timesteps=3 * 64, updates_per_chunk=1, lr=1e-12,
+                                      reward_backend="mlir", train_programs="validation", init_from=ckpt))
+    setup, ft, hist = train.train(cfg, quiet=True)
+    assert len(traces) == 1 and hist["episodes"].shape == (1, 3)              # 3 chunks, one trace
+    assert len(timer.calls) == int(hist["episodes"].sum()) > 0                # measured every ended episode
+    assert setup.env.step is not None and int(np.asarray(ft.update)[0]) == 3
+    for a, b in zip(jax.tree.leaves(pre.train.params), jax.tree.leaves(ft.train.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)   # started from the checkpoint
+    from rl.mlir.evaluate import trained_policy        # `python -m rl.mlir.evaluate --run CONFIG` measures it
+    (tmp_path / "ft.json").write_text(json.dumps(cfg.to_dict()))
+    _, params = trained_policy(str(tmp_path / "ft.json"))
+    for a, b in zip(jax.tree.leaves(ft.train.params), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a)[0], np.asarray(b))
+    (tmp_path / "other.json").write_text(json.dumps({**cfg.to_dict(), "name": "other"}))
+    with pytest.raises(FileNotFoundError, match="train it first"):
+        trained_policy(str(tmp_path / "other.json"))
+    wrong = jax.tree.map(lambda x: np.asarray(x)[0], ft.train.params)
+    wrong["params"]["Dense_0"]["kernel"] = wrong["params"]["Dense_0"]["kernel"][:, :8]   # another width
+    with pytest.raises(ValueError, match=r"do not fit the model: \['params'\]\['Dense_0'\]\['kernel'\]"):
+        checkpoint.load_params(ckpt, wrong)
+    with pytest.raises(ValueError, match="reward_backend"):
+        PPOConfig(**dict(base, reward_backend="gpu"))
+    assert json.loads(json.dumps(cfg.to_dict()))["init_from"] == ckpt
+

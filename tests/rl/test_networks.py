@@ -53,6 +53,12 @@ def test_checkpoint_roundtrip(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="different config"):
         checkpoint.load(str(tmp_path / "c.msgpack"), r, cfg.replace(lr=0.5).to_dict())
+    old = {k: v for k, v in cfg.to_dict().items() if k != "reward_backend"}   # written before the key existed
+    checkpoint.save(str(tmp_path / "old.msgpack"), r, old)
+    checkpoint.load(str(tmp_path / "old.msgpack"), r, cfg.to_dict(), PPOConfig().to_dict())   # its default: same
+    with pytest.raises(ValueError, match="reward_backend"):
+        checkpoint.load(str(tmp_path / "old.msgpack"), r, cfg.replace(reward_backend="mlir").to_dict(),
+                        PPOConfig().to_dict())
 
 
 def test_import_rl_changes_no_global_settings(xla_flags="--xla_cpu_enable_fast_math=false"):

@@ -1,0 +1,143 @@
+"""Run and time a compiled IREE module, in-process or in a worker process killed at a deadline.
+
+`run_and_time` is the timing protocol (median of `repeats` after warm-up; one run for slow modules).
+`run_with_deadline` runs the same protocol in a persistent worker process (this file run as a script: it
+imports only numpy and `iree.runtime`, ~0.3 s to start) and returns None — *censored* — when the first run
+takes longer than `deadline_s`: the worker is killed (a scalar schedule of a big op can run 40 s), so a
+schedule that cannot win a best-of-k search costs at most the deadline. Messages are length-prefixed pickles
+over the worker's stdin / stdout.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import struct
+import subprocess
+import sys
+import time
+from typing import Callable
+
+SLOW_S = 0.5    # a module whose first run takes longer is timed by that run alone (keeps evaluation affordable)
+GRACE_S = 0.5   # wall-clock slack beyond the deadline before the worker is killed (pipe + scheduling latency)
+
+
+def run_and_time(vmfb: bytes, inputs: list, warmup: int, repeats: int,
+                 report: Callable[..., None] | None = None) -> tuple:
+    """Load the module on IREE's local-task (multi-threaded) CPU driver, run `main`, time `repeats` calls
+    after `warmup` (the first call counts as one warm-up; when it takes > SLOW_S its time is the only one).
+    `report("ready")` is called once the module is loaded, `report("first", seconds)` after the first run."""
+    import iree.runtime as rt
+
+    ctx = rt.SystemContext(config=rt.Config("local-task"))
+    ctx.add_vm_module(rt.VmModule.copy_buffer(ctx.instance, vmfb))
+    fn = ctx.modules.module["main"]
+    dev = [rt.asdevicearray(ctx.config.device, x) for x in inputs]
+    if report:
+        report("ready")
+    t0 = time.perf_counter()
+    out = fn(*dev).to_host()
+    first = time.perf_counter() - t0
+    if report:
+        report("first", first)
+    if first > SLOW_S:
+        return out, [first]
+    for _ in range(warmup - 1):
+        fn(*dev).to_host()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(*dev).to_host()
+        times.append(time.perf_counter() - t0)
+    return out, times
+
+
+def _send(f, obj) -> None:
+    blob = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    f.write(struct.pack("<Q", len(blob)) + blob)
+    f.flush()
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    chunks = []
+    while n:
+        b = os.read(fd, min(n, 1 << 20))
+        if not b:
+            raise EOFError("timing worker exited")
+        chunks.append(b)
+        n -= len(b)
+    return b"".join(chunks)
+
+
+def _recv(fd: int):
+    (n,) = struct.unpack("<Q", _read_exact(fd, 8))
+    return pickle.loads(_read_exact(fd, n))
+
+
+def serve() -> None:
+    """Worker loop: read (vmfb, inputs, warmup, repeats), reply ("ready",), ("first", s), ("done", out, times)."""
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr                       # nothing else may write into the message stream
+    while True:
+        try:
+            (n,) = struct.unpack("<Q", inp.read(8))
+        except struct.error:
+            return
+        vmfb, inputs, warmup, repeats = pickle.loads(inp.read(n))
+        try:
+            res, times = run_and_time(vmfb, inputs, warmup, repeats, report=lambda *m: _send(out, m))
+            _send(out, ("done", res, times))
+        except Exception as e:  # noqa: BLE001  (reported to the parent, which raises it)
+            _send(out, ("error", f"{type(e).__name__}: {e}"))
+
+
+_worker: subprocess.Popen | None = None
+
+
+def _get_worker() -> subprocess.Popen:
+    global _worker
+    if _worker is None or _worker.poll() is not None:
+        _worker = subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, bufsize=0)
+    return _worker
+
+
+def kill_worker() -> None:
+    """Stop the worker (it is restarted on the next call)."""
+    global _worker
+    if _worker is not None:
+        _worker.kill()
+        _worker.wait()
+        _worker = None
+
+
+def _expect(w: subprocess.Popen, tag: str, timeout: float | None):
+    """Next message of the worker (None when none came within `timeout` seconds)."""
+    fd = w.stdout.fileno()
+    if timeout is not None and not select.select([fd], [], [], max(timeout, 0.0))[0]:
+        return None
+    msg = _recv(fd)
+    if msg[0] == "error":
+        raise RuntimeError(f"timing worker: {msg[1]}")
+    if msg[0] != tag:
+        raise RuntimeError(f"timing worker: expected {tag!r}, got {msg[0]!r}")
+    return msg
+
+
+def run_with_deadline(vmfb: bytes, inputs: list, warmup: int, repeats: int, deadline_s: float) -> tuple | None:
+    """`run_and_time` in the worker; None (censored) when the first run takes longer than `deadline_s`
+    (the worker is killed if it has not finished the run `GRACE_S` after the deadline)."""
+    w = _get_worker()
+    _send(w.stdin, (vmfb, inputs, warmup, repeats))
+    _expect(w, "ready", None)
+    first = _expect(w, "first", deadline_s + GRACE_S)
+    if first is None:
+        kill_worker()
+        return None
+    _, res, times = _expect(w, "done", None)
+    return None if first[1] > deadline_s else (res, times)
+
+
+if __name__ == "__main__":
+    serve()
