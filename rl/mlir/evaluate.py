@@ -34,6 +34,7 @@ from ..programs import ProgramTable, test_programs
 from .emit import program_specs
 from .measure import measure_program
 from .schedule import from_env_state, unscheduled
+from .timer import MIN_DEADLINE_S
 
 RANDOM_KS = (1, 8, 32)
 STOP_FACTOR = 1.5     # random search: a schedule is stopped once its run passes STOP_FACTOR × the best so far
@@ -75,7 +76,7 @@ def random_search_times(table: ProgramTable, states: SchedState, repeats: int, b
     for p in range(n_p):
         specs, best = program_specs(table, p), np.inf
         for i in range(k):
-            deadline = None if stop_factor is None or np.isinf(best) else stop_factor * best
+            deadline = None if stop_factor is None or np.isinf(best) else max(stop_factor * best, MIN_DEADLINE_S)
             m = measure_program(specs, from_env_state(table, state_at(states, p, i)), repeats, deadline_s=deadline)
             out[p, i] = m.time_s if m.ok else (np.inf if m.status == "slow" else np.nan)
             best = min(best, out[p, i]) if m.ok else best

@@ -29,6 +29,7 @@ from ..programs import ProgramTable
 from .emit import program_specs
 from .measure import measure_program
 from .schedule import from_env_state, unscheduled
+from .timer import MIN_DEADLINE_S
 
 log = logging.getLogger("rl.mlir")
 ProgramTimer = Callable[[ProgramTable, int, list], float]   # (table, program, schedules) -> seconds (nan = failed)
@@ -44,9 +45,12 @@ def iree_program_time(repeats: int = 3, stop_factor: float | None = 10.0) -> Pro
         base = measure_program(specs, [unscheduled(s) for s in specs], repeats)     # cached after the first
         if schedules is None or not base.ok:
             return base.time_s if base.ok else float("nan")
-        cap = None if stop_factor is None else stop_factor * base.time_s
-        m = measure_program(specs, schedules, repeats, deadline_s=cap)
-        return m.time_s if m.ok else cap if m.status == "slow" else float("nan")
+        if stop_factor is None:
+            m = measure_program(specs, schedules, repeats)
+            return m.time_s if m.ok else float("nan")
+        cap = stop_factor * base.time_s
+        m = measure_program(specs, schedules, repeats, deadline_s=max(cap, MIN_DEADLINE_S))
+        return min(m.time_s, cap) if m.ok else cap if m.status == "slow" else float("nan")
 
     return timer
 

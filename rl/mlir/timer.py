@@ -21,6 +21,9 @@ from typing import Callable
 
 SLOW_S = 0.5    # a module whose first run takes longer is timed by that run alone (keeps evaluation affordable)
 GRACE_S = 0.5   # wall-clock slack beyond the deadline before the worker is killed (pipe + scheduling latency)
+# the deadline is checked against a module's *first* run, which carries its first-call overhead (~ms): callers
+# never stop a schedule sooner than this, or tiny programs (µs) would be stopped for that overhead alone
+MIN_DEADLINE_S = 0.05
 
 
 def run_and_time(vmfb: bytes, inputs: list, warmup: int, repeats: int,

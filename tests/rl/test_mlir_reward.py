@@ -61,6 +61,24 @@ def test_a_schedule_stopped_at_the_cap_gets_the_capped_time(monkeypatch):
     assert deadlines == [None, pytest.approx(2.0)]
 
 
+def test_tiny_programs_are_not_stopped_for_first_call_overhead(monkeypatch):
+    """A µs program's 10x cap is far below a module's first-call overhead, against which the deadline is
+    checked: the deadline never goes below MIN_DEADLINE_S, and a finished run slower than the cap is clipped."""
+    from types import SimpleNamespace
+    from rl.mlir import reward
+    from rl.mlir.timer import MIN_DEADLINE_S
+
+    deadlines = []
+
+    def fake(specs, scheds, repeats, deadline_s=None):
+        deadlines.append(deadline_s)
+        return SimpleNamespace(ok=True, status="ok", time_s=1e-5 if deadline_s is None else 5e-4)
+
+    monkeypatch.setattr(reward, "measure_program", fake)
+    assert reward.iree_program_time(stop_factor=10.0)(tiny_table(), 0, ["sched"]) == pytest.approx(1e-4)
+    assert deadlines == [None, MIN_DEADLINE_S]
+
+
 def test_measured_reward_with_iree(tmp_path, monkeypatch):
     pytest.importorskip("iree.compiler")
     monkeypatch.setenv("RL_MLIR_CACHE", str(tmp_path))
