@@ -223,8 +223,12 @@ def in_fresh_process(fn, *args):
     import jax
 
     cache_dir = jax.config.jax_compilation_cache_dir
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
+    pool = multiprocessing.get_context("spawn").Pool(1)
+    try:
         return pool.apply(_call_with_cache, (cache_dir, fn, args))
+    finally:  # close + join (not the context manager's terminate: that leaks the pool's semaphores)
+        pool.close()
+        pool.join()
 
 
 def _latency(cfg: PipelineConfig, supernet_dir: str, out: str) -> dict:
