@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> int:
-    from distilbert_jax.train.cli import overrides_from_args
+    from distilbert_jax.train.cli import metrics_table, overrides_from_args, training_failed
     from distilbert_jax.train.config import ConfigError
     from distilbert_jax.train.loop import TrainingDiverged
 
@@ -87,20 +87,9 @@ def _train(args) -> int:
     try:
         settings, cfg = load_nas_config(args.config, overrides)
         result = train_supernet(settings, cfg)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    train_log = result.history.get("train", [])
-    first, last = (train_log[0], train_log[-1]) if train_log else ({}, {})
-    fmt = lambda v: "" if v is None else f"{v:.4g}"  # noqa: E731
-    rows = [{"metric": n, f"train @ {first.get('step', '-')}": fmt(first.get(n)),
-             f"train @ {last.get('step', '-')}": fmt(last.get(n))} for n in sorted(set(last) - {"step"})]  # fmt: skip
-    print("\n" + format_table(rows, list(rows[0]) if rows else ["metric"]))
-    evals = [{"eval": k, "value": fmt(v)} for k, v in sorted(result.final_eval.items())]
-    print("\n" + format_table(evals, ["eval", "value"]))
+    except (ConfigError, TrainingDiverged) as e:
+        return training_failed(e)
+    print("\n" + metrics_table(result.history, result.final_eval))
     print(f"\nSuperNet written to {result.supernet_dir} ({result.compilations} step compilations); plot {result.plot_path}")
     return 0
 
@@ -215,6 +204,7 @@ def _search(args) -> int:
 def _pipeline(args) -> int:
     import json
 
+    from distilbert_jax.train.cli import training_failed
     from distilbert_jax.train.config import ConfigError
     from distilbert_jax.train.loop import TrainingDiverged
     from distilbert_jax.train.parallel import enable_compile_cache
@@ -232,12 +222,8 @@ def _pipeline(args) -> int:
         enable_compile_cache()
         run_pipeline(cfg)
     except (ConfigError, ConstraintError, CandidatesFileError, LatencyDataError, SearchError, SearchSetupError,
-            ArchError, FileNotFoundError) as e:  # fmt: skip
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+            ArchError, FileNotFoundError, TrainingDiverged) as e:  # fmt: skip
+        return training_failed(e)
     print(f"\nresults: {cfg.out_dir}/results.md; every step's record: {cfg.out_dir}/pipeline_state.json")
     return 0
 

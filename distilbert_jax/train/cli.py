@@ -88,24 +88,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.task, args.config, overrides)
         result = train(cfg)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (ConfigError, TrainingDiverged) as e:
+        return training_failed(e)
     if result.export_dir is not None:  # the lead process (the only one in a 1-process run) reports
-        print_summary(result)
+        print("\n" + metrics_table(result.history, result.final_eval))
+        print(f"\nmodel exported to {result.export_dir}; plot {result.plot_path}")
     return 0
 
 
-def print_summary(result) -> None:
+def training_failed(error: Exception) -> int:
+    """Print a training command's error; its exit status: 1 for a diverged run, 2 for bad input."""
+    from .loop import TrainingDiverged
+
+    print(f"error: {error}", file=sys.stderr)
+    return 1 if isinstance(error, TrainingDiverged) else 2
+
+
+def metrics_table(history: dict[str, list[dict[str, float]]], final_eval: dict[str, float]) -> str:
     """A table of each metric: first and last logged training value, and the final evaluation."""
-    train_log = result.history.get("train", [])
+    train_log = history.get("train", [])
     first, last = (train_log[0], train_log[-1]) if train_log else ({}, {})
     fmt = lambda v: "" if v is None else f"{v:.4g}"  # noqa: E731
     start, end = f"train @ step {first.get('step', '-')}", f"train @ step {last.get('step', '-')}"
-    rows = [{"metric": n, start: fmt(first.get(n)), end: fmt(last.get(n)), "final eval": fmt(result.final_eval.get(n))}
-            for n in sorted(set(result.final_eval) | set(last) - {"step"})]  # fmt: skip
-    print("\n" + format_table(rows, ["metric", start, end, "final eval"]))
-    print(f"\nmodel exported to {result.export_dir}; plot {result.plot_path}")
+    rows = [{"metric": n, start: fmt(first.get(n)), end: fmt(last.get(n)), "final eval": fmt(final_eval.get(n))}
+            for n in sorted(set(final_eval) | set(last) - {"step"})]  # fmt: skip
+    return format_table(rows, ["metric", start, end, "final eval"])

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 import distilbert_jax as dj
-from distilbert_jax.nas import SearchSpace
 from distilbert_jax.nas.cli import main
 from distilbert_jax.nas.config import nas_config_from_dict
 from distilbert_jax.nas.train import step_archs, train_supernet
 from distilbert_jax.train import Checkpoints, ConfigError, enable_compile_cache, train
 from distilbert_jax.train.config import tiny_config
 from distilbert_jax.train.sources import make_sources
+
+from ..killed_source import KillAfter, Killed
 
 # smaller than the SuperNet tests' space: these tests compile whole training steps
 TRAIN_SPACE = {"layer_num_space": [1, 2], "hidden_size_space": [32, 48], "hidden_step": 16, "head_num_space": [1, 2],
@@ -33,29 +34,12 @@ def tiny_nas(out_dir, **changes):
     return nas_config_from_dict(data)
 
 
-class KillAfter:
-    def __init__(self, source, n):
-        self.source, self.n = source, n
-
-    def __next__(self):
-        if self.n == 0:
-            raise KeyboardInterrupt("killed")
-        self.n -= 1
-        return next(self.source)
-
-    def state_dict(self):
-        return self.source.state_dict()
-
-    def load_state_dict(self, state):
-        self.source.load_state_dict(state)
-
-
 def test_resumed_sandwich_run_equals_uninterrupted(tmp_path):
     settings, cfg = tiny_nas(tmp_path / "full", sandwich=True, checkpoint_every=2)
     assert [str(a) for a in step_archs(settings, 0, 3)][:2] == [str(settings.space.largest()), str(settings.space.smallest())]
     full = train_supernet(settings, cfg)
     cfg = cfg.replace(out_dir=str(tmp_path / "killed"))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         train_supernet(settings, cfg, train_source=KillAfter(make_sources(cfg).train, 4))
     assert Checkpoints(tmp_path / "killed" / "checkpoints").latest_step() == 2
     resumed = train_supernet(settings, cfg)

@@ -16,31 +16,10 @@ from distilbert_jax.train import Checkpoints, ConfigError, TrainingDiverged, ena
 from distilbert_jax.train.config import TINY_MODEL, tiny_config
 from distilbert_jax.train.sources import make_sources
 
+from ..killed_source import KillAfter, Killed
+
 enable_compile_cache()
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
-
-
-class Killed(Exception):
-    pass
-
-
-class KillAfter:
-    """A batch source that dies (like a killed process) after `n` batches."""
-
-    def __init__(self, source, n: int):
-        self.source, self.n = source, n
-
-    def __next__(self):
-        if self.n == 0:
-            raise Killed
-        self.n -= 1
-        return next(self.source)
-
-    def state_dict(self):
-        return self.source.state_dict()
-
-    def load_state_dict(self, state):
-        self.source.load_state_dict(state)
 
 
 def _assert_trees_equal(a, b):
