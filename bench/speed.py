@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import distilbert_jax as dj
+from distilbert_jax.tables import markdown_table
 from bench.common import cpu_description, hf_model, print_table, torch_reference
 from bench.corpus import sentences, train_vocab
 from bench.processes import alternating, call_builder, medians, reset_peak_rss, run_in_fresh_process, threads, vm_kib
@@ -253,8 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.out + ".json", "w") as f:
         json.dump(result, f, indent=2)
     with open(args.out + ".md", "w") as f:
-        f.write(f"# distilbert_jax speed\n\nCPU: {cpu}\n\n| " + " | ".join(FORWARD_COLUMNS) + " |\n|" + "---|" * len(FORWARD_COLUMNS) + "\n")
-        f.writelines("| " + " | ".join(str(r[c]) for c in FORWARD_COLUMNS) + " |\n" for r in rows)
+        f.write(f"# distilbert_jax speed\n\nCPU: {cpu}\n\n" + markdown_table(rows, FORWARD_COLUMNS))
     print(f"wrote {args.out}.json and {args.out}.md")
     return 0
 

@@ -11,6 +11,7 @@ ratios (FFN = 4 x hidden, qkv = hidden, head size 64) nearest to the same latenc
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from distilbert_jax.jsonfile import read_json_object
-from distilbert_jax.tables import format_table
+from distilbert_jax.tables import format_table, markdown_table
 from distilbert_jax.train.config import ConfigError, build_dataclass
 from distilbert_jax.train.config import read_json_object as read_config
 
@@ -57,8 +58,10 @@ class PipelineConfig:
         for name in ("latency_n", "latency_batch", "latency_seq", "latency_rounds", "search_evaluations"):
             if getattr(self, name) < 1:
                 p.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.search_method not in ("random", "fast", "evolved"):
-            p.append(f"search_method must be random, fast or evolved, got {self.search_method!r}")
+        from .search import METHODS
+
+        if self.search_method not in METHODS:
+            p.append(f"search_method must be one of {METHODS}, got {self.search_method!r}")
         if p:
             raise ConfigError("invalid pipeline config: " + "; ".join(p))
 
@@ -82,10 +85,14 @@ FINETUNE_DEFAULTS = {
 }  # fmt: skip
 
 
+def _overrides(d: dict) -> list[str]:
+    return [f"{k}={json.dumps(v)}" for k, v in d.items()]
+
+
 def _set(data: dict, overrides: dict) -> dict:
     from distilbert_jax.train.cli import apply_overrides
 
-    return apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+    return apply_overrides(data, _overrides(overrides))
 
 
 class _State:
@@ -147,10 +154,6 @@ def params_mb(path: str) -> float:
         for k in f.keys():
             n += int(np.prod(f.get_slice(k).get_shape()))
     return n * 4 / 2**20
-
-
-def _overrides(d: dict) -> list[str]:
-    return [f"{k}={json.dumps(v)}" for k, v in d.items()]
 
 
 def _train_supernet(cfg: PipelineConfig, run_dir: str) -> dict:
@@ -254,31 +257,23 @@ def _candidates(cfg: PipelineConfig, latency_dir: str, out: str) -> dict:
                                                                 "space_size")}}  # fmt: skip
 
 
-def _search(cfg: PipelineConfig, run_dir: str, candidates_file: str, out: str) -> dict:
-    from .candidates import read_candidates
-    from .fitness import load_search_setup
+def _search(cfg: PipelineConfig, setup, cands: CandidateSet, out: str) -> dict:
     from .search import search, write_search
 
-    setup = load_search_setup(run_dir)
-    cands = read_candidates(candidates_file)
     result = search(cfg.search_method, cands, setup.fitness, budget=cfg.search_evaluations, seed=cfg.seed,
                     space=setup.supernet.space)  # fmt: skip
     write_search(out, result, cands)
     return {"best": result.best.to_json(), "evaluations": len(result.evaluations), "notes": result.notes}
 
 
-def _pick_archs(cfg: PipelineConfig, searched: dict, run_dir: str, latency_dir: str, candidates_file: str) -> dict:
-    from .candidates import read_candidates
-    from .fitness import load_search_setup
-    from .predictor import LatencyPredictor
+def _pick_archs(cfg: PipelineConfig, searched: dict, setup, cands: CandidateSet, latency_dir: str) -> dict:
     from .latency import PREDICTOR_DIR
+    from .predictor import LatencyPredictor
 
-    cands = read_candidates(candidates_file)
     predictor = LatencyPredictor.load(os.path.join(latency_dir, PREDICTOR_DIR))
     best = Arch(**searched["best"]["arch"])
     archs = {"searched": best, "random": random_candidate(cands, cfg.seed, best),
              "distilbert_ratios": distilbert_ratio_arch(predictor.space, cands, predictor.predict)}  # fmt: skip
-    setup = load_search_setup(run_dir)
     return {name: {"arch": a.to_json(), "predicted_ms": float(predictor.predict([a])[0]),
                    "supernet_loss": setup.fitness(a)} for name, a in archs.items()}  # fmt: skip
 
@@ -304,6 +299,9 @@ def _measure(cfg: PipelineConfig, supernet_dir: str, archs: list[dict]) -> dict:
 def run_pipeline(cfg: PipelineConfig, log=print) -> list[dict[str, str]]:
     """Run (or resume) every step of `cfg`; returns the results table's rows (also written to
     `OUT_DIR/results.md` and `results.json`)."""
+    from .candidates import read_candidates
+    from .fitness import load_search_setup
+
     os.makedirs(cfg.out_dir, exist_ok=True)
     with open(os.path.join(cfg.out_dir, "pipeline_config.json"), "w", encoding="utf-8") as f:
         json.dump(dataclasses.asdict(cfg), f, indent=2)
@@ -312,8 +310,11 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> list[dict[str, str]]:
     sn = state.run("supernet", lambda: _train_supernet(cfg, out("supernet")), log)
     state.run("latency", lambda: in_fresh_process(_latency, cfg, sn["supernet_dir"], out("latency")), log)
     state.run("candidates", lambda: _candidates(cfg, out("latency"), out("candidates.jsonl")), log)
-    state.run("search", lambda: _search(cfg, sn["run_dir"], out("candidates.jsonl"), out("search")), log)
-    archs = state.run("archs", lambda: _pick_archs(cfg, state.data["search"], sn["run_dir"], out("latency"), out("candidates.jsonl")), log)
+    # loaded at most once, by whichever of the next two steps runs first in this process
+    setup = functools.cache(lambda: load_search_setup(sn["run_dir"]))
+    cands = functools.cache(lambda: read_candidates(out("candidates.jsonl")))
+    state.run("search", lambda: _search(cfg, setup(), cands(), out("search")), log)
+    archs = state.run("archs", lambda: _pick_archs(cfg, state.data["search"], setup(), cands(), out("latency")), log)
     for name in MODELS:
         arch, mdir = archs[name]["arch"], out("models", name)
         state.run(f"extract:{name}", lambda: _extract(sn["supernet_dir"], arch, os.path.join(mdir, "extracted")), log)
@@ -324,11 +325,9 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> list[dict[str, str]]:
               log)  # fmt: skip
     rows = results_rows(cfg, state.data)
     columns = list(rows[0])
-    table = format_table(rows, columns)
     with open(out("results.md"), "w", encoding="utf-8") as f:
-        f.write("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
-        f.writelines("| " + " | ".join(r[c] for c in columns) + " |\n" for r in rows)
+        f.write(markdown_table(rows, columns))
     with open(out("results.json"), "w", encoding="utf-8") as f:
         json.dump({"rows": rows, "seconds": state.data.get("_seconds", {})}, f, indent=2)
-    log("\n" + table)
+    log("\n" + format_table(rows, columns))
     return rows
