@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import distilbert_jax as dj
+from distilbert_jax.nas.predictor import encoder_flops
+from distilbert_jax.nas.space import Arch
 from distilbert_jax.tables import markdown_table
 from bench.common import cpu_description, hf_model, print_table, torch_reference
 from bench.corpus import sentences, train_vocab
@@ -53,8 +55,8 @@ def _interleaved(fns: dict[str, callable], repeats: int) -> dict[str, float]:
 
 def forward_flops(config: dj.DistilBertConfig, batch: int, seq: int) -> float:
     """Matmul FLOPs of one encoder forward (DistilBERT or BERT: the config maps both)."""
-    d, f, tokens = config.dim, config.hidden_dim, batch * seq
-    return config.n_layers * (2 * tokens * (4 * d * d + 2 * d * f) + 4 * batch * seq * seq * d)
+    arch = Arch(config.n_layers, config.dim, config.n_heads, config.attention_dim, config.hidden_dim)
+    return float(encoder_flops(arch, batch, seq))
 
 
 # ---- builders, run inside worker processes (bench.processes) -----------------------------------

@@ -43,19 +43,18 @@ class SearchSetup:
 
 
 def _resolve(path: str) -> tuple[str, str]:
-    from .io import SPACE_FILE
+    from .io import SPACE_FILE, find_supernet_dir
 
-    has = lambda d, f: os.path.isfile(os.path.join(d, f))  # noqa: E731
-    if has(path, "nas_config.json") and has(os.path.join(path, "supernet"), SPACE_FILE):
-        return path, os.path.join(path, "supernet")
+    supernet_dir = find_supernet_dir(path)
+    run_dir = os.path.dirname(os.path.abspath(supernet_dir)) if supernet_dir else path
+    if supernet_dir and os.path.isfile(os.path.join(run_dir, "nas_config.json")):
+        return run_dir, supernet_dir
     parent = os.path.dirname(os.path.abspath(path))
-    if has(path, SPACE_FILE) and has(parent, "nas_config.json"):
-        return parent, path
+    has_config = any(os.path.isfile(os.path.join(d, "nas_config.json")) for d in (path, parent))
     raise SearchSetupError(
         f"{path}: expected a SuperNet run directory (the --out-dir of `python -m distilbert_jax.nas train`, holding "
         f"nas_config.json and supernet/{SPACE_FILE}) or its supernet/ directory; "
-        f"found nas_config.json: {has(path, 'nas_config.json') or has(parent, 'nas_config.json')}, "
-        f"{SPACE_FILE}: {has(path, SPACE_FILE) or has(os.path.join(path, 'supernet'), SPACE_FILE)}")  # fmt: skip
+        f"found nas_config.json: {has_config}, {SPACE_FILE}: {supernet_dir is not None}")  # fmt: skip
 
 
 def load_search_setup(path: str | os.PathLike, eval_batches: int | None = None) -> SearchSetup:

@@ -32,6 +32,15 @@ def save_supernet(path: str | os.PathLike, supernet: SuperNet, params: dict, tok
         f.write("\n")
 
 
+def find_supernet_dir(path: str | os.PathLike) -> str | None:
+    """The SuperNet directory at `path` itself or at `path/supernet` (a training run's), else None."""
+    path = os.fspath(path)
+    for candidate in (path, os.path.join(path, "supernet")):
+        if os.path.isfile(os.path.join(candidate, SPACE_FILE)):
+            return candidate
+    return None
+
+
 def load_supernet(path: str | os.PathLike, dtype: Any = jnp.float32) -> tuple[SuperNet, dict]:
     """`(supernet, params)` from a directory written by `save_supernet`; `SuperNetDirError` when
     config.json is not the largest arch of `search_space.json` (or the weights do not fit it)."""

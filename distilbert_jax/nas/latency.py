@@ -241,18 +241,6 @@ def read_dataset(path: str | os.PathLike) -> LatencyDataset:
 # ---- the `latency` step: measure, fit, report ---------------------------------------------------------
 
 
-def find_supernet_dir(path: str | os.PathLike) -> str:
-    """The SuperNet directory itself, or the `supernet/` inside a SuperNet training run directory."""
-    from .io import SPACE_FILE
-
-    path = os.fspath(path)
-    for candidate in (path, os.path.join(path, "supernet")):
-        if os.path.isfile(os.path.join(candidate, SPACE_FILE)):
-            return candidate
-    raise LatencyDataError(f"{path} is neither a SuperNet directory (no {SPACE_FILE}) nor a SuperNet training run "
-                           f"(no supernet/{SPACE_FILE}); train one with `python -m distilbert_jax.nas train`")  # fmt: skip
-
-
 @dataclasses.dataclass(frozen=True)
 class LatencyRun:
     """What `run_latency` made: the dataset, the fitted predictor, the FLOPs baseline and the report
@@ -292,9 +280,13 @@ def run_latency(supernet_dir: str | os.PathLike, out: str | os.PathLike, *, n: i
     independent second pass (the noise floor); the MLP predictor and the FLOPs baseline fitted on the
     rest; everything written to `out`."""
     t_start = time.perf_counter()
-    from .io import load_supernet
+    from .io import SPACE_FILE, find_supernet_dir, load_supernet
 
     sn_dir = find_supernet_dir(supernet_dir)
+    if sn_dir is None:
+        raise LatencyDataError(f"{os.fspath(supernet_dir)} is neither a SuperNet directory (no {SPACE_FILE}) nor a "
+                               f"SuperNet training run (no supernet/{SPACE_FILE}); train one with "
+                               "`python -m distilbert_jax.nas train`")  # fmt: skip
     if not (isinstance(n, int) and n >= MIN_ARCHS):
         raise LatencyDataError(f"--n {n}: measure at least {MIN_ARCHS} archs (a predictor needs training and "
                                "held-out archs)")  # fmt: skip

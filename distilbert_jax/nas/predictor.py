@@ -50,19 +50,14 @@ def mape(predicted: np.ndarray, measured: np.ndarray) -> float:
     return float(np.mean(np.abs(predicted - measured) / measured))
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    # ranks with ties averaged
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return (starts + (counts - 1) / 2.0)[inverse]
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation of two [n] arrays (ties get their mean rank)."""
-    ra, rb = _ranks(np.asarray(a)), _ranks(np.asarray(b))
-    if ra.std() == 0 or rb.std() == 0:
+    """Spearman's rank correlation of two [n] arrays (ties get their mean rank); NaN when either is constant."""
+    from scipy.stats import spearmanr  # scipy comes with jax
+
+    a, b = np.asarray(a), np.asarray(b)
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(spearmanr(a, b).statistic)
 
 
 def features(archs: Sequence[Arch], space: SearchSpace) -> np.ndarray:
