@@ -110,10 +110,9 @@ def smoothed_returns(history: dict, window: int) -> np.ndarray:
 
 def plot_curve(cfg: PPOConfig, history: dict, path: str) -> None:
     """PNG learning curve: smoothed episode return vs env steps, one line per seed."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from distilbert_jax.train.reporting import pyplot
 
+    plt = pyplot()
     sm = smoothed_returns(history, max(1, sm_window(history)))
     steps = (np.arange(sm.shape[1]) + 1) * cfg.num_envs * cfg.num_steps
     fig, ax = plt.subplots(figsize=(6, 4))

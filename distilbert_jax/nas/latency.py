@@ -346,11 +346,11 @@ def run_latency(supernet_dir: str | os.PathLike, out: str | os.PathLike, *, n: i
 def plot_predictions(path: str, data: LatencyDataset, predictor: LatencyPredictor, baseline: FlopsBaseline) -> None:
     """Predicted (MLP, FLOPs baseline) and re-measured (second pass) vs measured latency of the held-out
     archs, log axes, the diagonal and the ±10 % band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
+
+    from distilbert_jax.train.reporting import pyplot
+
+    plt = pyplot()
 
     archs, ms = data.split(held_out=True)
     ev = evaluate_predictor(data, predictor, baseline)

@@ -90,10 +90,17 @@ class SearchResult:
         return np.minimum.accumulate([e.fitness for e in self.evaluations])
 
 
+def _efficient_ffn(arch: Arch) -> bool:
+    return 1.6 * arch.hidden <= arch.ffn <= 1.9 * arch.hidden
+
+
+def _efficient_qkv(arch: Arch) -> bool:
+    return 0.7 * arch.hidden <= arch.qkv <= arch.hidden
+
+
 def is_efficient(arch: Arch) -> bool:
     """AutoTinyBERT's "efficient" ratios: 1.6·H <= FFN <= 1.9·H and 0.7·H <= qkv <= H."""
-    h = arch.hidden
-    return 1.6 * h <= arch.ffn <= 1.9 * h and 0.7 * h <= arch.qkv <= h
+    return _efficient_ffn(arch) and _efficient_qkv(arch)
 
 
 def check_candidates(candidates: CandidateSet, space: SearchSpace) -> None:
@@ -115,8 +122,8 @@ def efficient_indices(candidates: CandidateSet) -> np.ndarray:
     """Indices of the `fast` method's candidates; `SearchError` with the counts when there are none."""
     keep = np.flatnonzero([is_efficient(a) for a in candidates.archs])
     if keep.size == 0:
-        ffn_ok = sum(1.6 * a.hidden <= a.ffn <= 1.9 * a.hidden for a in candidates.archs)
-        qkv_ok = sum(0.7 * a.hidden <= a.qkv <= a.hidden for a in candidates.archs)
+        ffn_ok = sum(map(_efficient_ffn, candidates.archs))
+        qkv_ok = sum(map(_efficient_qkv, candidates.archs))
         raise SearchError(f"method 'fast': none of the {len(candidates)} candidates has efficient ratios "
                           f"(1.6·hidden <= ffn <= 1.9·hidden: {ffn_ok} candidates; 0.7·hidden <= qkv <= hidden: "
                           f"{qkv_ok}; both: 0); use --method random or evolved, or another constraint")  # fmt: skip

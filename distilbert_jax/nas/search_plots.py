@@ -7,14 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from distilbert_jax.train.reporting import pyplot
 
 
 def pareto_front(ms: Sequence[float], fitness: Sequence[float]) -> np.ndarray:
@@ -32,7 +25,7 @@ def pareto_front(ms: Sequence[float], fitness: Sequence[float]) -> np.ndarray:
 def plot_pareto(result, path: str | os.PathLike) -> str:
     """Predicted latency vs fitness of every evaluated arch of a `SearchResult` (colour: generation), the
     Pareto front, the chosen arch and the constraint's latency window (shaded)."""
-    plt = _pyplot()
+    plt = pyplot()
     ev = result.evaluations
     ms = np.array([e.predicted_ms for e in ev])
     fit = np.array([e.fitness for e in ev])
@@ -64,7 +57,7 @@ def plot_pareto(result, path: str | os.PathLike) -> str:
 def plot_best_so_far(results: Sequence, path: str | os.PathLike) -> str:
     """Best-so-far fitness vs evaluations per method: the mean over seeds, the seeds' range shaded (a method
     with fewer candidates than the budget stops early)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     styles = ["-", "--", "-.", ":"]
     for k, method in enumerate(dict.fromkeys(r.method for r in results)):

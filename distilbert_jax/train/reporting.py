@@ -35,11 +35,7 @@ class RunLog:
         """Write a PNG with one panel per metric (train and eval curves); returns its path."""
         if not self.enabled or not self.history["train"]:
             return None
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         names = sorted({k for rows in self.history.values() for r in rows for k in r} - {"step"})
         cols = min(3, len(names))
         rows_n = math.ceil(len(names) / cols)
@@ -64,3 +60,13 @@ class RunLog:
         if self.enabled:
             self.writer.close()
             self.jsonl.close()
+
+
+def pyplot():
+    """`matplotlib.pyplot` on the file-only Agg backend (every plot here is written as a PNG; no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

@@ -133,10 +133,9 @@ def log_rmse(pred: np.ndarray, meas: np.ndarray, mask: np.ndarray) -> float:
 def plot(path: str, names: list[str], panels: list[tuple[str, np.ndarray, np.ndarray]], meas: np.ndarray,
          base: np.ndarray, mask: np.ndarray) -> None:
     """Scatter of predicted vs measured speedup over the unscheduled program, one colour per program."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from distilbert_jax.train.reporting import pyplot
 
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5.2), squeeze=False)
     for ax, (title, pred, base_pred) in zip(axes[0], panels):
         for p, name in enumerate(names):
