@@ -44,12 +44,28 @@ class EncoderOutput:
 def activation_fn(name: str):
     """The activation named by `config.activation` (exact erf GELU for 'gelu', as PyTorch)."""
     if name == "gelu":
-        return lambda x: nn.gelu(x, approximate=False)
+        return gelu
     if name in ("gelu_new", "gelu_pytorch_tanh"):
         return lambda x: nn.gelu(x, approximate=True)
     if name == "relu":
         return nn.relu
     raise ValueError(f"unknown activation {name!r}")
+
+
+@jax.custom_jvp
+def gelu(x: Array) -> Array:
+    """Exact GELU, x·Φ(x) = x·(1 + erf(x/√2))/2, as PyTorch computes it. `flax.linen.gelu` goes through
+    erfc, which XLA:CPU expands into two branches and selects (its backward pass alone took ~6% of a bf16
+    base train step); the derivative Φ(x) + x·φ(x) is written out so the backward is one cheap pass."""
+    return x * (0.5 + 0.5 * jax.lax.erf(x * 0.7071067811865476))
+
+
+@gelu.defjvp
+def _gelu_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    cdf = 0.5 + 0.5 * jax.lax.erf(x * 0.7071067811865476)
+    pdf = jnp.exp(-0.5 * x * x) * 0.3989422804014327
+    return x * cdf, (cdf + x * pdf) * dx
 
 
 def sinusoidal_table(n_pos: int, dim: int) -> np.ndarray:
@@ -274,6 +290,26 @@ class Embeddings(nn.Module):
         return self.word_embeddings.embedding  # [V, D]
 
 
+def transpose_heads(x: Array) -> Array:
+    """[B, T, H, Dh] -> [B, H, T, Dh]. A 16-bit float array is moved as its raw bits into a buffer of its
+    own (`optimization_barrier`): otherwise XLA:CPU transposes it in f32 and runs the batched matmul it
+    feeds in f32 too, at half the bf16 rate (base b8 bf16 forward: 260 -> 247 ms on Zen 4)."""
+    if jnp.dtype(x.dtype).itemsize != 2 or not jnp.issubdtype(x.dtype, jnp.floating):
+        return x.transpose(0, 2, 1, 3)
+    return _half_swap_axes_1_2(x)
+
+
+@jax.custom_vjp
+def _half_swap_axes_1_2(x: Array) -> Array:
+    # x [A, B, C, D] 16-bit float -> [A, C, B, D], as bits, materialised
+    a, b, c, d = x.shape
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint16).transpose(0, 2, 1, 3).reshape(a * c, b, d)
+    return jax.lax.bitcast_convert_type(jax.lax.optimization_barrier(bits), x.dtype).reshape(a, c, b, d)
+
+
+_half_swap_axes_1_2.defvjp(lambda x: (_half_swap_axes_1_2(x), None), lambda _, g: (_half_swap_axes_1_2(g),))
+
+
 class MultiHeadSelfAttention(nn.Module):
     config: DistilBertConfig
     dtype: Dtype = jnp.float32
@@ -287,20 +323,21 @@ class MultiHeadSelfAttention(nn.Module):
         # every call (and XLA:CPU runs a bf16 concatenate as f32 with a convert on each side)
         width = c.attention_dim  # = dim unless qkv_dim sets the attention width apart
 
-        def heads(name: str) -> Array:  # x [B, T, D] -> [B, H, T, Dh] (heads-major: the batched matmuls run fastest so)
+        def heads(name: str, scale: float = 1.0) -> Array:  # x [B, T, D] -> [B, H, T, Dh] in `dtype` (heads-major: the
+            # batched matmuls run fastest so); cast before the transpose, so a bf16 model moves half the bytes
             y = dense(c, width, name, self.dtype)(x)
-            return y.reshape(batch, seq_len, c.n_heads, c.head_dim).transpose(0, 2, 1, 3)
+            y = (y * scale if scale != 1.0 else y).astype(self.dtype)
+            return transpose_heads(y.reshape(batch, seq_len, c.n_heads, c.head_dim))
 
-        q, k, v = heads("q_lin"), heads("k_lin"), heads("v_lin")
-        scores = jnp.einsum("bhqd,bhkd->bhqk", (q * c.head_dim**-0.5).astype(self.dtype), k.astype(self.dtype),
-                            preferred_element_type=jnp.float32)  # fmt: skip
+        q, k, v = heads("q_lin", c.head_dim**-0.5), heads("k_lin"), heads("v_lin")
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
         scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
         # softmax, normalised after the value product (one fewer pass over [B, H, T, T]); dropout
         # commutes with the per-row scaling, so this is dropout(softmax(scores)) @ v exactly
         unnormalised = jnp.exp(scores - jax.lax.stop_gradient(scores.max(-1, keepdims=True)))
         row_sums = unnormalised.sum(-1, keepdims=True)  # [B, H, T, 1]
         dropped = Dropout(c.attention_dropout)(unnormalised, deterministic=deterministic)
-        context = jnp.einsum("bhqk,bhkd->bhqd", dropped.astype(self.dtype), v.astype(self.dtype),
+        context = jnp.einsum("bhqk,bhkd->bhqd", dropped.astype(self.dtype), v,
                              preferred_element_type=jnp.float32) / row_sums  # fmt: skip
         out = dense(c, c.dim, "out_lin", self.dtype)(context.transpose(0, 2, 1, 3).reshape(batch, seq_len, width))
         weights = unnormalised / row_sums  # only computed when output_attentions asks for it
