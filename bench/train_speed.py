@@ -55,7 +55,7 @@ def jax_step(path: str, size: str, batch_size: int, seq_len: int, dtype: str, pr
     """A closure running one of our optimizer steps (blocking) from the checkpoint in `path`."""
     model, variables = dj.from_pretrained(path, "masked_lm", dtype={"fp32": jnp.float32, "bf16": jnp.bfloat16}[dtype])
     tx, schedule = make_optimizer(OPTIM, 1000)
-    box = {"state": create_state(variables["params"], tx, 0)}
+    box = {"state": create_state(variables["params"], tx, 0, compute_dtype=model.dtype)}
     m = _max_predictions(seq_len) if projection == "masked" else None
     step = jit_train_step(make_train_step(model, Task("mlm", max_predictions=m), tx, schedule), box["state"])
     device_batch = {k: jnp.asarray(v) for k, v in _batch(size, batch_size, seq_len).items()}

@@ -99,8 +99,8 @@ class DistilBertForMaskedLM(_Head):
         h = activation_fn(c.activation)(dense(c, c.dim, "vocab_transform", self.dtype)(h))
         h = layer_norm("vocab_layer_norm", c.layer_norm_eps)(h)
         bias = self.param("vocab_projector", lambda _: {"bias": jnp.zeros((c.vocab_size,), jnp.float32)})["bias"]
-        words = encoder.word_matrix()  # [V, D]
-        logits = matmul(h, words, self.dtype, transpose_w=True) + bias
+        words, words_low = encoder.word_matrix()  # [V, D]
+        logits = matmul(h, words, self.dtype, transpose_w=True, w_low=words_low, bias=bias)
         return _with_encoder(enc, logits=logits)
 
 

@@ -38,3 +38,29 @@ def test_bf16_forward_casts_no_weights_per_call(hf_dir):
     kernels = {tuple(leaf.shape) for leaf in jax.tree.leaves(variables) if leaf.ndim == 2}
     converted = {tuple(map(int, m.groups())) for m in re.finditer(r"= (?:f32|bf16)\[(\d+),(\d+)\]\{[^}]*\} (?:convert|fusion)\([^)]*\)(?:, kind=kLoop, calls=%wrapped_convert)?", hlo) if "convert" in m.group(0)}  # noqa: E501
     assert not kernels & converted, f"weights converted on every call: {sorted(kernels & converted)}"
+
+
+def test_bf16_attention_matmuls_run_in_bf16(hf_dir):
+    """The attention's batched matmuls take bf16 operands. Transposed the plain way, XLA:CPU moves the
+    heads in f32 and upcasts both batched matmuls to f32 (half the bf16 rate): see `transpose_heads`."""
+    path, _ = hf_dir("base")
+    model, variables = dj.from_pretrained(path, "base", dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+    ids = jnp.ones((2, 16), jnp.int32)
+    hlo = jax.jit(lambda v, i: model.apply(v, i, i).last_hidden_state).lower(variables, ids).compile().as_text()
+    types = dict(re.findall(r"%([\w.\-]+) = (\w+)\[", hlo))
+    batched = [m for m in re.finditer(r"dot\(%([\w.\-]+), %([\w.\-]+)\), lhs_batch_dims", hlo)]
+    assert len(batched) >= 2 * model.config.n_layers  # scores and context, every layer
+    assert all(types[m.group(1)] == types[m.group(2)] == "bf16" for m in batched), [
+        (types[m.group(1)], types[m.group(2)]) for m in batched
+    ]
+
+
+def test_transpose_heads_is_a_transpose_with_its_gradient():
+    from distilbert_jax.modeling import transpose_heads
+
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 4, 5)), jnp.bfloat16)
+    assert bool((transpose_heads(x) == x.transpose(0, 2, 1, 3)).all())
+    w = jnp.asarray(np.random.default_rng(1).standard_normal((2, 4, 3, 5)), jnp.float32)
+    ours = jax.grad(lambda x: (transpose_heads(x).astype(jnp.float32) * w).sum())(x)
+    plain = jax.grad(lambda x: (x.transpose(0, 2, 1, 3).astype(jnp.float32) * w).sum())(x)
+    assert ours.dtype == jnp.bfloat16 and bool((ours == plain).all())

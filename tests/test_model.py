@@ -228,3 +228,16 @@ def test_out_of_vocab_ids_under_jit_are_nan_or_checked(mlm):
     np.testing.assert_allclose(checked(variables, ids, mask).logits, jitted(variables, ids, mask).logits, atol=1e-5)
     with pytest.raises(Exception, match=rf"1 id\(s\) outside the vocabulary \[0, {CFG.vocab_size}\), first -3 at flat index 12"):
         checked(variables, ids.at[1, 2].set(-3), mask)
+
+
+def test_gelu_and_its_gradient_match_torch():
+    import torch
+
+    from distilbert_jax.modeling import gelu
+
+    x = np.linspace(-12, 12, 20001, dtype=np.float32)
+    xt = torch.from_numpy(x).requires_grad_()
+    torch.nn.functional.gelu(xt).sum().backward()
+    np.testing.assert_allclose(np.asarray(gelu(jnp.asarray(x))), torch.nn.functional.gelu(xt).detach().numpy(), atol=2e-6)
+    np.testing.assert_allclose(np.asarray(jax.vmap(jax.grad(gelu))(jnp.asarray(x))), xt.grad.numpy(), atol=1e-6)
+    assert gelu(jnp.ones(3, jnp.bfloat16)).dtype == jnp.bfloat16

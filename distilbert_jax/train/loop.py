@@ -182,7 +182,7 @@ def train(cfg: TrainConfig, *, train_source: BatchSource | None = None,
     task = task_for(cfg, model.config.num_labels, data.label_names)
     teacher_model, teacher = load_teacher(cfg, model, tokenizer) if cfg.task == "distill" else (None, None)
     tx, schedule = make_optimizer(cfg.optim, cfg.total_steps)
-    state = replicate(create_state(params, tx, cfg.seed, teacher), mesh)
+    state = replicate(create_state(params, tx, cfg.seed, teacher, compute_dtype=model.dtype), mesh)
     eval_step = jax.jit(make_eval_step(model, task, teacher_model))
 
     def make_step(state: TrainState):

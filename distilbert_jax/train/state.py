@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ..modeling import compute_copies
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -21,11 +23,25 @@ class TrainState:
     opt_state: optax.OptState
     rng: jax.Array  # [2] uint32 PRNG key
     teacher: Any = None
+    compute: Any = None  # low-precision copies of the matmul weights (`modeling.compute_copies`), or None
 
 
-def create_state(params: Any, tx: optax.GradientTransformation, seed: int, teacher: Any = None) -> TrainState:
-    """A fresh state at step 0 (`params` is the inner param tree, without {"params": …})."""
-    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jax.random.PRNGKey(seed), teacher)
+def create_state(params: Any, tx: optax.GradientTransformation, seed: int, teacher: Any = None,
+                 compute_dtype: Any = None) -> TrainState:  # fmt: skip
+    """A fresh state at step 0 (`params` is the inner param tree, without {"params": …}). With a
+    `compute_dtype` below float32 (the model's `dtype`), the state also carries the weights' copies in
+    that dtype, which every step refreshes right after its update instead of casting them in the forward."""
+    compute = None
+    if compute_dtype is not None and jnp.dtype(compute_dtype) != jnp.float32:
+        compute = compute_copies(params, compute_dtype) or None
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jax.random.PRNGKey(seed), teacher, compute)
+
+
+def refreshed_compute(state: TrainState, params: Any) -> Any:
+    """`state.compute` remade from `params` (None stays None)."""
+    if state.compute is None:
+        return None
+    return compute_copies(params, jax.tree.leaves(state.compute)[0].dtype)
 
 
 def checkpoint_tree(state: TrainState) -> dict[str, Any]:
@@ -34,5 +50,6 @@ def checkpoint_tree(state: TrainState) -> dict[str, Any]:
 
 
 def from_checkpoint_tree(state: TrainState, tree: dict[str, Any]) -> TrainState:
-    """`state` with its checkpointed parts replaced by `tree`."""
-    return state.replace(**tree)
+    """`state` with its checkpointed parts replaced by `tree` (compute copies remade from its params)."""
+    state = state.replace(**tree)
+    return state.replace(compute=refreshed_compute(state, state.params))

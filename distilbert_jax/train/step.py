@@ -15,7 +15,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .parallel import DATA_AXIS
-from .state import TrainState
+from ..modeling import COMPUTE
+from .state import TrainState, refreshed_compute
 from .tasks import Batch, Sums, Task
 
 Metrics = dict[str, jax.Array]
@@ -29,13 +30,15 @@ def mlm_positions(labels: jax.Array, m: int) -> tuple[jax.Array, jax.Array]:
 
 
 def _sums(model: nn.Module, task: Task, teacher_model: nn.Module | None, params: Any, teacher: Any,
-          batch: Batch, rng: jax.Array | None) -> Sums:  # fmt: skip
-    # batch: input_ids / attention_mask [B, T] (+ labels) -> additive sums for `task`
+          batch: Batch, rng: jax.Array | None, compute: Any = None) -> Sums:  # fmt: skip
+    # batch: input_ids / attention_mask [B, T] (+ labels) -> additive sums for `task`; compute: the
+    # low-precision weight copies (TrainState.compute) or None
     deterministic = rng is None
+    variables = {"params": params} if compute is None else {"params": params, COMPUTE: compute}
 
     def run(positions: jax.Array | None, labels: jax.Array | None) -> Sums:
         extra = {} if positions is None else {"masked_positions": positions}
-        out = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+        out = model.apply(variables, batch["input_ids"], batch["attention_mask"],
                           deterministic=deterministic, rngs=None if deterministic else {"dropout": rng}, **extra)  # fmt: skip
         teacher_out = None
         if teacher_model is not None:
@@ -80,9 +83,9 @@ def make_train_step(
     metrics: the task's metrics plus grad_norm and lr (scalars)."""
     k = grad_accum_steps
 
-    def grads_and_sums(params, teacher, batch, rng, denoms):
+    def grads_and_sums(params, teacher, batch, rng, denoms, compute):
         def loss_fn(p):
-            sums = _sums(model, task, teacher_model, p, teacher, batch, rng)
+            sums = _sums(model, task, teacher_model, p, teacher, batch, rng, compute)
             return task.objective(sums, denoms), sums
 
         (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -92,17 +95,18 @@ def make_train_step(
         rng, step_rng = jax.random.split(state.rng)
         denoms = task.denominators(batch)
         if k == 1:
-            grads, sums = grads_and_sums(state.params, state.teacher, batch, step_rng, denoms)
+            grads, sums = grads_and_sums(state.params, state.teacher, batch, step_rng, denoms, state.compute)
         else:
             micro = split_microbatches(batch, k, mesh)
 
             def body(carry, xs):
                 mb, i = xs
-                g, s = grads_and_sums(state.params, state.teacher, mb, jax.random.fold_in(step_rng, i), denoms)
+                g, s = grads_and_sums(state.params, state.teacher, mb, jax.random.fold_in(step_rng, i), denoms,
+                                      state.compute)  # fmt: skip
                 return jax.tree.map(jnp.add, carry, (g, s)), None
 
             first = jax.tree.map(lambda x: x[0], micro)
-            shapes = jax.eval_shape(grads_and_sums, state.params, state.teacher, first, step_rng, denoms)
+            shapes = jax.eval_shape(grads_and_sums, state.params, state.teacher, first, step_rng, denoms, state.compute)
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
             (grads, sums), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(k)))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -111,7 +115,8 @@ def make_train_step(
         metrics["grad_norm"] = optax.tree.norm(grads)
         if schedule is not None:
             metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng,
+                                  compute=refreshed_compute(state, params))  # cast fused into the update
         return new_state, metrics
 
     return train_step
@@ -123,7 +128,8 @@ def make_eval_step(model: nn.Module, task: Task, teacher_model: nn.Module | None
     over batches and call `task.metrics` once."""
 
     def eval_step(state: TrainState, batch: Batch) -> tuple[Sums, Sums]:
-        return _sums(model, task, teacher_model, state.params, state.teacher, batch, None), task.denominators(batch)
+        sums = _sums(model, task, teacher_model, state.params, state.teacher, batch, None, state.compute)
+        return sums, task.denominators(batch)
 
     return eval_step
 

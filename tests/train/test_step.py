@@ -84,3 +84,36 @@ def test_mlm_positions_gathers_labelled_tokens_first():
     positions, picked = mlm_positions(labels, 3)
     assert positions[:, :2].tolist() == [[1, 3], [0, 1]]
     assert picked.tolist() == [[7, 9, -100], [5, -100, -100]]
+
+
+def test_bf16_compute_copies_change_nothing_but_the_cast():
+    """bf16 training with the weights' bf16 copies carried in the state (made after each update)
+    takes exactly the steps of casting the float32 weights in every forward, and the forward of the
+    jitted step converts no weight matrix."""
+    import re
+
+    model = dj.build_model(CONFIG, "masked_lm", jnp.bfloat16)
+    params = dj.init_params(model, 0)["params"]
+    tx, schedule = make_optimizer(OptimConfig(learning_rate=1e-3, warmup_steps=1), 10)
+    source = SyntheticBatches("mlm", CONFIG.vocab_size, 4, 16, seed=1, mask_prob=0.3)
+    batch = {k: jnp.asarray(v) for k, v in next(source).items()}
+    plain, copied = create_state(params, tx, 0), create_state(params, tx, 0, compute_dtype=jnp.bfloat16)
+    assert plain.compute is None
+    kernels = {tuple(leaf.shape) for leaf in jax.tree.leaves(copied.compute)}
+    assert (CONFIG.vocab_size, CONFIG.dim) in kernels  # the tied projector's word matrix
+    assert all(leaf.dtype == jnp.bfloat16 for leaf in jax.tree.leaves(copied.compute))
+    for max_predictions in (None, 6):
+        step = jax.jit(make_train_step(model, Task("mlm", max_predictions=max_predictions), tx, schedule))
+        a, b = plain, copied
+        for _ in range(3):
+            (a, ma), (b, mb) = step(a, batch), step(b, batch)
+            assert float(ma["loss"]) == float(mb["loss"])
+        for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+            assert bool((x == y).all())
+        fresh = dj.modeling.compute_copies(b.params, jnp.bfloat16)
+        assert all(bool((x == y).all()) for x, y in zip(jax.tree.leaves(b.compute), jax.tree.leaves(fresh)))
+    forward = jax.jit(lambda p, c, i: model.apply({"params": p, "compute": c}, i, i).logits)
+    ids = batch["input_ids"][:3, :7]  # 21 tokens: no activation shape equals a kernel shape
+    hlo = forward.lower(copied.params, copied.compute, ids).compile().as_text()
+    converted = {tuple(map(int, m.groups())) for m in re.finditer(r"= bf16\[(\d+),(\d+)\]\{[^}]*\} (?:convert|fusion)\([^)]*\)(?:, kind=kLoop, calls=%wrapped_convert)?", hlo) if "convert" in m.group(0)}  # noqa: E501
+    assert not kernels & converted, sorted(kernels & converted)
