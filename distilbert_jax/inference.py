@@ -83,7 +83,7 @@ def embed(
     limit = min(max_length or tokenizer.model_max_length, model.config.max_position_embeddings)
     out: np.ndarray | None = None
     batches = _sorted_batches(lambda lo, hi: tokenizer(texts[lo:hi], max_length=limit), len(texts), batch_size,
-                              limit, tokenizer.pad_token_id,
+                              limit, tokenizer.pad_token_id,  # token types unused: all 0 for single texts
                               lambda ids, mask, _: pool_hidden(model, variables, ids, mask, modes, normalize))  # fmt: skip
     for first, _, rows, pooled in batches:
         if out is None:  # D depends on the pooling modes
@@ -93,7 +93,8 @@ def embed(
 
 
 def _sorted_batches(tokenize: Callable[[int, int], Batch], n: int, batch_size: int, limit: int, pad_id: int,
-                    run: Callable[[jax.Array, jax.Array, jax.Array], Any]) -> Iterator[tuple[int, Batch, np.ndarray, Any]]:  # fmt: skip
+                    run: Callable[[jax.Array, jax.Array, jax.Array], Any],
+                    ) -> Iterator[tuple[int, Batch, np.ndarray, Any]]:  # fmt: skip
     """Run `run(input_ids, attention_mask, token_type_ids)` (each [batch_size, W] int32) over the rows that
     `tokenize(lo, hi)` makes of inputs lo..hi-1, and yield `(lo, window Batch, rows of it, run's result as
     numpy)` per batch. Inputs are tokenized in windows of `batch_size * 64`; a window's rows are sorted by
@@ -199,7 +200,14 @@ def answer_questions(
     """Answer each question from its context with a question-answering model. A context longer than
     `max_length` allows is split into windows overlapping by `stride` tokens (default min(128,
     max_length // 2), as the `transformers` pipeline); every window is scored and the best span of any
-    window (highest p(start)·p(end) within its window) is the answer. None where no context token fits."""
+    window (highest p(start)·p(end) within its window; the first such window on a tie) is the answer. None
+    where no context token fits.
+
+    Throughput, as `embed`: pairs are tokenized in groups of `batch_size * 64`, their rows (one per
+    context window) sorted by length and batched `batch_size` rows at a time, each padded to its longest
+    row rounded up to a multiple of 32 (at most max_length / 32 compiled shapes, reused across calls).
+    Batches are dispatched asynchronously: a group's answers are decoded, and the next group tokenized,
+    while the device runs."""
     if not isinstance(model, DistilBertForQuestionAnswering):
         raise ValueError(f"answer_questions needs a question_answering model, got {type(model).__name__}")
     if batch_size < 1:
@@ -222,7 +230,8 @@ def answer_questions(
         for k, row in enumerate(rows):
             i = first + int(batch.overflow_to_sample_mapping[row])
             found = decode_answer(starts[k, :width], ends[k, :width], batch.offsets[row, :width],
-                                  batch.sequence_ids[row, :width], contexts[i], max_answer_length=max_answer_length)  # fmt: skip
+                                  batch.sequence_ids[row, :width], contexts[i],
+                                  max_answer_length=max_answer_length)  # fmt: skip
             if found and (best[i] is None or found[0].score > best[i].score
                           or (found[0].score == best[i].score and row < best_row[i])):  # fmt: skip
                 best[i], best_row[i] = found[0], row
