@@ -20,8 +20,8 @@ POOLINGS = SENTENCE_POOLINGS
 
 
 def _bucket(n: int, limit: int, multiple: int = 32) -> int:
-    """Pad lengths up to a multiple (bounded by `limit`) so jit sees few distinct shapes."""
-    return min(limit, -(-n // multiple) * multiple)
+    """Pad lengths up to a multiple (bounded by `limit`, never below `n`) so jit sees few distinct shapes."""
+    return max(n, min(limit, -(-n // multiple) * multiple))
 
 
 def _pool(hidden: jax.Array, attention_mask: jax.Array, mode: str) -> jax.Array:
@@ -223,7 +223,8 @@ def answer_questions(
 
     best: list[Answer | None] = [None] * len(contexts)
     best_row = [0] * len(contexts)  # the window of each best answer: on equal scores the first window wins
-    batches = _sorted_batches(tokenize, len(contexts), batch_size, max_length, tokenizer.pad_token_id,
+    limit = min(max_length, model.config.max_position_embeddings)  # padding stays within the positions
+    batches = _sorted_batches(tokenize, len(contexts), batch_size, limit, tokenizer.pad_token_id,
                               lambda ids, mask, types: qa_logits(model, variables, ids, mask, types))  # fmt: skip
     for first, batch, rows, (starts, ends) in batches:
         width = min(starts.shape[1], batch.input_ids.shape[1])  # both cover every row's tokens; the rest is padding
