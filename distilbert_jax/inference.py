@@ -95,13 +95,14 @@ def embed(
 def _sorted_batches(tokenize: Callable[[int, int], Batch], n: int, batch_size: int, limit: int, pad_id: int,
                     run: Callable[[jax.Array, jax.Array, jax.Array], Any],
                     ) -> Iterator[tuple[int, Batch, np.ndarray, Any]]:  # fmt: skip
-    """Run `run(input_ids, attention_mask, token_type_ids)` (each [batch_size, W] int32) over the rows that
+    """Run `run(input_ids, attention_mask, token_type_ids)` (each [rows, W] int32) over the rows that
     `tokenize(lo, hi)` makes of inputs lo..hi-1, and yield `(lo, window Batch, rows of it, run's result as
     numpy)` per batch. Inputs are tokenized in windows of `batch_size * 64`; a window's rows are sorted by
     length so each batch pads only to its own longest row, rounded up to a multiple of 32 (≤ `limit`: at
-    most limit / 32 shapes for jit, the same on every call). Batches are dispatched asynchronously and a
-    window's results are yielded while the next window runs: tokenizing and the caller's decoding overlap
-    the device's work."""
+    most limit / 32 shapes for jit, the same on every call). A batch has `batch_size` rows (the last one
+    filled up), or, in a window of fewer rows, their count rounded up to a power of two: one question
+    costs one row, not `batch_size`. Batches are dispatched asynchronously and a window's results are
+    yielded while the next window runs: tokenizing and the caller's decoding overlap the device's work."""
     window = batch_size * 64
     pending: list[tuple[int, Batch, np.ndarray, Any]] = []  # (lo, window batch, its rows, result in flight)
     for lo in range(0, n, window):
@@ -115,13 +116,14 @@ def _sorted_batches(tokenize: Callable[[int, int], Batch], n: int, batch_size: i
         lengths = enc.attention_mask.sum(1)
         order = np.argsort(-lengths, kind="stable")
         done, pending = pending, []
+        height = min(batch_size, 1 << (len(lengths) - 1).bit_length())  # rows per batch
         for start in range(0, len(lengths), batch_size):
             rows = order[start : start + batch_size]
             width = _bucket(int(lengths[rows].max()), limit)
             filled = min(width, enc.input_ids.shape[1])
             arrays = []
             for source, fill in ((enc.input_ids, pad_id), (enc.attention_mask, 0), (enc.token_type_ids, 0)):
-                padded = np.full((batch_size, width), fill, np.int32)
+                padded = np.full((height, width), fill, np.int32)
                 padded[: len(rows), :filled] = source[rows, :filled]
                 arrays.append(padded)
             arrays[1][len(rows) :, 0] = 1  # filler rows: one visible token, results discarded by the caller

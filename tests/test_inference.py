@@ -190,3 +190,26 @@ def test_answer_questions_error_names_the_window_of_a_bad_pair(vocab_dir):
     questions[66] = "what " * 200  # the question alone is longer than max_length: cannot truncate the context
     with pytest.raises(ValueError, match=r"texts\[2\].*counts from input 64"):
         dj.answer_questions(model, {"params": {}}, tok, questions, ["a context ."] * 70, max_length=64, batch_size=1)
+
+
+def test_sorted_batches_pad_to_buckets_sorted_by_length_with_few_filler_rows(vocab_dir):
+    """The batching embed and answer_questions share: every row once, batches sorted longest first
+    within a tokenizer window, widths multiples of 32 covering each row, few rows for small inputs."""
+    from distilbert_jax.inference import _sorted_batches
+
+    tok = dj.Tokenizer.from_pretrained(vocab_dir)
+    texts = ["word " * n for n in (3, 70, 10, 40, 1, 100, 33)] * 20  # 140 texts: windows of 64 with batch 1
+    for batch_size, n in ((1, 140), (4, 140), (32, 3)):
+        seen, shapes = [], set()
+        batches = _sorted_batches(lambda lo, hi: tok(texts[lo:hi], max_length=128), n, batch_size, 128,
+                                  tok.pad_token_id, lambda ids, mask, types: (ids, mask))  # fmt: skip
+        for first, batch, rows, (ids, mask) in batches:
+            lengths = batch.attention_mask[rows].sum(1)
+            assert (np.diff(lengths) <= 0).all() and ids.shape[1] % 32 == 0 and ids.shape[1] >= lengths.max()
+            np.testing.assert_array_equal(mask[: len(rows)].sum(1), lengths)
+            common = min(ids.shape[1], batch.input_ids.shape[1])
+            np.testing.assert_array_equal(ids[: len(rows), :common], batch.input_ids[rows, :common])
+            seen += list(first + rows)
+            shapes.add(ids.shape)
+        assert sorted(seen) == list(range(n))
+        assert {rows for rows, _ in shapes} == {min(batch_size, 4)} and len(shapes) <= 128 // 32
