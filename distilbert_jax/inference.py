@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -13,14 +14,14 @@ import numpy as np
 
 from .heads import DistilBertForMultipleChoice, DistilBertForQuestionAnswering
 from .sentence import SENTENCE_POOLINGS
-from .tokenizer import Tokenizer, _check_texts
+from .tokenizer import Batch, Tokenizer, _check_texts
 
 POOLINGS = SENTENCE_POOLINGS
 
 
 def _bucket(n: int, limit: int, multiple: int = 32) -> int:
-    """Pad lengths up to a multiple (bounded by `limit`) so jit sees few distinct shapes."""
-    return min(limit, -(-n // multiple) * multiple)
+    """Pad lengths up to a multiple (bounded by `limit`, never below `n`) so jit sees few distinct shapes."""
+    return max(n, min(limit, -(-n // multiple) * multiple))
 
 
 def _pool(hidden: jax.Array, attention_mask: jax.Array, mode: str) -> jax.Array:
@@ -81,36 +82,54 @@ def embed(
     texts = _check_texts(texts, "texts")
     limit = min(max_length or tokenizer.model_max_length, model.config.max_position_embeddings)
     out: np.ndarray | None = None
+    batches = _sorted_batches(lambda lo, hi: tokenizer(texts[lo:hi], max_length=limit), len(texts), batch_size,
+                              limit, tokenizer.pad_token_id,  # token types unused: all 0 for single texts
+                              lambda ids, mask, _: pool_hidden(model, variables, ids, mask, modes, normalize))  # fmt: skip
+    for first, _, rows, pooled in batches:
+        if out is None:  # D depends on the pooling modes
+            out = np.empty((len(texts), pooled.shape[1]), np.float32)
+        out[first + rows] = pooled[: len(rows)]
+    return out
+
+
+def _sorted_batches(tokenize: Callable[[int, int], Batch], n: int, batch_size: int, limit: int, pad_id: int,
+                    run: Callable[[jax.Array, jax.Array, jax.Array], Any],
+                    ) -> Iterator[tuple[int, Batch, np.ndarray, Any]]:  # fmt: skip
+    """Run `run(input_ids, attention_mask, token_type_ids)` (each [rows, W] int32) over the rows that
+    `tokenize(lo, hi)` makes of inputs lo..hi-1, and yield `(lo, window Batch, rows of it, run's result as
+    numpy)` per batch. Inputs are tokenized in windows of `batch_size * 64`; a window's rows are sorted by
+    length so each batch pads only to its own longest row, rounded up to a multiple of 32 (≤ `limit`: at
+    most limit / 32 shapes for jit, the same on every call). A batch has `batch_size` rows (the last one
+    filled up), or, in a window of fewer rows, their count rounded up to a power of two: one question
+    costs one row, not `batch_size`. Batches are dispatched asynchronously and a window's results are
+    yielded while the next window runs: tokenizing and the caller's decoding overlap the device's work."""
     window = batch_size * 64
-    pending: list[tuple[np.ndarray, jax.Array]] = []  # (rows of `out`, pooled [batch_size, D] in flight)
-    for first in range(0, len(texts), window):
-        enc = tokenizer(texts[first : first + window], max_length=limit)
+    pending: list[tuple[int, Batch, np.ndarray, Any]] = []  # (lo, window batch, its rows, result in flight)
+    for lo in range(0, n, window):
+        hi = min(n, lo + window)
+        try:
+            enc = tokenize(lo, hi)
+        except ValueError as e:  # the tokenizer names an item by its index in the window: say where that starts
+            if lo == 0:
+                raise
+            raise ValueError(f"{e} (that index counts from input {lo}, the first of inputs {lo}..{hi - 1})") from None
         lengths = enc.attention_mask.sum(1)
         order = np.argsort(-lengths, kind="stable")
         done, pending = pending, []
+        height = min(batch_size, 1 << (len(lengths) - 1).bit_length())  # rows per batch
         for start in range(0, len(lengths), batch_size):
             rows = order[start : start + batch_size]
             width = _bucket(int(lengths[rows].max()), limit)
-            ids = np.full((batch_size, width), tokenizer.pad_token_id, np.int32)
-            mask = np.zeros((batch_size, width), np.int32)
             filled = min(width, enc.input_ids.shape[1])
-            ids[: len(rows), :filled] = enc.input_ids[rows, :filled]
-            mask[: len(rows), :filled] = enc.attention_mask[rows, :filled]
-            mask[len(rows) :, 0] = 1  # filler rows: one visible token, discarded below
-            pooled = pool_hidden(model, variables, jnp.asarray(ids), jnp.asarray(mask), modes, normalize)
-            pending.append((first + rows, pooled))
-        out = _collect(done, out, len(texts))  # the previous window's results, while this window runs
-    return _collect(pending, out, len(texts))
-
-
-def _collect(pending: list[tuple[np.ndarray, jax.Array]], out: np.ndarray | None, n: int) -> np.ndarray:
-    # copy finished batches' pooled rows into out [n, D] (allocated on first use: D depends on pooling)
-    for rows, pooled in pending:
-        pooled = np.asarray(pooled)
-        if out is None:
-            out = np.empty((n, pooled.shape[1]), np.float32)
-        out[rows] = pooled[: len(rows)]
-    return out
+            arrays = []
+            for source, fill in ((enc.input_ids, pad_id), (enc.attention_mask, 0), (enc.token_type_ids, 0)):
+                padded = np.full((height, width), fill, np.int32)
+                padded[: len(rows), :filled] = source[rows, :filled]
+                arrays.append(padded)
+            arrays[1][len(rows) :, 0] = 1  # filler rows: one visible token, results discarded by the caller
+            pending.append((lo, enc, rows, run(*map(jnp.asarray, arrays))))
+        yield from ((first, batch, rows, jax.device_get(result)) for first, batch, rows, result in done)
+    yield from ((first, batch, rows, jax.device_get(result)) for first, batch, rows, result in pending)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +202,14 @@ def answer_questions(
     """Answer each question from its context with a question-answering model. A context longer than
     `max_length` allows is split into windows overlapping by `stride` tokens (default min(128,
     max_length // 2), as the `transformers` pipeline); every window is scored and the best span of any
-    window (highest p(start)·p(end) within its window) is the answer. None where no context token fits."""
+    window (highest p(start)·p(end) within its window; the first such window on a tie) is the answer. None
+    where no context token fits.
+
+    Throughput, as `embed`: pairs are tokenized in groups of `batch_size * 64`, their rows (one per
+    context window) sorted by length and batched `batch_size` rows at a time, each padded to its longest
+    row rounded up to a multiple of 32 (at most max_length / 32 compiled shapes, reused across calls).
+    Batches are dispatched asynchronously: a group's answers are decoded, and the next group tokenized,
+    while the device runs."""
     if not isinstance(model, DistilBertForQuestionAnswering):
         raise ValueError(f"answer_questions needs a question_answering model, got {type(model).__name__}")
     if batch_size < 1:
@@ -192,31 +218,33 @@ def answer_questions(
     if len(questions) != len(contexts):
         raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
     stride = min(128, max_length // 2) if stride is None else stride
-    batch = tokenizer(questions, contexts, max_length=max_length, truncation="only_second", stride=stride,
-                      return_overflowing_tokens=True)  # fmt: skip
-    starts, ends = _qa_logits(model, variables, batch.input_ids, batch.attention_mask, batch.token_type_ids,
-                              batch_size)  # fmt: skip
+
+    def tokenize(lo: int, hi: int) -> Batch:
+        return tokenizer(questions[lo:hi], contexts[lo:hi], max_length=max_length, truncation="only_second",
+                         stride=stride, return_overflowing_tokens=True)  # fmt: skip
+
     best: list[Answer | None] = [None] * len(contexts)
-    for row, i in enumerate(batch.overflow_to_sample_mapping):
-        found = decode_answer(starts[row], ends[row], batch.offsets[row], batch.sequence_ids[row], contexts[i],
-                              max_answer_length=max_answer_length)  # fmt: skip
-        if found and (best[i] is None or found[0].score > best[i].score):
-            best[i] = found[0]
+    best_row = [0] * len(contexts)  # the window of each best answer: on equal scores the first window wins
+    limit = min(max_length, model.config.max_position_embeddings)  # padding stays within the positions
+    batches = _sorted_batches(tokenize, len(contexts), batch_size, limit, tokenizer.pad_token_id,
+                              lambda ids, mask, types: qa_logits(model, variables, ids, mask, types))  # fmt: skip
+    for first, batch, rows, (starts, ends) in batches:
+        width = min(starts.shape[1], batch.input_ids.shape[1])  # both cover every row's tokens; the rest is padding
+        for k, row in enumerate(rows):
+            i = first + int(batch.overflow_to_sample_mapping[row])
+            found = decode_answer(starts[k, :width], ends[k, :width], batch.offsets[row, :width],
+                                  batch.sequence_ids[row, :width], contexts[i],
+                                  max_answer_length=max_answer_length)  # fmt: skip
+            if found and (best[i] is None or found[0].score > best[i].score
+                          or (found[0].score == best[i].score and row < best_row[i])):  # fmt: skip
+                best[i], best_row[i] = found[0], row
     return best
 
 
-def _qa_logits(model: nn.Module, variables: dict, ids: np.ndarray, mask: np.ndarray, types: np.ndarray,
-               batch_size: int):  # fmt: skip
-    """(start, end) logits [N, T] of N rows, run in jitted chunks of `batch_size` rows (the last padded).
-    `types` are the segment ids (question 0, context 1) BERT models read."""
-    apply = jax.jit(model.apply)
-    starts, ends = [], []
-    for lo in range(0, len(ids), batch_size):
-        chunk = [a[lo : lo + batch_size] for a in (ids, mask, types)]
-        n = len(chunk[0])
-        if len(ids) > batch_size and n < batch_size:  # same shape as the other chunks: no recompilation
-            chunk = [np.concatenate([a, np.repeat(a[:1], batch_size - n, 0)]) for a in chunk]
-        out = apply(variables, *map(jnp.asarray, chunk[:2]), token_type_ids=jnp.asarray(chunk[2]))
-        starts.append(np.asarray(out.start_logits)[:n])
-        ends.append(np.asarray(out.end_logits)[:n])
-    return np.concatenate(starts), np.concatenate(ends)
+@functools.partial(jax.jit, static_argnames=("model",))
+def qa_logits(model: nn.Module, variables, input_ids, attention_mask, token_type_ids):
+    """(start, end) logits [B, T] of a question-answering model for [B, T] ids; `token_type_ids` are the
+    segment ids (question 0, context 1) BERT models read. Jitted with the model static, so compiled
+    shapes are reused across calls."""
+    out = model.apply(variables, input_ids, attention_mask, token_type_ids=token_type_ids)
+    return out.start_logits, out.end_logits

@@ -1,6 +1,7 @@
 """embed() and question-answering span decoding."""
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -130,3 +131,85 @@ def test_answer_questions_finds_the_answer_beyond_the_first_window(vocab_dir):
     assert answer.score > 0.5
     [short] = dj.answer_questions(model, {"params": {}}, tok, ["what?"], ["an integer or an object"])
     assert short.text == "integer or an object"
+
+
+@pytest.fixture(scope="module")
+def qa_setup(vocab_dir):
+    """A tiny random QA model and 140 (question, context) pairs of mixed lengths, one context long
+    enough to overflow into several windows of 128 tokens."""
+    tok = dj.Tokenizer.from_pretrained(vocab_dir)
+    model = dj.build_model(dj.small_config(vocab_size=tok.vocab_size), "question_answering")
+    rng = np.random.default_rng(1)
+    words = "json module paths files handled here data value list integer object string".split()
+    contexts = [" ".join(rng.choice(words, size=int(n))) + " ." for n in rng.integers(1, 110, size=140)]
+    contexts[130] = " ".join(rng.choice(words, size=450)) + " ."  # ~6 windows with stride 64
+    questions = [" ".join(rng.choice(words, size=int(n))) + "?" for n in rng.integers(1, 8, size=140)]
+    return model, dj.init_params(model, 3), tok, questions, contexts
+
+
+def _reference_answers(model, variables, tok, questions, contexts, max_length):
+    """Every row of all pairs tokenized at once, padded to the longest, in one unsorted batch; the best
+    window of each pair is the first with the highest score (the rule answer_questions keeps)."""
+    b = tok(questions, contexts, max_length=max_length, truncation="only_second", stride=max_length // 2,
+            return_overflowing_tokens=True)  # fmt: skip
+    out = jax.jit(model.apply)(variables, b.input_ids, b.attention_mask, token_type_ids=b.token_type_ids)
+    starts, ends = np.asarray(out.start_logits), np.asarray(out.end_logits)
+    best = [None] * len(contexts)
+    for row, i in enumerate(b.overflow_to_sample_mapping):
+        found = dj.decode_answer(starts[row], ends[row], b.offsets[row], b.sequence_ids[row], contexts[i])
+        if found and (best[i] is None or found[0].score > best[i].score):
+            best[i] = found[0]
+    return best, b
+
+
+def test_answer_questions_sorted_batches_match_one_unsorted_batch_and_reuse_compilations(qa_setup):
+    """Length-sorted, bucketed batches over two tokenizer windows (batch_size 2 → windows of 128 pairs)
+    give the answers of one unsorted batch, a context of several windows included; the QA function
+    compiles at most max_length / 32 shapes, and a second call compiles none."""
+    from distilbert_jax.inference import qa_logits
+
+    model, variables, tok, questions, contexts = qa_setup
+    want, batch = _reference_answers(model, variables, tok, questions, contexts, 128)
+    assert (batch.overflow_to_sample_mapping == 130).sum() >= 4  # the long context spans several windows
+    assert len(np.unique(batch.attention_mask.sum(1))) > 20  # many lengths, yet few shapes below
+    qa_logits.clear_cache()
+    got = dj.answer_questions(model, variables, tok, questions, contexts, max_length=128, batch_size=2)
+    compiled = qa_logits._cache_size()
+    assert 1 <= compiled <= 128 // 32
+    again = dj.answer_questions(model, variables, tok, questions[::-1], contexts[::-1], max_length=128, batch_size=2)
+    assert qa_logits._cache_size() == compiled  # shapes reused across calls: no recompilation
+    for g, w in zip(got + again[::-1], want + want):  # other batch companions: same answers, float noise
+        assert (g.text, g.start, g.end) == (w.text, w.start, w.end)
+        assert g.score == pytest.approx(w.score, rel=1e-4)
+
+
+def test_answer_questions_error_names_the_window_of_a_bad_pair(vocab_dir):
+    tok = dj.Tokenizer.from_pretrained(vocab_dir)
+    model = _Pointer(dj.small_config(vocab_size=tok.vocab_size))
+    questions = ["what?"] * 70
+    questions[66] = "what " * 200  # the question alone is longer than max_length: cannot truncate the context
+    with pytest.raises(ValueError, match=r"texts\[2\].*counts from input 64"):
+        dj.answer_questions(model, {"params": {}}, tok, questions, ["a context ."] * 70, max_length=64, batch_size=1)
+
+
+def test_sorted_batches_pad_to_buckets_sorted_by_length_with_few_filler_rows(vocab_dir):
+    """The batching embed and answer_questions share: every row once, batches sorted longest first
+    within a tokenizer window, widths multiples of 32 covering each row, few rows for small inputs."""
+    from distilbert_jax.inference import _sorted_batches
+
+    tok = dj.Tokenizer.from_pretrained(vocab_dir)
+    texts = ["word " * n for n in (3, 70, 10, 40, 1, 100, 33)] * 20  # 140 texts: windows of 64 with batch 1
+    for batch_size, n in ((1, 140), (4, 140), (32, 3)):
+        seen, shapes = [], set()
+        batches = _sorted_batches(lambda lo, hi: tok(texts[lo:hi], max_length=128), n, batch_size, 128,
+                                  tok.pad_token_id, lambda ids, mask, types: (ids, mask))  # fmt: skip
+        for first, batch, rows, (ids, mask) in batches:
+            lengths = batch.attention_mask[rows].sum(1)
+            assert (np.diff(lengths) <= 0).all() and ids.shape[1] % 32 == 0 and ids.shape[1] >= lengths.max()
+            np.testing.assert_array_equal(mask[: len(rows)].sum(1), lengths)
+            common = min(ids.shape[1], batch.input_ids.shape[1])
+            np.testing.assert_array_equal(ids[: len(rows), :common], batch.input_ids[rows, :common])
+            seen += list(first + rows)
+            shapes.add(ids.shape)
+        assert sorted(seen) == list(range(n))
+        assert {rows for rows, _ in shapes} == {min(batch_size, 4)} and len(shapes) <= 128 // 32
