@@ -118,9 +118,15 @@ class SchedulingEnv:
                           perms.astype(jnp.int32), jnp.zeros(MAX_OPS, jnp.int32), z)
 
     def tile_extents(self, prog: Array, tile_choice: Array) -> Array:
-        """Tile extents [..., L] from choices (an untiled loop has extent = bound)."""
+        """Tile extents [MAX_OPS, L] of every op of `prog` from choices [MAX_OPS, L] (an untiled loop has
+        extent = bound)."""
         sizes = jnp.asarray(TILE_SIZES)[tile_choice]
         return jnp.where(sizes == 0, self._t.bounds[prog], sizes)
+
+    def op_tile_extents(self, prog: Array, op: Array, tile_choice: Array) -> Array:
+        """Tile extents [L] of op `op` of `prog` from its choices [L] (its own bounds, not every op's)."""
+        sizes = jnp.asarray(TILE_SIZES)[tile_choice]
+        return jnp.where(sizes == 0, self._t.bounds[prog, op], sizes)
 
     def op_costs(self, s: SchedState) -> cost_model.OpCost:
         """Cost breakdown of every op of the program under the current schedule (fields [MAX_OPS])."""
@@ -148,7 +154,7 @@ class SchedulingEnv:
         t, p, c = self._t, s.prog, s.cursor
         bounds, n = t.bounds[p, c], t.n_loops[p, c]
         real = jnp.arange(L) < n
-        extents = self.tile_extents(p, s.tile_choice[c])
+        extents = self.op_tile_extents(p, c, s.tile_choice[c])          # this op's tile only
         has_par = jnp.any(real & ~t.is_reduction[p, c] & (bounds > 1))
         types = jnp.stack([True, ~s.tiled[c], ~s.tiled[c] & has_par,
                            (n >= 2) & (s.n_interchanges[c] < MAX_INTERCHANGES),

@@ -78,3 +78,35 @@ def test_tiled_fusion_action(senv):
     _, plain, r_plain, term_p, _ = senv.step_env(s, jnp.asarray(np.eye(E.N_HEADS, dtype=np.int32)[0] * E.NT))
     assert bool(term_f) and bool(term_p) and bool(fused.fused[1]) and not bool(plain.fused[1])
     assert float(r_fused) > float(r_plain)
+
+
+def test_vectorize_mask_uses_the_op_s_own_tile():
+    """V is legal when *this op's* tile has ≤ 512 iterations: a 256×768×768 matmul tiled 8×64×1 (512
+    elements) may be vectorised, whatever the bounds of the program's other ops (the bias add's 256×768)."""
+    from rl.programs import elementwise, matmul, stack_programs
+
+    table = stack_programs([("qkv", [matmul(256, 768, 768), elementwise(256, 768, "bias_add")])])
+    env = E.SchedulingEnv(table)
+    obs, s = env.reset_to(0)
+    tile = [E.TILE_SIZES.index(8), E.TILE_SIZES.index(64), E.TILE_SIZES.index(1)]
+    action = np.zeros(E.N_HEADS, np.int32)
+    action[0], action[1:4] = E.T, tile
+    obs, s, *_ = env.step_env(s, jnp.asarray(action))
+    assert bool(obs["mask"][0, E.V])
+    # a 16×64×1 tile (1,024 iterations) is not vectorisable
+    obs, s = env.reset_to(0)
+    action[1] = E.TILE_SIZES.index(16)
+    obs, s, *_ = env.step_env(s, jnp.asarray(action))
+    assert not bool(obs["mask"][0, E.V])
+    # and the legal count on that matmul follows the documented rule (tile product ≤ 512)
+    sizes = [t for t in E.TILE_SIZES[1:]]
+    legal = sum(1 for a in [0] + sizes for b in [0] + sizes for c in [0] + sizes
+                if (a == 0 or 256 % a == 0 and a < 256) and (b == 0 or b < 768) and (c == 0 or c < 768)
+                and (a or 256) * (b or 768) * (c or 768) <= E.MAX_VECTOR_ITERS)
+    grid = np.stack(np.meshgrid(*[np.arange(E.N_TILE)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    actions = np.zeros((len(grid), E.N_HEADS), np.int32)
+    actions[:, 0], actions[:, 1:4] = E.T, grid
+    s0 = env.reset_to(0)[1]
+    obs = jax.jit(jax.vmap(lambda a: env.step_env(s0, a)[0]))(jnp.asarray(actions))
+    n_ok = int(obs["mask"][:, 0, E.V].sum())
+    assert n_ok == legal and n_ok > 150
