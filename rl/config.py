@@ -10,7 +10,7 @@ from typing import Any
 from .networks import MODEL_TYPES
 
 GYMNAX_ENVS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
-ENVS = ("sched",) + GYMNAX_ENVS
+ENVS = ("sched", "refine") + GYMNAX_ENVS   # refine: IREE-config refinements (rl/mlir/refine.py)
 EVAL_BACKENDS = ("model", "mlir")
 REWARD_BACKENDS = ("model", "mlir")
 TRAIN_PROGRAMS = ("train", "validation")
@@ -92,8 +92,10 @@ class PPOConfig:
             p.append(f"unknown reward_backend {self.reward_backend!r}; expected one of {REWARD_BACKENDS}")
         if self.train_programs not in TRAIN_PROGRAMS:
             p.append(f"unknown train_programs {self.train_programs!r}; expected one of {TRAIN_PROGRAMS}")
-        if self.env != "sched" and (self.reward_backend != "model" or self.train_programs != "train"):
-            p.append("reward_backend / train_programs apply to env 'sched' only")
+        if self.env not in ("sched", "refine") and (self.reward_backend != "model" or self.train_programs != "train"):
+            p.append("reward_backend / train_programs apply to envs 'sched' and 'refine' only")
+        if self.env == "refine" and self.reward_backend != "mlir":
+            p.append("env 'refine' is scored by measurement only: set reward_backend to 'mlir'")
         if self.init_from is not None and not os.path.isfile(self.init_from):
             p.append(f"init_from checkpoint {self.init_from} does not exist")
         if self.machine is not None and not os.path.isfile(self.machine):

@@ -168,3 +168,15 @@ def test_programs() -> ProgramTable:
                       (14, 256, 1024, 1, 1, 0), (28, 256, 256, 3, 2, 0), (7, 512, 2048, 1, 1, 0)], "r50_")
     progs += [("gap_7x7x2048", [reduction(2048, 49)]), ("pool_56", [pooling(28, 28, 256, 3, 2)])]
     return stack_programs(progs)
+
+
+def select_programs(table: ProgramTable, names: list[str] | None) -> ProgramTable:
+    """The programs of `table` named in `names`, in that order (None: all); an unknown name raises a
+    `ValueError` listing the known ones."""
+    if not names:
+        return table
+    unknown = [n for n in names if n not in table.names]
+    if unknown:
+        raise ValueError(f"unknown program(s) {unknown}; known: {list(table.names)}")
+    idx = [table.names.index(n) for n in names]
+    return table._replace(names=tuple(names), **{f: getattr(table, f)[idx] for f in table._fields if f != "names"})

@@ -30,12 +30,16 @@ def run_dir(cfg: PPOConfig) -> str:
 def training_env(cfg: PPOConfig) -> Env | None:
     """The env PPO trains on when it is not the default (cost model on the training programs): the
     validation programs (`train_programs`) and / or IREE-measured rewards (`reward_backend`)."""
-    if cfg.env != "sched" or (cfg.reward_backend == "model" and cfg.train_programs == "train"):
+    if cfg.env not in ("sched", "refine") or (cfg.reward_backend == "model" and cfg.train_programs == "train"):
         return None
     from .mlir import suite
     from .programs import train_programs
 
     table = suite.validation_programs() if cfg.train_programs == "validation" else train_programs()
+    if cfg.env == "refine":
+        from .mlir.refine_env import refine_env
+
+        return refine_env(table)[0]
     if cfg.reward_backend == "mlir":
         from .mlir.reward import measured_env
 
@@ -138,6 +142,10 @@ def evaluate(cfg: PPOConfig, setup: ppo.Setup, runner: ppo.RunnerState) -> dict:
         params = jax.tree.map(lambda x: x[s], runner.train.params)
         if cfg.env == "sched" and cfg.eval_backend == "mlir":
             results[seed] = evaluate_measured(cfg, setup, params, seed)
+        elif cfg.env == "refine":
+            from .mlir.tune import evaluate_policy
+
+            results[seed] = evaluate_policy(setup.network, params, budget=cfg.eval_samples, seed=seed)
         elif cfg.env == "sched":
             _, test_env = sched_env(test=True, machine=cfg.load_machine())
             log10 = evaluate_schedules(test_env, setup.network, params, cfg.eval_samples, seed)
@@ -204,6 +212,11 @@ def main(argv: list[str] | None = None) -> None:
     wall = time.time() - t0
     out = run_dir(cfg)
     plot_curve(cfg, history, os.path.join(out, "learning_curve.png"))
+    if cfg.env == "refine":          # a policy directory the tuner loads (`python -m rl.mlir.tune --policy DIR`)
+        from .mlir.tune import save_policy
+
+        save_policy(os.path.join(out, "policy"), cfg, jax.tree.map(lambda x: x[0], runner.train.params),
+                    {"trained_on": cfg.train_programs, "updates": int(np.asarray(runner.update)[0])})
     results = evaluate(cfg, setup, runner)
     print_summary(cfg, history, results, wall)
     with open(os.path.join(out, "results.json"), "w") as f:

@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import evaluate as model_eval
 from ..env import SchedState, SchedulingEnv
-from ..programs import ProgramTable, test_programs
+from ..programs import ProgramTable, select_programs, test_programs
 from .emit import program_specs
 from .measure import measure_program
 from .schedule import from_env_state, unscheduled
@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(prog="python -m rl.mlir.evaluate", description=__doc__.splitlines()[0])
     ap.add_argument("--programs", choices=("test", "validation"), default="test")
+    ap.add_argument("--program", action="append", metavar="NAME",
+                    help="only this program of the set (repeatable; default: all)")
     ap.add_argument("--k", type=int, default=32, help="random schedules per program")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
@@ -192,8 +194,9 @@ def main(argv: list[str] | None = None) -> None:
                          "is measured too; repeatable")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
-    env = SchedulingEnv(test_programs() if args.programs == "test" else validation_programs())
     try:
+        env = SchedulingEnv(select_programs(test_programs() if args.programs == "test" else validation_programs(),
+                                            args.program))
         policies = {f"policy {os.path.basename(c).removesuffix('.json')} (greedy)": trained_policy(c) for c in args.run}
     except (ValueError, FileNotFoundError) as e:
         ap.error(str(e))

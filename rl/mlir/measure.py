@@ -89,6 +89,28 @@ def generic_maps(text: str) -> str | None:
     return None if m is None else re.sub(r"\s", "", m.group(1) + "|" + m.group(2))
 
 
+_PIPE_RE = re.compile(r"pipeline = #iree_cpu\.pipeline<(\w+)>")
+
+
+def parse_pipeline(text: str) -> str | None:
+    """Codegen pipeline of the (last) dispatch in a dumped executable configuration."""
+    found = _PIPE_RE.findall(text)
+    return found[-1] if found else None
+
+
+_OPERANDS_RE = re.compile(r"linalg\.generic \{[^\n]*?\} ins\(([^)]*)\) outs\(([^)]*)\)")
+
+
+def parse_operand_types(text: str) -> list[str] | None:
+    """Operand types (ins, then outs) of the last `linalg.generic` carrying a lowering config in a dump: the
+    op as codegen sees it (after IREE collapsed dims), which is what a tuning spec must match."""
+    found = [m for m in _OPERANDS_RE.finditer(text) if "lowering_config" in text[m.end():m.end() + 200]]
+    if not found:
+        return None
+    ins, outs = found[-1].groups()
+    return [t.strip() for part in (ins, outs) for t in part.split(":", 1)[1].split(",")]
+
+
 def parse_config(text: str) -> dict[str, list[int]] | None:
     """Lowering config of the dispatch's `linalg.generic` in a dumped executable configuration."""
     m = _CFG_RE.search(text)
@@ -117,13 +139,13 @@ def sources(spec: OpSpec | list[OpSpec], sched: OpSchedule | None) -> tuple[str,
     return op_module(specs[0], perm), tuning_spec(lowering_config(specs[0], sched))
 
 
-def compile_op(spec: OpSpec, src: str, spec_text: str) -> tuple[bytes, dict | None, bool, int]:
-    """IREE-compile for the host CPU → (vmfb, dumped config of the (root) generic, whether codegen kept
-    the emitted loop order: the dumped op has the emitted indexing maps, number of dispatches)."""
+def compile_dump(src: str, spec_text: str = "", flags: tuple[str, ...] = ()) -> tuple[bytes, str, int]:
+    """IREE-compile `src` for the host CPU (with a tuning spec and extra flags) → (vmfb, the dumped
+    executable configurations, number of dispatches)."""
     import iree.compiler as ic
 
     with tempfile.TemporaryDirectory(prefix="rl_mlir_") as tmp:
-        args = ["--iree-llvmcpu-target-cpu=host", f"--iree-hal-dump-executable-configurations-to={tmp}"]
+        args = ["--iree-llvmcpu-target-cpu=host", f"--iree-hal-dump-executable-configurations-to={tmp}", *flags]
         if spec_text:
             path = os.path.join(tmp, "spec.mlir")
             with open(path, "w") as f:
@@ -132,8 +154,15 @@ def compile_op(spec: OpSpec, src: str, spec_text: str) -> tuple[bytes, dict | No
         vmfb = ic.compile_str(src, target_backends=["llvm-cpu"], extra_args=args)
         files = sorted(glob.glob(os.path.join(tmp, "configured_*.mlir")))
         text = "".join(open(f).read() for f in files)
+    return vmfb, text, len(files)
+
+
+def compile_op(spec: OpSpec, src: str, spec_text: str, flags: tuple[str, ...] = ()) -> tuple[bytes, dict | None, bool, int]:
+    """IREE-compile for the host CPU → (vmfb, dumped config of the (root) generic, whether codegen kept
+    the emitted loop order: the dumped op has the emitted indexing maps, number of dispatches)."""
+    vmfb, text, n_files = compile_dump(src, spec_text, flags)
     merged = any(len(g) > 1 for g in spec.collapse_groups())   # IREE's form has fewer loops: configs compared
-    return vmfb, parse_config(text), merged or generic_maps(src) == generic_maps(text), len(files)
+    return vmfb, parse_config(text), merged or generic_maps(src) == generic_maps(text), n_files
 
 
 def chain_inputs(specs: list[OpSpec], seed: int = 0) -> list[np.ndarray]:
@@ -157,24 +186,35 @@ def measure_op(spec: OpSpec | list[OpSpec], sched: OpSchedule | None, repeats: i
     a worker process that is stopped when the first run takes longer: status "slow" (a cached "slow" entry
     is reused only for a deadline no larger than the one it was stopped at)."""
     specs = spec if isinstance(spec, list) else [spec]
-    spec = specs[0]
     label = "+".join(s.name for s in specs) + f" schedule {sched.key() if sched else 'IREE-default'}"
     try:
         src, spec_text = sources(specs, sched)
     except NotRepresentable as e:
         log.warning("IREE cannot take %s: %s", label, e)
         return Measurement("rejected", error=str(e))
-    want = None if sched is None else lowering_config(spec, sched)
-    key = _key(src, spec_text, repeats)
+    want = None if sched is None else lowering_config(specs[0], sched)
+    return measure_source(specs, label, src, spec_text, want, repeats=repeats, warmup=warmup,
+                          use_cache=use_cache, deadline_s=deadline_s)
+
+
+def measure_source(specs: list[OpSpec], label: str, src: str, spec_text: str, want: dict | None,
+                   flags: tuple[str, ...] = (), repeats: int = 5, warmup: int = 2, use_cache: bool = True,
+                   deadline_s: float | None = None, timing: str = "wall") -> Measurement:
+    """`measure_op` for given sources: compile `src` with the tuning spec `spec_text` ("" = none) and extra
+    compiler `flags`, check that codegen used `want` (None: IREE's own choice, not checked), check the result
+    against numpy and time it (`timing`: see `timer.TIMINGS`); cached on disk by (source, spec, flags,
+    repeats, timing, device)."""
+    spec = specs[0]
+    extra = "".join(f"\n// flag {f}" for f in flags) + ("" if timing == "wall" else f"\n// timing {timing}")
+    key = _key(src, spec_text + extra, repeats)
     path = os.path.join(cache_dir(), key[:2], key + ".json")
-    if use_cache and os.path.exists(path):
-        with open(path) as f:
-            cached = Measurement(**json.load(f))
+    cached = _load(path) if use_cache else None
+    if cached is not None:
         if cached.status != "slow" or (deadline_s is not None and deadline_s <= cached.lower_bound_s):
             return cached
     t0 = time.perf_counter()
     try:
-        vmfb, got, same_order, n_dispatch = compile_op(spec, src, spec_text)
+        vmfb, got, same_order, n_dispatch = compile_op(spec, src, spec_text, flags)
     except Exception as e:  # noqa: BLE001  (IREE raises CompilerToolError with the diagnostics)
         msg = next((ln.strip() for ln in str(e).splitlines() if "error:" in ln), str(e).splitlines()[0])
         log.warning("IREE rejected %s: %s", label, msg[:300])
@@ -189,9 +229,9 @@ def measure_op(spec: OpSpec | list[OpSpec], sched: OpSchedule | None, repeats: i
         else:
             inputs = chain_inputs(specs)
             if deadline_s is None:
-                run = run_and_time(vmfb, inputs, warmup, repeats)
+                run = run_and_time(vmfb, inputs, warmup, repeats, timing=timing)
             else:
-                run = run_with_deadline(vmfb, inputs, warmup, repeats, max(deadline_s, 0.0))
+                run = run_with_deadline(vmfb, inputs, warmup, repeats, max(deadline_s, 0.0), timing)
             if run is None:
                 log.info("stopped %s after %.3g s (slower than the deadline)", label, deadline_s)
                 m = Measurement("slow", config=got, compile_s=compile_s, lower_bound_s=max(deadline_s, 0.0))
@@ -210,6 +250,21 @@ def measure_op(spec: OpSpec | list[OpSpec], sched: OpSchedule | None, repeats: i
                                 compile_s=compile_s)
     _store(path, m, use_cache)
     return m
+
+
+def _load(path: str) -> Measurement | None:
+    """A cached measurement, or None (absent; a corrupt or truncated entry is reported and re-measured)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            m = Measurement(**json.load(f))
+        if m.status not in STATUSES:
+            raise ValueError(f"unknown status {m.status!r}")
+        return m
+    except (OSError, ValueError, TypeError) as e:
+        log.warning("measurement cache entry %s is corrupt (%s): measuring again", path, e)
+        return None
 
 
 def _store(path: str, m: Measurement, use_cache: bool) -> None:
