@@ -39,7 +39,8 @@ def training_env(cfg: PPOConfig) -> Env | None:
     if cfg.env == "refine":
         from .mlir.refine_env import refine_env
 
-        return refine_env(table)[0]
+        os.makedirs(run_dir(cfg), exist_ok=True)
+        return refine_env(table, log_path=os.path.join(run_dir(cfg), "measurements.jsonl"))[0]
     if cfg.reward_backend == "mlir":
         from .mlir.reward import measured_env
 

@@ -12,8 +12,10 @@ Observation `consumer` = static op features ⊕ the choices so far; `producer` /
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import logging
 import os
+import threading
 from typing import NamedTuple
 
 import jax
@@ -138,9 +140,12 @@ class Measurer:
     subprocess) and turns times into rewards against each op's measured IREE default."""
 
     def __init__(self, ops: list[tuple[OpSpec, R.DefaultConfig]], names: list[str], repeats: int = 5,
-                 timing: str = "cpu", failed_reward: float = -1.0, workers: int | None = None):
+                 timing: str = "cpu", failed_reward: float = -1.0, workers: int | None = None,
+                 log_path: str | None = None):
         self.ops, self.names, self.repeats, self.timing = ops, names, repeats, timing
         self.failed_reward = failed_reward
+        self.log_path = log_path          # JSONL: one line per measured episode (op, schedule, time, status)
+        self._lock = threading.Lock()
         self.pool = concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count() or 1)
         self.n_measured = self.n_failed = 0
         self.default_s = np.asarray(list(self.pool.map(
@@ -149,8 +154,13 @@ class Measurer:
             bad = [names[i] for i in np.flatnonzero(np.isnan(self.default_s))]
             raise RuntimeError(f"IREE's default could not be measured for {bad}")
 
-    def time_of(self, spec: OpSpec, d: R.DefaultConfig, r: R.Refinement) -> float:
+    def time_of(self, spec: OpSpec, d: R.DefaultConfig, r: R.Refinement, i: int | None = None) -> float:
         m = R.measure_refinement(spec, d, r, self.repeats, timing=self.timing)
+        if self.log_path and i is not None:
+            rec = {"op": self.names[i], "schedule": r.key(), "status": m.status, "time_s": m.time_s,
+                   "default_s": float(self.default_s[i]), "timing": self.timing}
+            with self._lock, open(self.log_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
         return m.time_s if m.ok else float("nan")
 
     def refinement(self, i: int, done_types: np.ndarray, choices: np.ndarray) -> R.Refinement:
@@ -166,7 +176,7 @@ class Measurer:
             log.warning("illegal schedule reached the host for %s: %s", self.names[i], e)
             t = float("nan")
         else:
-            t = self.time_of(spec, d, r)
+            t = self.time_of(spec, d, r, i)
         self.n_measured += 1
         if np.isnan(t):
             self.n_failed += 1
