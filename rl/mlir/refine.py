@@ -69,6 +69,7 @@ class DefaultConfig:
     reduction: tuple[bool, ...]
     data_tiling: bool                   # the data-tiling flags turn this op into (batch_)mmt4d
     operand_types: tuple[str, ...] = ()  # the root generic's operand types in the dispatch (after collapsing)
+    cache_reduction_ok: bool = True      # see `_cache_reduction_ok`
 
     @property
     def refinable(self) -> bool:
@@ -94,6 +95,12 @@ def collapsed_loops(spec: OpSpec) -> tuple[tuple[int, ...], tuple[bool, ...]]:
             tuple(bool(spec.reduction[g[0]]) for g in groups))
 
 
+def _cache_reduction_ok(spec: OpSpec) -> bool:
+    """IREE 3.13 rejects every `cache_reduction` on a batch matmul whose second operand is [b, k, n] (the
+    reduction not innermost; "large vector sizes", measured on the attention-context shapes) — masked."""
+    return not (spec.kind == "batch_matmul" and spec.maps[1][-1][0][0] != len(spec.bounds) - 1)
+
+
 def default_source(spec: OpSpec) -> str:
     """The op as a standalone module in its original loop order with static shapes (what a user compiles)."""
     return chain_module([spec], [None], dynamic_batch=False)
@@ -117,15 +124,15 @@ def default_config(spec: OpSpec, use_cache: bool = True) -> DefaultConfig:
             with open(path) as f:
                 d = json.load(f)
             return DefaultConfig(d["pipeline"], d["levels"], tuple(d["bounds"]), tuple(d["reduction"]),
-                                 d["data_tiling"], tuple(d["operand_types"]))
+                                 d["data_tiling"], tuple(d["operand_types"]), _cache_reduction_ok(spec))
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning("default-config cache entry %s is corrupt (%s): rebuilding it", path, e)
     _, text, _ = compile_dump(src)
     levels, pipeline = parse_config(text), parse_pipeline(text)
     bounds, red = collapsed_loops(spec)
     types = parse_operand_types(text) or operand_types(spec)
-    cfg = DefaultConfig(pipeline or "?", levels or {}, bounds, red, spec.kind in DT_KINDS and pipeline == "DoubleTilingExpert",
-                        tuple(types))
+    cfg = DefaultConfig(pipeline or "?", levels or {}, bounds, red,
+                        spec.kind in DT_KINDS and pipeline == "DoubleTilingExpert", tuple(types), _cache_reduction_ok(spec))
     if use_cache:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
@@ -243,7 +250,8 @@ def head_masks(d: DefaultConfig, s: OpState) -> np.ndarray:
                 and v * vec_elems <= MAX_VECTOR_ELEMS
         for c in range(1, len(CRED_SIZES)):
             v = CRED_SIZES[c]
-            m[H_CRED, c] = _divides(v, bound) and v < bound and v != d.level("cache_reduction")[rd]
+            m[H_CRED, c] = d.cache_reduction_ok and _divides(v, bound) and v < bound \
+                and v != d.level("cache_reduction")[rd]
     for h, (dim, cap) in enumerate(zip(vec_slots(d), vec_caps(d, s)) if ok else []):
         tile = s.dist[dim] or d.bounds[dim]
         for c in range(1, len(VEC_SIZES)):

@@ -154,6 +154,22 @@ def measure(spec: OpSpec, d: R.DefaultConfig, r: R.Refinement, repeats: int, tim
     return m.time_s if m.ok else float("nan")
 
 
+def measure_all(jobs: list[tuple[OpSpec, R.DefaultConfig, R.Refinement]], repeats: int, timing: str,
+                bar: Any = None) -> list[float]:
+    """Times (nan = failed) of many (op, schedule) jobs, compiled by a pool of threads sized to the machine
+    (IREE's compiler runs as a subprocess, so they compile in parallel)."""
+    import concurrent.futures
+
+    def one(job):
+        t = measure(*job, repeats, timing)
+        if bar is not None:
+            bar.update(1)
+        return t
+
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        return list(pool.map(one, jobs))
+
+
 def choose(results: list[OpResult]) -> bool:
     """Pick each op's config and the program's data-tiling flag (one flag for the program); returns it."""
     def best(r: OpResult, dt: bool) -> tuple[R.Refinement, float]:
@@ -298,20 +314,21 @@ def tune_table(table: ProgramTable, network: Any, params: Any, budget: int = 8, 
     picked = list(range(len(table.names)))
     specs = {p: program_specs(table, p) for p in picked}
     flat = [(p, k, s) for p in picked for k, s in enumerate(specs[p])]
-    bar = tqdm(total=len(flat) * (budget + 2), desc="tuning", unit="meas", disable=not progress, file=sys.stdout)
     defaults = [R.default_config(s) for _, _, s in flat]
     props = proposals([(s, d) for (_, _, s), d in zip(flat, defaults)], network, params, budget, seed)
+    bar = tqdm(total=2 * len(flat) + sum(map(len, props)), desc="tuning", unit="meas", disable=not progress,
+               file=sys.stdout)
     results: dict[int, list[OpResult]] = {p: [] for p in picked}
+    jobs = []
     for (p, k, s), d, cands in zip(flat, defaults, props):
-        base = measure(s, d, R.Refinement("keep"), repeats, timing)
-        dt = measure(s, d, R.Refinement("data-tiling"), repeats, timing) if d.data_tiling else float("nan")
-        bar.update(2)
-        measured = []
-        for c in cands:
-            measured.append((c, base if c.mode == "keep" else measure(s, d, c, repeats, timing)))
-            bar.update(1)
-        bar.update(budget - len(cands))
-        results[p].append(OpResult(f"{k}:{s.name}", d, base, dt, measured))
+        jobs += [(s, d, R.Refinement("keep")), (s, d, R.Refinement("data-tiling" if d.data_tiling else "keep"))]
+        jobs += [(s, d, c) for c in cands]
+    times = iter(measure_all(jobs, repeats, timing, bar))
+    for (p, k, s), d, cands in zip(flat, defaults, props):
+        base, dt = next(times), next(times)
+        measured = [(c, next(times)) for c in cands]
+        measured = [(c, base if c.mode == "keep" else t) for c, t in measured]
+        results[p].append(OpResult(f"{k}:{s.name}", d, base, dt if d.data_tiling else float("nan"), measured))
     bar.close()
     out_results = []
     for p in picked:
@@ -376,17 +393,13 @@ def random_search(specs: list[OpSpec], k: int, repeats: int, timing: str, rng: n
                   bar: Any = None) -> tuple[np.ndarray, int]:
     """Program times [k] of k uniformly random schedules in this space (one random episode per op; a failed
     op counts as IREE's default), and the number of failed op schedules."""
-    times, failed = np.zeros(k), 0
     ds = [R.default_config(s) for s in specs]
-    base = [measure(s, d, R.Refinement("keep"), repeats, timing) for s, d in zip(specs, ds)]
-    for i in range(k):
-        for s, d, b in zip(specs, ds, base):
-            t = measure(s, d, R.random_refinement(d, rng), repeats, timing)
-            failed += bool(np.isnan(t))
-            times[i] += b if np.isnan(t) else t
-        if bar is not None:
-            bar.update(1)
-    return times, failed
+    base = measure_all([(s, d, R.Refinement("keep")) for s, d in zip(specs, ds)], repeats, timing)
+    draws = [[R.random_refinement(d, rng) for d in ds] for _ in range(k)]
+    t = np.asarray(measure_all([(s, d, r) for row in draws for s, d, r in zip(specs, ds, row)], repeats, timing,
+                               bar)).reshape(k, len(specs))
+    failed = int(np.isnan(t).sum())
+    return np.where(np.isnan(t), np.asarray(base)[None], t).sum(1), failed
 
 
 def compare(table: ProgramTable, network: Any, params: Any, k: int = 32, budget: int = 8, repeats: int = 5,
@@ -397,7 +410,7 @@ def compare(table: ProgramTable, network: Any, params: Any, k: int = 32, budget:
 
     tuned = tuned or tune_table(table, network, params, budget, repeats, timing, fresh=False, seed=seed)
     rng = np.random.default_rng(seed)
-    bar = tqdm(total=len(tuned) * k, desc="random search", unit="prog", file=sys.stdout)
+    bar = tqdm(total=sum(len(pr.ops) for pr in tuned) * k, desc="random search", unit="meas", file=sys.stdout)
     rows = {}
     for pr in tuned:
         p = table.names.index(pr.name)

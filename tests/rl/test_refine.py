@@ -152,11 +152,13 @@ def test_tune_cli_on_a_user_program_spec(tmp_path, monkeypatch, capsys):
                                                           {"op": "elementwise", "args": [64, 128], "kind": "bias_add"}]}]))
     out = tmp_path / "out"
     tune.main(["--spec", str(spec), "--budget", "2", "--policy", str(tmp_path / "pol"), "--out", str(out),
-               "--repeats", "2"])
+               "--repeats", "2", "--compare", "--k", "2"])
     text = capsys.readouterr().out
     assert "| mine | 0:matmul_64x128x64 |" in text and "geomean tuned vs IREE default" in text
+    assert "| random best of 1 |" in text and "| policy greedy |" in text and "| policy budget 2 |" in text
     res = json.loads((out / "results.json").read_text())
     prog = res["programs"]["mine"]
+    assert res["compare"]["mine"]["IREE default"] == 1.0 and res["compare"]["mine"]["policy budget 2"] >= 1.0
     assert prog["tuned_s"] <= prog["default_s"] + 1e-12          # the default is a candidate
     assert prog["remeasured"]["ok"] and len(prog["remeasured"]["tuned_s"]) == 2
     for op in prog["ops"]:
@@ -193,3 +195,16 @@ def test_evaluate_cli_measures_only_the_named_programs(tmp_path, monkeypatch, ca
     with pytest.raises(SystemExit) as e:
         evaluate.main(["--programs", "test", "--program", "nope"])
     assert e.value.code == 2 and "unknown program(s) ['nope']" in capsys.readouterr().err
+
+
+def test_no_cache_reduction_on_a_batch_matmul_reading_b_k_n():
+    """IREE rejects any cache_reduction on the attention-context batch matmul ([b, k, n] second operand):
+    masked, while the scores batch matmul ([b, n, k]) keeps it."""
+    table = stack_programs([("c", [batch_matmul(12, 128, 64, 128)]),
+                            ("s", [batch_matmul(12, 128, 128, 64, transpose_b=True)])])
+    for p, allowed in ((0, False), (1, True)):
+        spec = program_specs(table, p)[0]
+        d = R.DefaultConfig(DT, {"distribution": [4, 64, 64, 0], "vector_common_parallel": [1, 8, 16, 0],
+                                 "vector_reduction": [0, 0, 0, 16]}, spec.bounds, spec.reduction, True, (),
+                            R._cache_reduction_ok(spec))
+        assert R.head_masks(d, R.initial_state(d))[R.H_CRED, 1:].any() == allowed
