@@ -200,8 +200,8 @@ def test_evaluate_cli_measures_only_the_named_programs(tmp_path, monkeypatch, ca
 def test_no_cache_reduction_on_a_batch_matmul_reading_b_k_n():
     """IREE rejects any cache_reduction on the attention-context batch matmul ([b, k, n] second operand):
     masked, while the scores batch matmul ([b, n, k]) keeps it."""
-    table = stack_programs([("c", [batch_matmul(12, 128, 64, 128)]),
-                            ("s", [batch_matmul(12, 128, 128, 64, transpose_b=True)])])
+    table = stack_programs([("c", [batch_matmul(12, 128, 64, 256)]),
+                            ("s", [batch_matmul(12, 128, 128, 256, transpose_b=True)])])
     for p, allowed in ((0, False), (1, True)):
         spec = program_specs(table, p)[0]
         d = R.DefaultConfig(DT, {"distribution": [4, 64, 64, 0], "vector_common_parallel": [1, 8, 16, 0],
