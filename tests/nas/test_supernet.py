@@ -115,3 +115,16 @@ def test_supernet_dir_that_does_not_match_its_config(tiny_supernet, tmp_path):
         load_supernet(tmp_path / "sn")
     with pytest.raises(FileNotFoundError, match="not a SuperNet directory: no search_space.json"):
         load_supernet(tmp_path)
+
+
+def test_cli_extract_takes_the_short_form_the_tables_print(tiny_supernet, tmp_path, capsys):
+    from distilbert_jax.nas.cli import main
+
+    sn, params = tiny_supernet
+    save_supernet(tmp_path / "sn", sn, params)
+    assert main(["extract", "--supernet", str(tmp_path / "sn"), "--arch", "L2_H48_A2_Q32_F64", "--out", str(tmp_path / "sub")]) == 0
+    assert json.loads((tmp_path / "sub" / "arch.json").read_text())["arch"] == Arch(2, 48, 2, 32, 64).to_json()
+    assert "extracted L2_H48_A2_Q32_F64" in capsys.readouterr().out
+    assert main(["extract", "--supernet", str(tmp_path / "sn"), "--arch", "L2_H48_A2_Q32", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "accepted arch formats" in err and "L4_H256_A4_Q256_F512" in err and "ast." not in err
