@@ -268,9 +268,9 @@ def _search(cfg: PipelineConfig, setup, cands: CandidateSet, out: str) -> dict:
 
 def _pick_archs(cfg: PipelineConfig, searched: dict, setup, cands: CandidateSet, latency_dir: str) -> dict:
     from .latency import PREDICTOR_DIR
-    from .predictor import LatencyPredictor
+    from .predictor import load_predictor
 
-    predictor = LatencyPredictor.load(os.path.join(latency_dir, PREDICTOR_DIR))
+    predictor = load_predictor(os.path.join(latency_dir, PREDICTOR_DIR))  # the kind the latency step chose
     best = Arch(**searched["best"]["arch"])
     archs = {"searched": best, "random": random_candidate(cands, cfg.seed, best),
              "distilbert_ratios": distilbert_ratio_arch(predictor.space, cands, predictor.predict)}  # fmt: skip

@@ -18,7 +18,7 @@ import functools
 import itertools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -378,6 +378,17 @@ class SearchSpace:
         if p:
             raise ArchError(f"arch {arch} is outside the search space: " + "; ".join(p))
         return arch
+
+    def check_all(self, archs: Iterable[Arch | str | dict]) -> list[Arch]:
+        """`check` of each arch (the first bad one raises `ArchError`); uniform `Arch`es are checked at once
+        (a whole space's archs in well under a second), the others one by one."""
+        archs = list(archs)
+        rows = np.array([(a.layers, a.hidden, a.heads, a.qkv, a.ffn) if isinstance(a, Arch) and a.uniform else (0,) * 5
+                         for a in archs], np.int64).reshape(-1, 5)  # fmt: skip
+        pairs = [h * 100_000 + q for h, q in self.attention_choices()]
+        ok = (np.isin(rows[:, 0], self.layer_values) & np.isin(rows[:, 1], self.hidden_values)
+              & np.isin(rows[:, 2] * 100_000 + rows[:, 3], pairs) & np.isin(rows[:, 4], self.ffn_values))  # fmt: skip
+        return [a if good else self.check(a) for a, good in zip(archs, ok)]
 
     # ---- JSON -----------------------------------------------------------------------------------------
     @classmethod
