@@ -111,8 +111,9 @@ def _extract(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     rows = [{"field": k, "value": str(v)} for k, v in arch.to_json().items()]
+    why = "per-layer sizes: one FFN width / head count per model there" if not arch.uniform else f"qkv {arch.qkv} != hidden {arch.hidden}"
     rows.append({"field": "transformers loads it", "value": "yes" if config.transformers_compatible else
-                 f"no (qkv {arch.qkv} != hidden {arch.hidden}); distilbert_jax.from_pretrained does"})  # fmt: skip
+                 f"no ({why}); distilbert_jax.from_pretrained does"})  # fmt: skip
     print(format_table(rows, ["field", "value"]))
     print(f"\nextracted {arch} to {args.out}")
     return 0

@@ -90,7 +90,8 @@ class Objective:
                 sums["kd"] = kd_kl_sum(logits, t_logits, self.temperature, weight)
                 rows = mask.astype(jnp.float32)
                 t_attn = teacher.attentions[-1].mean(axis=1)  # [B, T, T]
-                s_attn = out.attention.sum(axis=1) / arch.heads.astype(jnp.float32)
+                last_heads = jnp.take(arch.heads, arch.layers - 1)  # the last layer's head count
+                s_attn = out.attention.sum(axis=1) / last_heads.astype(jnp.float32)
                 sums["attn"] = _row_kl_sum(t_attn, s_attn, rows)
                 t_hidden = teacher.hidden_states[-1]
                 sums["rel"] = _row_kl_sum(relation(t_hidden, t_hidden.shape[-1], mask),

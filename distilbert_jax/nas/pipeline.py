@@ -129,11 +129,11 @@ def distilbert_ratio_arch(space: SearchSpace, candidates: CandidateSet, predict)
         return abs(math.log(a.ffn / (4 * a.hidden))) + abs(math.log(a.qkv / a.hidden)) + heads_err
 
     target = candidates.meta["target_ms"]
-    pool = list(candidates.archs)
-    best_err = min(ratio_error(a) for a in space.archs())
+    pool = [a for a in candidates.archs if a.uniform]  # DistilBERT's layers are alike
+    best_err = min(ratio_error(a) for a in space.uniform_archs())
     exact = [a for a in pool if ratio_error(a) <= best_err + 1e-9]
     if not exact:  # no candidate has the best ratios the space allows: search the whole space
-        exact = [a for a in space.archs() if ratio_error(a) <= best_err + 1e-9]
+        exact = [a for a in space.uniform_archs() if ratio_error(a) <= best_err + 1e-9]
     ms = np.asarray(predict(exact), np.float64)
     return exact[int(np.argmin(np.abs(np.log(ms / target))))]
 

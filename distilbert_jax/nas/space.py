@@ -330,6 +330,17 @@ class SearchSpace:
                 yield Arch(layers, hidden, tuple(a[0] for a, _ in combo), tuple(a[1] for a, _ in combo),
                            tuple(f for _, f in combo))  # fmt: skip
 
+    def scored_archs(self, limit: int = 200_000, seed: int = 0) -> list[Arch]:
+        """The archs a latency constraint is applied to: every arch of the space, or — a heterogeneous space
+        of more than `limit` — every uniform arch plus distinct seeded random per-layer ones, `limit` in all."""
+        if not self.heterogeneous or self.size() <= limit:
+            return list(self.archs())
+        chosen = dict.fromkeys(self.uniform_archs())
+        rng = np.random.default_rng(seed)
+        while len(chosen) < limit:
+            chosen.setdefault(self.sample(rng))
+        return list(chosen)
+
     def uniform_archs(self) -> Iterator[Arch]:
         """Every arch whose layers are alike (all of a uniform space)."""
         for layers, hidden, (h, q), ffn in itertools.product(self.layer_values, self.hidden_values,

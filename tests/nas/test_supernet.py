@@ -29,12 +29,13 @@ def _check_extraction(sn, params, archs):
     for arch in archs:
         out = apply(params, ArchArrays.of(arch), sn.bucket(arch), ids, mask, output_attention=True)
         model, variables = sn.extract(params, arch)
-        assert model.config.n_layers == arch.layers and model.config.attention_dim == arch.qkv
+        assert model.config.n_layers == arch.layers
+        assert [model.config.layer(i).attention_dim for i in range(arch.layers)] == list(arch.layer_qkv)
         ref = model.apply(variables, ids, mask, output_attentions=True)
         np.testing.assert_allclose(out.logits, ref.logits, atol=1e-5, rtol=0, err_msg=str(arch))
         np.testing.assert_allclose(out.last_hidden_state[..., : arch.hidden], ref.last_hidden_state, atol=1e-5, rtol=0)
         assert not np.any(out.last_hidden_state[..., arch.hidden:])  # inactive units stay zero
-        np.testing.assert_allclose(out.attention[:, : arch.heads], ref.attentions[-1], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(out.attention[:, : arch.layer_heads[-1]], ref.attentions[-1], atol=1e-5, rtol=0)
 
 
 def test_extraction_equals_supernet_on_random_archs_and_extremes(tiny_supernet):
