@@ -37,7 +37,7 @@ from .candidates import WINDOW, CandidateSet, Constraint, select_candidates, wri
 from .predictor import (MIN_TRAIN, FlopsBaseline, LatencyPredictor, MLPSettings, Predictor, encoder_flops,
                         load_predictor, mape, spearman, within)
 from .space import Arch, ArchError, SearchSpace, arch_from_dict
-from .supernet import SuperNet
+from .supernet import SuperNet, arch_config
 from .timing import progress_bar, random_params, time_calls
 from .timing import spread as timing_spread
 
@@ -72,6 +72,7 @@ class Latencies:
     reference_ms: float | None
     reference_spread: float | None
     meta: dict[str, Any]
+    extra_rounds_ms: np.ndarray | None = None  # [rounds, m] the `extra_runs` timed in the same rounds
 
 
 def _forward(model):
@@ -80,14 +81,16 @@ def _forward(model):
 
 def measure_latencies(archs: Sequence[Arch | str | dict], supernet: SuperNet, params: dict | None = None, *,
                       batch: int = 1, seq: int = 128, rounds: int = 10, calls: int = 3, quantile: float = 0.25,
-                      reference: Arch | None = REFERENCE, seed: int = 0, progress: bool = True) -> Latencies:  # fmt: skip
+                      reference: Arch | None = REFERENCE, seed: int = 0, progress: bool = True,
+                      extra_runs: Sequence[tuple[Any, tuple]] = ()) -> Latencies:  # fmt: skip
     """Latency in ms of each arch's standalone encoder (`DistilBertModel`: embeddings + transformer, no
     MLM head) on [batch, seq] random token ids, jitted, compile excluded. Weights: extracted from
     `params` (the SuperNet's) when given, else from a random-init SuperNet. Each of `rounds` rounds
     visits every arch (and `reference`) in a fresh seeded order: one untimed call, then the mean of
     `calls` timed calls; the latency is the `quantile` over rounds (0.25: lower quartile; 0.5: median). `reference` (default BERT-base's shape,
     12 x 768 x 3072, 12 heads, the SuperNet's vocabulary and positions; None: skip) is built outside the
-    space with random weights."""
+    space with random weights. `extra_runs` (compiled function, args) are timed in the same rounds, interleaved
+    with the archs (`Latencies.extra_rounds_ms`)."""
     archs = [supernet.space.check(a) for a in archs]
     base = supernet.base
     if not (isinstance(batch, int) and isinstance(seq, int) and batch >= 1 and seq >= 1):
@@ -112,27 +115,33 @@ def measure_latencies(archs: Sequence[Arch | str | dict], supernet: SuperNet, pa
             runs.append((_forward(dj.build_model(model.config, "base")).lower(enc, ids, mask).compile(), (enc, ids, mask)))
             bar.update()
         if reference is not None:
-            config = base.replace(dim=reference.hidden, n_layers=reference.layers, n_heads=reference.heads,
-                                  hidden_dim=reference.ffn, qkv_dim=reference.qkv)  # fmt: skip
-            model = dj.build_model(config, "base")
+            model = dj.build_model(arch_config(base, reference), "base")
             ref_params = random_params(model, seed, ids[:, :8], mask[:, :8])
             runs.append((_forward(model).lower(ref_params, ids, mask).compile(), (ref_params, ids, mask)))
             bar.update()
 
-    samples = time_calls(runs, rounds, calls, rng, progress)
+    samples = time_calls(runs + list(extra_runs), rounds, calls, rng, progress)
+    extra = samples[:, len(runs):] if extra_runs else None
+    samples = samples[:, : len(runs)]
     ms, spread = np.quantile(samples, quantile, axis=0), timing_spread(samples)
     n = len(archs)
     meta = {**device_info(), "batch": batch, "seq": seq, "rounds": rounds, "calls": calls, "quantile": quantile, "seed": seed,
             "reference_arch": reference.to_json() if reference is not None else None}  # fmt: skip
     ref = (float(ms[n]), float(spread[n])) if reference is not None else (None, None)
-    return Latencies(tuple(archs), ms[:n], spread[:n], samples[:, :n], *ref, meta)
+    return Latencies(tuple(archs), ms[:n], spread[:n], samples[:, :n], *ref, meta, extra)
 
 
 def sample_archs(space: SearchSpace, n: int, seed: int = 0) -> list[Arch]:
-    """`n` distinct archs drawn uniformly from `space` (seeded)."""
+    """`n` distinct archs drawn uniformly from `space` (seeded; a large heterogeneous space: distinct
+    `space.sample` draws — layer count uniform, then each layer's sizes)."""
     size = space.size()
     if not 1 <= n <= size:
         raise LatencyDataError(f"cannot sample n={n} distinct archs from a space of {size}")
+    if space.heterogeneous and size > 200_000:  # too many to list: distinct draws of `space.sample`
+        rng, chosen = np.random.default_rng(seed), {}
+        while len(chosen) < n:
+            chosen.setdefault(space.sample(rng))
+        return list(chosen)
     everything = list(space.archs())
     return [everything[i] for i in np.random.default_rng(seed).choice(size, n, replace=False)]
 
@@ -276,7 +285,7 @@ def run_latency(supernet_dir: str | os.PathLike, out: str | os.PathLike, *, n: i
     `out`."""
     t_start = time.perf_counter()
     from .io import SPACE_FILE, find_supernet_dir, load_supernet
-    from .layer_latency import LayerSumPredictor, measure_layer_table
+    from .layer_latency import LayerSumPredictor, LayerTableRuns
 
     sn_dir = find_supernet_dir(supernet_dir)
     if sn_dir is None:
@@ -297,16 +306,18 @@ def run_latency(supernet_dir: str | os.PathLike, out: str | os.PathLike, *, n: i
     held[np.random.default_rng(seed).permutation(n)[:n_held]] = True
 
     t0 = time.perf_counter()
+    table_runs = LayerTableRuns(supernet.space, supernet.base, batch=batch, seq=seq, seed=seed, progress=progress)
+    t_table = time.perf_counter() - t0  # compiling the sub-layers; they are timed with the archs, interleaved
+    t0 = time.perf_counter()
     timing = dict(batch=batch, seq=seq, rounds=rounds, calls=calls, quantile=quantile, progress=progress)
-    first = measure_latencies(archs, supernet, params, reference=reference, seed=seed, **timing)
+    first = measure_latencies(archs, supernet, params, reference=reference, seed=seed, extra_runs=table_runs.runs,
+                              **timing)  # fmt: skip
+    table = table_runs.table(first.extra_rounds_ms, quantile)
     second = measure_latencies([a for a, h in zip(archs, held) if h], supernet, params, reference=None,
                                seed=seed + 1, **timing)  # fmt: skip
     second_ms = np.full(n, np.nan)
     second_ms[held] = second.ms
     t_measure = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    table = measure_layer_table(supernet.space, supernet.base, seed=seed, **timing)
-    t_table = time.perf_counter() - t0
     meta = {**first.meta, "reference_ms": first.reference_ms, "reference_spread": first.reference_spread,
             "space": supernet.space.to_dict(), "supernet": os.path.abspath(sn_dir), "n": n, "held_out": n_held}  # fmt: skip
     data = LatencyDataset(first.archs, first.ms, first.spread, held, second_ms, meta)
@@ -335,7 +346,7 @@ def run_latency(supernet_dir: str | os.PathLike, out: str | os.PathLike, *, n: i
               "layer_table": {"sublayers_timed": int(table.emb_ms.size + table.attn_ms.size + table.ffn_ms.size),
                               "hidden": table.hidden.tolist(), "qkv": table.qkv.tolist(), "ffn": table.ffn.tolist(),
                               "dispatch_ms": table.dispatch_ms, "median_spread": table.spread,
-                              "c0": predictors["layer_sum"].c0, "c1": predictors["layer_sum"].c1},
+                              **{c: getattr(predictors["layer_sum"], c) for c in ("c0", "c1", "c2")}},
               "mlp_settings": dataclasses.asdict(settings), "flops_fit": predictors["flops"].to_dict(),
               "seconds": {"measure": t_measure, "layer_table": t_table, "fit": t_fit}}  # fmt: skip
     out = os.fspath(out)
@@ -412,14 +423,14 @@ def latency_summary(report: dict[str, Any]) -> str:
             ("archs measured", f"{report['n']} ({report['n_train']} train, {report['n_held_out']} held out, "
                                f"batch {report['batch']} x seq {report['seq']}, {report['rounds']} rounds, "
                                f"quantile {report['quantile']:g})"),
-            ("sub-layers timed", f"{t['sublayers_timed']} (dispatch {t['dispatch_ms']:.4f} ms; sum calibrated as "
-                                 f"{t['c0']:.4f} + {t['c1']:.3f} x sum ms)"),
+            ("sub-layers timed", f"{t['sublayers_timed']} (dispatch {t['dispatch_ms']:.4f} ms; calibrated: "
+                                 f"{t['c0']:.4f} + {t['c1']:.3f} x sum + {t['c2']:.4f} x layers ms)"),
             ("reference (BERT-base shape)", f"{report['reference_ms']:.3f} ms (spread {100 * report['reference_spread']:.1f} %)"),
             ("median spread over rounds", f"{100 * report['median_spread']:.1f} %"),
             ("2nd pass / 1st pass (median)", f"{report['pass_drift']:.3f}"),
             ("chosen MAPE / noise floor", f"{report['chosen_over_noise']:.2f}x (drift removed; goal <= 1.5x)"),
             ("device", report["device"]),
-            ("time", f"{s['total']:.0f} s (archs {s['measure']:.0f} s, sub-layers {s['layer_table']:.0f} s, "
+            ("time", f"{s['total']:.0f} s (timing {s['measure']:.0f} s, compiling sub-layers {s['layer_table']:.0f} s, "
                      f"fit {s['fit']:.1f} s)")]  # fmt: skip
     return format_table(rows, list(rows[0])) + "\n\n" + format_table([{"": k, "value": v} for k, v in info], ["", "value"])
 

@@ -204,7 +204,7 @@ def test_layer_sum_predictor_sums_layers_and_takes_heterogeneous_archs(tmp_path)
     np.testing.assert_allclose(table.raw(archs), [expect(a) for a in archs], rtol=1e-9)
     ms = 0.2 + 1.5 * np.array([expect(a) for a in archs])  # a dispatch and a fusion factor
     pred = LayerSumPredictor.fit(table, archs, ms, space, {"reference_ms": 3.0, "device": "here"})
-    assert (pred.c0, pred.c1) == (pytest.approx(0.2), pytest.approx(1.5))
+    assert (pred.c0, pred.c1, pred.c2) == (pytest.approx(0.2), pytest.approx(1.5), pytest.approx(0.0, abs=1e-9))
     np.testing.assert_allclose(pred.predict(archs), ms, rtol=1e-9)
     pred.save(tmp_path / "p")
     again = load_predictor(tmp_path / "p")
@@ -246,3 +246,15 @@ def test_cli_latency_help_and_compile_cache_inside_out(supernet_dir, tmp_path, c
     monkeypatch.setattr(parallel, "enable_compile_cache", lambda d=None: used.append(d) or d)
     assert main(["latency", "--supernet", str(supernet_dir), "--n", "3", "--out", str(tmp_path / "l")]) == 2
     assert used == [str(tmp_path / "l" / "xla_cache")]
+
+
+def test_layer_table_times_each_sub_layer_shape(tiny_supernet):
+    from distilbert_jax.nas.layer_latency import measure_layer_table
+
+    sn, _ = tiny_supernet
+    table = measure_layer_table(sn.space, sn.base, seq=8, rounds=2, calls=1, progress=False)
+    assert list(table.hidden) == [32, 48, 64] and list(table.qkv) == [16, 32, 48, 64] and list(table.ffn) == [32, 64, 96, 128]
+    assert table.attn_ms.shape == (3, 4) and table.ffn_ms.shape == (3, 4) and table.emb_ms.shape == (3,)
+    assert np.all(table.attn_ms > 0) and np.all(table.ffn_ms > 0) and table.dispatch_ms > 0
+    raw = table.raw([sn.space.smallest(), sn.space.largest()])
+    assert 0 < raw[0] < raw[1]
