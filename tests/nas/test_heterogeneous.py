@@ -129,3 +129,19 @@ def test_evolved_search_admits_per_layer_mutants_by_predicted_latency():
     lo, hi = cands.window_ms
     assert admitted and all(lo <= e.predicted_ms <= hi and space.check(e.arch) == e.arch for e in admitted)
     assert len({e.arch for e in result.evaluations}) == len(result.evaluations) == 75
+
+
+def test_latency_step_and_candidates_on_a_heterogeneous_space(het_supernet, tmp_path):
+    from distilbert_jax.nas.latency import candidates_from_latency, run_latency
+    from distilbert_jax.nas.predictor import MLPSettings, load_predictor
+
+    save_supernet(tmp_path / "sn", *het_supernet)
+    run = run_latency(tmp_path / "sn", tmp_path / "lat", n=10, seq=4, rounds=1, calls=1, reference=Arch(2, 64, 4, 64, 128),
+                      settings=MLPSettings(width=16, steps=50), progress=False)  # fmt: skip
+    assert any(not a.uniform for a in run.dataset.archs) and run.report["chosen"] in ("layer_sum", "mlp", "flops")
+    predictor = load_predictor(tmp_path / "lat" / "predictor")
+    het = "L3_H48_A1-4-2_Q16-64-32_F128-32-64"
+    ms = float(predictor.predict([het])[0])
+    cands = candidates_from_latency(tmp_path / "lat", f"{ms}ms", window=(0.5, 2.0))
+    assert cands.meta["scored"] == cands.meta["space_size"] == het_supernet[0].space.size()
+    assert any(not a.uniform for a in cands.archs)
