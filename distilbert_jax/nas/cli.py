@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(t, "e.g. --set objective='\"distill\"'")
     e = sub.add_parser("extract", help="slice one arch out of a SuperNet into a standalone model directory")
     e.add_argument("--supernet", required=True, help="a SuperNet directory (OUT_DIR/supernet of `train`)")
-    e.add_argument("--arch", required=True, help="AutoTinyBERT's arch string, or JSON")
+    e.add_argument("--arch", required=True, help="the arch: short form (L2_H224_A2_Q128_F128; per layer "
+                   "L2_H224_A2-4_Q128-256_F128-512), AutoTinyBERT's dict or JSON")
     e.add_argument("--out", required=True, help="the directory to write")
     la = sub.add_parser("latency", help="measure sampled archs, their sub-layers and the BERT-base reference; fit "
                         "the latency predictors and keep the best on held-out archs")
@@ -48,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         la.add_argument(f"--{name}", type=int, default=default, help=f"{what} (default {default})")
     la.add_argument("--quantile", type=float, default=0.25,
                     help="latency = this quantile of the rounds (default 0.25: robust to other processes; 0.5: median)")
-    la.add_argument("--reference", help="the reference arch (default BERT-base's shape, 12 x 768 x 3072, 12 heads)")
+    la.add_argument("--reference", help="the reference arch, any arch format (default BERT-base's shape, "
+                    "L12_H768_A12_Q768_F3072)")
     la.add_argument("--compile-cache", default="", metavar="DIR|off",
                     help="persistent XLA compilation cache (default OUT/xla_cache, inside --out; 'off' disables)")  # fmt: skip
     c = sub.add_parser("candidates", help="every arch whose predicted latency meets a constraint")
