@@ -9,7 +9,11 @@ each layer past the arch's count is skipped by `lax.cond` (no compute).
 
 Attention heads: a bucket lays q/k/v out as `head_slots × slot_size` columns (enough for any (heads,
 qkv) of the bucket); column `h·slot_size + d` takes the SuperNet's column `h·(qkv/heads) + d`, so the
-sub-network's heads are exactly the standalone model's heads-major split of its first `qkv` columns."""
+sub-network's heads are exactly the standalone model's heads-major split of its first `qkv` columns.
+
+Heterogeneous archs (per-layer heads / qkv / FFN width, hidden shared): the arch arrays hold one value
+per layer, the bucket is that of the widest layer, and each layer builds its own masks and head layout
+inside it — the same programs serve uniform and heterogeneous archs."""
 
 from __future__ import annotations
 
