@@ -105,6 +105,11 @@ def is_efficient(arch: Arch) -> bool:
 
 def check_candidates(candidates: CandidateSet, space: SearchSpace) -> None:
     """Raise `SearchError` naming (some of) the candidates outside `space` and their count."""
+    try:
+        space.check_all(candidates.archs)  # all at once when they fit (the usual case)
+        return
+    except ArchError:
+        pass
     bad = []
     for arch in candidates.archs:
         try:
