@@ -34,6 +34,8 @@ _BERT_SAME = ("vocab_size", "max_position_embeddings", "type_vocab_size", "layer
 # fields only one architecture has (not read from / written to the other's config.json)
 _BERT_ONLY = ("type_vocab_size", "layer_norm_eps", "classifier_dropout")
 _DISTILBERT_ONLY = ("sinusoidal_pos_embds", "qa_dropout", "seq_classif_dropout")
+# per-layer field -> the scalar field it refines (heterogeneous layers)
+PER_LAYER_FIELDS = {"layer_n_heads": "n_heads", "layer_qkv_dims": "qkv_dim", "layer_hidden_dims": "hidden_dim"}
 # sentence-transformers settings (from modules.json / 1_Pooling / 2_Normalize, not config.json)
 _SENTENCE_FIELDS = ("pooling", "normalize_embeddings")
 
@@ -71,11 +73,17 @@ class DistilBertConfig:
     pooling: tuple[str, ...] | None = None  # sentence-transformers pooling, e.g. ("mean",)
     normalize_embeddings: bool = False
     qkv_dim: int | None = None  # attention width (q/k/v map dim -> qkv_dim); None: dim (HF DistilBERT ties them)
+    # heterogeneous layers (NAS sub-networks, as HAT): one value per layer, or None (every layer alike: the
+    # scalar field). Lists whose values are all equal become the scalar; otherwise the scalar holds the
+    # largest value. transformers' DistilBERT has one of each per model and cannot load such a model.
+    layer_n_heads: tuple[int, ...] | None = None
+    layer_qkv_dims: tuple[int, ...] | None = None
+    layer_hidden_dims: tuple[int, ...] | None = None
 
     def __post_init__(self):
+        problems = self._per_layer()
         if self.qkv_dim == self.dim:
             object.__setattr__(self, "qkv_dim", None)  # one spelling of "tied", so equal configs compare equal
-        problems = []
         if self.model_type not in MODEL_TYPES:
             problems.append(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
         elif self.model_type == "bert":
@@ -85,6 +93,8 @@ class DistilBertConfig:
                 problems.append("sinusoidal_pos_embds is a DistilBERT option; BERT has learned positions")
             if self.qkv_dim is not None:
                 problems.append("qkv_dim (an attention width apart from dim) is a DistilBERT option")
+            if self.heterogeneous:
+                problems.append("per-layer sizes (layer_n_heads / layer_qkv_dims / layer_hidden_dims) are a DistilBERT option")
         elif self.type_vocab_size != 0:
             problems.append(f"type_vocab_size must be 0 for DistilBERT (it has no token types), got {self.type_vocab_size!r}")
         if not self.layer_norm_eps > 0:
@@ -100,9 +110,15 @@ class DistilBertConfig:
         if self.qkv_dim is not None and (not isinstance(self.qkv_dim, int) or isinstance(self.qkv_dim, bool)
                                          or self.qkv_dim <= 0):  # fmt: skip
             problems.append(f"qkv_dim must be a positive int or None (= dim), got {self.qkv_dim!r}")
-        if not problems and self.attention_dim % self.n_heads:
-            name = "dim" if self.qkv_dim is None else "qkv_dim"
-            problems.append(f"n_heads ({self.n_heads}) must divide {name} ({self.attention_dim})")
+        if not problems:
+            for i in range(self.n_layers) if self.heterogeneous else ():
+                heads = self.layer_n_heads[i] if self.layer_n_heads else self.n_heads
+                width = self.layer_qkv_dims[i] if self.layer_qkv_dims else self.attention_dim
+                if width % heads:
+                    problems.append(f"layer {i}: n_heads ({heads}) must divide its attention width ({width})")
+            if not self.heterogeneous and self.attention_dim % self.n_heads:
+                name = "dim" if self.qkv_dim is None else "qkv_dim"
+                problems.append(f"n_heads ({self.n_heads}) must divide {name} ({self.attention_dim})")
         if self.activation not in _ACTIVATIONS:
             problems.append(f"activation must be one of {_ACTIVATIONS}, got {self.activation!r}")
         for name in ("dropout", "attention_dropout", "qa_dropout", "seq_classif_dropout"):
@@ -115,6 +131,38 @@ class DistilBertConfig:
             problems.append("id2label must name at least one label")
         if problems:
             raise ValueError("Invalid DistilBertConfig: " + "; ".join(problems))
+
+    def _per_layer(self) -> list[str]:
+        # normalise the per-layer fields (tuples; all-equal -> the scalar) and list what is wrong with them
+        problems = []
+        for name, scalar in PER_LAYER_FIELDS.items():
+            values = getattr(self, name)
+            if values is None:
+                continue
+            if (not isinstance(values, (list, tuple)) or not values
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)):  # fmt: skip
+                problems.append(f"{name} must be None or a list of positive ints (one per layer), got {values!r}")
+                continue
+            if isinstance(self.n_layers, int) and len(values) != self.n_layers:
+                problems.append(f"{name} has {len(values)} values but n_layers is {self.n_layers}: one per layer")
+                continue
+            values = tuple(values)
+            uniform = len(set(values)) == 1
+            object.__setattr__(self, scalar, values[0] if uniform else max(values))
+            object.__setattr__(self, name, None if uniform else values)
+        return problems
+
+    @property
+    def heterogeneous(self) -> bool:
+        """Whether the layers differ in heads, attention width or FFN width."""
+        return any(getattr(self, name) is not None for name in PER_LAYER_FIELDS)
+
+    def layer(self, i: int) -> "DistilBertConfig":
+        """The config of layer `i` (uniform: this config itself, so a uniform model is unchanged)."""
+        if not self.heterogeneous:
+            return self
+        changes = {scalar: getattr(self, name)[i] for name, scalar in PER_LAYER_FIELDS.items() if getattr(self, name)}
+        return dataclasses.replace(self, **changes, **{name: None for name in PER_LAYER_FIELDS})
 
     # ---- labels -------------------------------------------------------------------------------
     @property
@@ -136,11 +184,19 @@ class DistilBertConfig:
 
     @property
     def transformers_compatible(self) -> bool:
-        """Whether `transformers`' DistilBERT can hold this config (it has no attention width apart from dim)."""
-        return self.qkv_dim is None
+        """Whether `transformers`' DistilBERT can hold this config (it has no attention width apart from dim
+        and one head count and FFN width per model)."""
+        return self.qkv_dim is None and not self.heterogeneous
 
     def check_transformers_compatible(self) -> None:
         """Raise a ValueError saying why if `transformers` cannot load a model of this config."""
+        if self.heterogeneous:
+            sizes = ", ".join(f"{name}={list(getattr(self, name))}" for name in PER_LAYER_FIELDS if getattr(self, name))
+            raise ValueError(
+                f"the layers differ ({sizes}): transformers' DistilBERT has one head count, one attention width "
+                "(= dim) and one FFN width (hidden_dim) per model, so it cannot load this heterogeneous model; "
+                "distilbert_jax.from_pretrained can (save with for_transformers=False)"
+            )
         if not self.transformers_compatible:
             raise ValueError(
                 f"qkv_dim={self.qkv_dim} differs from dim={self.dim}: transformers' DistilBERT ties the attention "
@@ -191,7 +247,7 @@ class DistilBertConfig:
         """The Hugging Face `config.json` dict (loadable by `transformers.DistilBertConfig` / `BertConfig`)."""
         skip = {"id2label", *_SENTENCE_FIELDS, *(_DISTILBERT_ONLY if self.is_bert else _BERT_ONLY)}
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
-        for name in ("problem_type", "classifier_dropout", "qkv_dim"):
+        for name in ("problem_type", "classifier_dropout", "qkv_dim", *PER_LAYER_FIELDS):
             if out.get(name, 0) is None:
                 del out[name]
         out["id2label"] = {str(i): label for i, label in self.id2label}

@@ -465,7 +465,7 @@ class LayerStack(nn.Module):
     def __call__(self, x, mask, deterministic, output_hidden_states, output_attentions):
         hidden, attentions = [x], []
         for i in range(self.config.n_layers):
-            x, weights = TransformerBlock(self.config, self.dtype, name=str(i))(x, mask, deterministic)
+            x, weights = TransformerBlock(self.config.layer(i), self.dtype, name=str(i))(x, mask, deterministic)
             hidden.append(x)
             attentions.append(weights)
         return EncoderOutput(

@@ -16,7 +16,7 @@ from .fitness import CachedFitness, SearchSetup, SearchSetupError, load_search_s
 from .io import SuperNetDirError, extract_to_dir, load_supernet, save_supernet
 from .latency import REFERENCE, LatencyDataError, candidates_from_latency, measure_latencies, run_latency
 from .pipeline import PipelineConfig, run_pipeline
-from .predictor import FlopsBaseline, LatencyPredictor
+from .predictor import FlopsBaseline, LatencyPredictor, Predictor, load_predictor
 from .search import Evaluation, SearchError, SearchResult, compare_methods, search, write_search
 from .space import Arch, ArchError, SearchSpace, arch_from_dict, parse_arch
 from .supernet import ArchArrays, Bucket, SuperNet, SuperNetOutput
@@ -24,9 +24,9 @@ from .supernet import ArchArrays, Bucket, SuperNet, SuperNetOutput
 # training (`.train.train_supernet`, `.config`) and the jitted steps / `ArchEvaluator` (`.step`) build on
 # the training stack and are imported from their modules
 __all__ = ["Arch", "ArchArrays", "ArchError", "Bucket", "CachedFitness", "CandidateSet", "Constraint", "ConstraintError",
-           "Evaluation", "FlopsBaseline", "LatencyDataError", "LatencyPredictor", "PipelineConfig", "REFERENCE",
+           "Evaluation", "FlopsBaseline", "LatencyDataError", "LatencyPredictor", "PipelineConfig", "Predictor", "REFERENCE",
            "SearchError", "SearchResult", "SearchSetup", "SearchSetupError", "SearchSpace", "SuperNet",
            "SuperNetDirError", "SuperNetOutput", "arch_from_dict", "candidates_from_latency", "compare_methods",
-           "extract_to_dir", "load_search_setup", "load_supernet", "measure_latencies", "parse_arch",
+           "extract_to_dir", "load_predictor", "load_search_setup", "load_supernet", "measure_latencies", "parse_arch",
            "read_candidates", "run_latency", "run_pipeline", "save_supernet", "search", "select_candidates",
            "write_candidates", "write_search"]  # fmt: skip

@@ -108,15 +108,16 @@ def predict_in_chunks(predict: Predictor, archs: Sequence[Arch], chunk: int = 65
 
 def select_candidates(space: SearchSpace, predict: Predictor, constraint: Constraint | str | float,
                       reference_ms: float, window: tuple[float, float] = WINDOW,
-                      meta: dict[str, Any] | None = None) -> CandidateSet:  # fmt: skip
-    """Every arch of `space` whose predicted latency lies in `window` x the constraint's target latency.
-    Raises `ConstraintError` with the reachable range when none does."""
+                      meta: dict[str, Any] | None = None, limit: int = 200_000) -> CandidateSet:  # fmt: skip
+    """Every arch of `space` (`SearchSpace.scored_archs(limit)`: a heterogeneous space of more than `limit`
+    archs is sampled) whose predicted latency lies in `window` x the constraint's target latency. Raises
+    `ConstraintError` with the reachable range when none does."""
     constraint = Constraint.parse(constraint)
     lo_f, hi_f = window
     if not 0 < lo_f <= 1 <= hi_f:
         raise ConstraintError(f"window {window}: expected 0 < low <= 1 <= high (the original's is {WINDOW})")
     target = constraint.target_ms(reference_ms)
-    archs = list(space.archs())
+    archs = space.scored_archs(limit)
     predicted = predict_in_chunks(predict, archs)
     keep = np.flatnonzero((predicted >= lo_f * target) & (predicted <= hi_f * target))
     if keep.size == 0:
@@ -128,7 +129,7 @@ def select_candidates(space: SearchSpace, predict: Predictor, constraint: Constr
             f"({reference_ms:.4g} ms)")  # fmt: skip
     info = {"constraint": str(constraint), "target_ms": target, "window": list(window),
             "window_ms": [lo_f * target, hi_f * target], "reference_ms": reference_ms, "mode": space.mode,
-            "space": space.to_dict(), "space_size": len(archs)}  # fmt: skip
+            "space": space.to_dict(), "space_size": space.size(), "scored": len(archs)}  # fmt: skip
     return CandidateSet(tuple(archs[i] for i in keep), predicted[keep], {**(meta or {}), **info})
 
 

@@ -13,10 +13,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
 from ..tables import format_table
+
+
+XLA_CACHE_DIR = "xla_cache"  # `latency`'s compilation cache, inside its --out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,20 +34,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(t, "e.g. --set objective='\"distill\"'")
     e = sub.add_parser("extract", help="slice one arch out of a SuperNet into a standalone model directory")
     e.add_argument("--supernet", required=True, help="a SuperNet directory (OUT_DIR/supernet of `train`)")
-    e.add_argument("--arch", required=True, help="AutoTinyBERT's arch string, or JSON")
+    e.add_argument("--arch", required=True, help="the arch: short form (L2_H224_A2_Q128_F128; per layer "
+                   "L2_H224_A2-4_Q128-256_F128-512), AutoTinyBERT's dict or JSON")
     e.add_argument("--out", required=True, help="the directory to write")
-    la = sub.add_parser("latency", help="measure sampled archs + the BERT-base reference, fit the latency predictor")
+    la = sub.add_parser("latency", help="measure sampled archs, their sub-layers and the BERT-base reference; fit "
+                        "the latency predictors and keep the best on held-out archs")
     la.add_argument("--supernet", required=True, help="a SuperNet training run directory or its supernet/ directory")
-    la.add_argument("--out", required=True, help="the directory to write (latencies.jsonl, predictor/, report.json, PNG)")
-    la.add_argument("--n", type=int, default=300, help="archs to sample and measure (default 300)")
+    la.add_argument("--out", required=True, help="the directory to write (latencies.jsonl, predictor/ (the chosen one), "
+                    "predictors/, report.json, PNG)")
+    la.add_argument("--n", type=int, default=100, help="archs to sample and measure (default 100)")
     for name, default, what in (("batch", 1, "batch size"), ("seq", 128, "tokens per sequence"),
-                                ("rounds", 10, "timing rounds (median over them)"), ("seed", 0, "sampling seed")):  # fmt: skip
+                                ("rounds", 10, "timing rounds (latency = the --quantile of them)"),
+                                ("seed", 0, "sampling seed")):  # fmt: skip
         la.add_argument(f"--{name}", type=int, default=default, help=f"{what} (default {default})")
     la.add_argument("--quantile", type=float, default=0.25,
                     help="latency = this quantile of the rounds (default 0.25: robust to other processes; 0.5: median)")
-    la.add_argument("--reference", help="the reference arch (default BERT-base's shape, 12 x 768 x 3072, 12 heads)")
+    la.add_argument("--reference", help="the reference arch, any arch format (default BERT-base's shape, "
+                    "L12_H768_A12_Q768_F3072)")
     la.add_argument("--compile-cache", default="", metavar="DIR|off",
-                    help="persistent XLA compilation cache (default ~/.cache/distilbert_jax/xla; 'off' disables)")  # fmt: skip
+                    help="persistent XLA compilation cache (default OUT/xla_cache, inside --out; 'off' disables)")  # fmt: skip
     c = sub.add_parser("candidates", help="every arch whose predicted latency meets a constraint")
     c.add_argument("--latency", required=True, help="a directory written by `latency`")
     c.add_argument("--constraint", required=True, help="speedup over the reference (7 or 7x) or a latency (12ms)")
@@ -104,8 +113,9 @@ def _extract(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     rows = [{"field": k, "value": str(v)} for k, v in arch.to_json().items()]
+    why = "per-layer sizes: one FFN width / head count per model there" if not arch.uniform else f"qkv {arch.qkv} != hidden {arch.hidden}"
     rows.append({"field": "transformers loads it", "value": "yes" if config.transformers_compatible else
-                 f"no (qkv {arch.qkv} != hidden {arch.hidden}); distilbert_jax.from_pretrained does"})  # fmt: skip
+                 f"no ({why}); distilbert_jax.from_pretrained does"})  # fmt: skip
     print(format_table(rows, ["field", "value"]))
     print(f"\nextracted {arch} to {args.out}")
     return 0
@@ -119,7 +129,7 @@ def _latency(args) -> int:
     from .space import ArchError, parse_arch
 
     if args.compile_cache != "off":
-        enable_compile_cache(args.compile_cache or None)
+        enable_compile_cache(args.compile_cache or os.path.join(args.out, XLA_CACHE_DIR))
     try:
         reference = parse_arch(args.reference) if args.reference else REFERENCE
         run = run_latency(args.supernet, args.out, n=args.n, batch=args.batch, seq=args.seq, rounds=args.rounds,
@@ -128,7 +138,8 @@ def _latency(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(latency_summary(run.report))
-    print(f"\nwritten to {run.out}: latencies.jsonl, predictor/, report.json, latency.png")
+    print(f"\nwritten to {run.out}: latencies.jsonl, predictor/ ({run.report['chosen']}), predictors/, report.json, "
+          "latency.png")
     return 0
 
 

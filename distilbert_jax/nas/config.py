@@ -4,6 +4,7 @@ buckets) on top of the training stack's `TrainConfig` (data, optimizer, steps, l
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from distilbert_jax.train.cli import apply_overrides
@@ -21,8 +22,10 @@ class NasSettings:
 
     space: SearchSpace = dataclasses.field(default_factory=SearchSpace)
     objective: str = "mlm"  # "mlm" | "distill"
-    teacher: str = ""  # distill: a model directory `distilbert_jax.from_pretrained` loads as masked_lm
+    teacher: str = ""  # distill: a model directory `distilbert_jax.from_pretrained` loads as masked_lm (any
+    # BERT-family one); its tokenizer, if it has one, is the student's unless `tokenizer` is set
     sandwich: bool = False  # each step: the largest + the smallest + `random_archs` random archs
+    inplace_distill: bool = False  # the largest arch (trained first each step) teaches the others (BigNAS)
     random_archs: int = 1  # random archs per step
     buckets: int = 3  # bucket edges per width dimension (compilations <= buckets**3)
     temperature: float = 1.0  # distill: logits KL temperature
@@ -40,6 +43,8 @@ class NasSettings:
             p.append("objective 'distill' needs 'teacher': a masked-LM model directory")
         if not isinstance(self.random_archs, int) or self.random_archs < (0 if self.sandwich else 1):
             p.append(f"random_archs must be >= {0 if self.sandwich else 1}, got {self.random_archs!r}")
+        if not isinstance(self.inplace_distill, bool):
+            p.append(f"inplace_distill must be true or false, got {self.inplace_distill!r}")
         if not isinstance(self.buckets, int) or self.buckets < 1:
             p.append(f"buckets must be a positive int, got {self.buckets!r}")
         if self.temperature <= 0:
@@ -52,14 +57,20 @@ class NasSettings:
 
     @property
     def archs_per_step(self) -> int:
-        return self.random_archs + (2 if self.sandwich else 0)
+        return self.random_archs + (2 if self.sandwich else 1 if self.inplace_distill else 0)
 
 
 _NAS_KEYS = {f.name for f in dataclasses.fields(NasSettings)}
 
 
+def has_tokenizer(directory: str) -> bool:
+    """Whether a model directory holds a tokenizer (tokenizer.json or vocab.txt)."""
+    return bool(directory) and any(os.path.isfile(os.path.join(directory, f)) for f in ("tokenizer.json", "vocab.txt"))
+
+
 def nas_config_from_dict(data: dict[str, Any]) -> tuple[NasSettings, TrainConfig]:
-    """Split a JSON object into `(NasSettings, TrainConfig)`; errors name the key."""
+    """Split a JSON object into `(NasSettings, TrainConfig)`; errors name the key. With distillation and no
+    `tokenizer`, a teacher directory holding a tokenizer lends it to the student."""
     data = dict(data)
     nas = {k: data.pop(k) for k in list(data) if k in _NAS_KEYS}
     try:
@@ -78,6 +89,8 @@ def nas_config_from_dict(data: dict[str, Any]) -> tuple[NasSettings, TrainConfig
     arch_keys = sorted(set(data.get("model", {})) & set(ARCH_FIELDS))
     if arch_keys:
         raise ConfigError(f"model: {arch_keys} are set by the search space ('space'), not by 'model'")
+    if settings.objective == "distill" and not data.get("tokenizer") and has_tokenizer(settings.teacher):
+        data["tokenizer"] = settings.teacher  # the student reads the teacher's tokens: same vocabulary
     if data.get("init_from"):
         raise ConfigError("init_from: a SuperNet starts from scratch (extract a sub-network, then train it with "
                           "`python -m distilbert_jax.train mlm --set init_from=...`)")  # fmt: skip

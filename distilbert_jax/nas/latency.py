@@ -34,13 +34,17 @@ import distilbert_jax as dj
 from distilbert_jax.hardware import cpu_description
 
 from .candidates import WINDOW, CandidateSet, Constraint, select_candidates, write_candidates
-from .predictor import MIN_TRAIN, FlopsBaseline, LatencyPredictor, MLPSettings, encoder_flops, mape, spearman
+from .predictor import (MIN_TRAIN, FlopsBaseline, LatencyPredictor, MLPSettings, Predictor, encoder_flops,
+                        load_predictor, mape, spearman, within)
 from .space import Arch, ArchError, SearchSpace, arch_from_dict
-from .supernet import SuperNet
+from .supernet import SuperNet, arch_config
+from .timing import progress_bar, random_params, time_calls
+from .timing import spread as timing_spread
 
 REFERENCE = Arch(12, 768, 12, 768, 3072)  # BERT-base's shape: "constraint 7" = 7x faster than this
 MIN_ARCHS = 10  # fewer measured archs cannot train and check a predictor
 DATASET_FILE, PREDICTOR_DIR, REPORT_FILE, PLOT_FILE = "latencies.jsonl", "predictor", "report.json", "latency.png"
+PREDICTORS_DIR = "predictors"  # every fitted predictor, by name; PREDICTOR_DIR holds the chosen one
 
 
 class LatencyDataError(ValueError):
@@ -68,40 +72,25 @@ class Latencies:
     reference_ms: float | None
     reference_spread: float | None
     meta: dict[str, Any]
-
-
-def _spread(samples: np.ndarray) -> np.ndarray:
-    q25, q50, q75 = np.percentile(samples, [25, 50, 75], axis=0)
-    return (q75 - q25) / q50
-
-
-def _random_params(model, seed: int) -> dict:
-    # random weights without compiling an init (the reference is large; weights do not change the timing)
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32), jnp.ones((1, 8), jnp.int32))
-    return jax.tree.map(lambda s: jnp.asarray(0.02 * rng.standard_normal(s.shape, np.float32)), shapes)["params"]
+    extra_rounds_ms: np.ndarray | None = None  # [rounds, m] the `extra_runs` timed in the same rounds
 
 
 def _forward(model):
     return jax.jit(lambda params, ids, mask: model.apply({"params": params}, ids, mask).last_hidden_state)
 
 
-def _tqdm(total: int, desc: str, progress: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-
-
 def measure_latencies(archs: Sequence[Arch | str | dict], supernet: SuperNet, params: dict | None = None, *,
                       batch: int = 1, seq: int = 128, rounds: int = 10, calls: int = 3, quantile: float = 0.25,
-                      reference: Arch | None = REFERENCE, seed: int = 0, progress: bool = True) -> Latencies:  # fmt: skip
+                      reference: Arch | None = REFERENCE, seed: int = 0, progress: bool = True,
+                      extra_runs: Sequence[tuple[Any, tuple]] = ()) -> Latencies:  # fmt: skip
     """Latency in ms of each arch's standalone encoder (`DistilBertModel`: embeddings + transformer, no
     MLM head) on [batch, seq] random token ids, jitted, compile excluded. Weights: extracted from
     `params` (the SuperNet's) when given, else from a random-init SuperNet. Each of `rounds` rounds
     visits every arch (and `reference`) in a fresh seeded order: one untimed call, then the mean of
     `calls` timed calls; the latency is the `quantile` over rounds (0.25: lower quartile; 0.5: median). `reference` (default BERT-base's shape,
     12 x 768 x 3072, 12 heads, the SuperNet's vocabulary and positions; None: skip) is built outside the
-    space with random weights."""
+    space with random weights. `extra_runs` (compiled function, args) are timed in the same rounds, interleaved
+    with the archs (`Latencies.extra_rounds_ms`)."""
     archs = [supernet.space.check(a) for a in archs]
     base = supernet.base
     if not (isinstance(batch, int) and isinstance(seq, int) and batch >= 1 and seq >= 1):
@@ -117,46 +106,42 @@ def measure_latencies(archs: Sequence[Arch | str | dict], supernet: SuperNet, pa
     mask = jnp.ones((batch, seq), jnp.int32)
 
     runs, shared_words = [], {}  # (compiled forward, encoder params); word embeddings shared per hidden size
-    with _tqdm(len(archs) + (reference is not None), "compiling archs", progress) as bar:
+    with progress_bar(len(archs) + (reference is not None), "compiling archs", progress) as bar:
         for arch in archs:
             model, variables = supernet.extract(params, arch)
             enc = variables["params"]["distilbert"]
             words = enc["embeddings"]["word_embeddings"]
             words["embedding"] = shared_words.setdefault(arch.hidden, words["embedding"])
-            runs.append((_forward(dj.build_model(model.config, "base")).lower(enc, ids, mask).compile(), enc))
+            runs.append((_forward(dj.build_model(model.config, "base")).lower(enc, ids, mask).compile(), (enc, ids, mask)))
             bar.update()
         if reference is not None:
-            config = base.replace(dim=reference.hidden, n_layers=reference.layers, n_heads=reference.heads,
-                                  hidden_dim=reference.ffn, qkv_dim=reference.qkv)  # fmt: skip
-            model = dj.build_model(config, "base")
-            ref_params = _random_params(model, seed)
-            runs.append((_forward(model).lower(ref_params, ids, mask).compile(), ref_params))
+            model = dj.build_model(arch_config(base, reference), "base")
+            ref_params = random_params(model, seed, ids[:, :8], mask[:, :8])
+            runs.append((_forward(model).lower(ref_params, ids, mask).compile(), (ref_params, ids, mask)))
             bar.update()
 
-    samples = np.empty((rounds, len(runs)))
-    with _tqdm(rounds, f"timing {len(runs)} models", progress) as bar:
-        for r in range(rounds):
-            for j in rng.permutation(len(runs)):
-                fn, p = runs[j]
-                fn(p, ids, mask).block_until_ready()
-                t0 = time.perf_counter()
-                for _ in range(calls):
-                    fn(p, ids, mask).block_until_ready()
-                samples[r, j] = (time.perf_counter() - t0) * 1e3 / calls
-            bar.update()
-    ms, spread = np.quantile(samples, quantile, axis=0), _spread(samples)
+    samples = time_calls(runs + list(extra_runs), rounds, calls, rng, progress)
+    extra = samples[:, len(runs):] if extra_runs else None
+    samples = samples[:, : len(runs)]
+    ms, spread = np.quantile(samples, quantile, axis=0), timing_spread(samples)
     n = len(archs)
     meta = {**device_info(), "batch": batch, "seq": seq, "rounds": rounds, "calls": calls, "quantile": quantile, "seed": seed,
             "reference_arch": reference.to_json() if reference is not None else None}  # fmt: skip
     ref = (float(ms[n]), float(spread[n])) if reference is not None else (None, None)
-    return Latencies(tuple(archs), ms[:n], spread[:n], samples[:, :n], *ref, meta)
+    return Latencies(tuple(archs), ms[:n], spread[:n], samples[:, :n], *ref, meta, extra)
 
 
 def sample_archs(space: SearchSpace, n: int, seed: int = 0) -> list[Arch]:
-    """`n` distinct archs drawn uniformly from `space` (seeded)."""
+    """`n` distinct archs drawn uniformly from `space` (seeded; a large heterogeneous space: distinct
+    `space.sample` draws — layer count uniform, then each layer's sizes)."""
     size = space.size()
     if not 1 <= n <= size:
         raise LatencyDataError(f"cannot sample n={n} distinct archs from a space of {size}")
+    if space.heterogeneous and size > 200_000:  # too many to list: distinct draws of `space.sample`
+        rng, chosen = np.random.default_rng(seed), {}
+        while len(chosen) < n:
+            chosen.setdefault(space.sample(rng))
+        return list(chosen)
     everything = list(space.archs())
     return [everything[i] for i in np.random.default_rng(seed).choice(size, n, replace=False)]
 
@@ -243,44 +228,64 @@ def read_dataset(path: str | os.PathLike) -> LatencyDataset:
 
 @dataclasses.dataclass(frozen=True)
 class LatencyRun:
-    """What `run_latency` made: the dataset, the fitted predictor, the FLOPs baseline and the report
-    (also written to `out`: latencies.jsonl, predictor/, report.json, latency.png)."""
+    """What `run_latency` made: the dataset, the chosen predictor (the best on the held-out archs), every
+    fitted predictor by name (`layer_sum`, `mlp`, `flops`) and the report (also written to `out`:
+    latencies.jsonl, predictor/, predictors/NAME/, report.json, latency.png)."""
 
     dataset: LatencyDataset
-    predictor: LatencyPredictor
-    baseline: FlopsBaseline
+    predictor: Predictor
+    predictors: dict[str, Predictor]
     report: dict[str, Any]
     out: str
 
+    @property
+    def baseline(self) -> Predictor:
+        return self.predictors["flops"]
 
-def evaluate_predictor(data: LatencyDataset, predictor: LatencyPredictor, baseline: FlopsBaseline) -> dict[str, Any]:
-    """Held-out MAPE and Spearman of the MLP, the FLOPs baseline and the noise floor (the second pass
-    against the first), and the MLP's error over the floor. `noise_floor` is raw; a change of machine load
-    between the passes scales every latency alike (`pass_drift`: the median second / first ratio), so
-    `noise_floor_drift_removed` divides it out first — the MLP is scored within the first pass, so that
-    is the floor it is compared with (`mlp_over_noise`)."""
+
+PREDICTOR_LABELS = {"layer_sum": "per-layer sum (timed sub-layers)", "mlp": "MLP predictor",
+                    "flops": "FLOPs baseline (log-log fit)"}  # fmt: skip
+
+
+def _scores(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    return {"mape": mape(predicted, measured), "within_10": within(predicted, measured, 0.1),
+            "spearman": spearman(predicted, measured)}
+
+
+def evaluate_predictor(data: LatencyDataset, predictors: dict[str, Predictor]) -> dict[str, Any]:
+    """Held-out MAPE, share within ±10 % and Spearman of each predictor and of the noise floor (the second
+    pass against the first), `chosen`: the predictor of lowest held-out MAPE, and its error over the
+    floor. `noise_floor` is raw; a change of machine load between the passes scales every latency alike
+    (`pass_drift`: the median second / first ratio), so `noise_floor_drift_removed` divides it out first —
+    the predictors are scored within the first pass, so that is the floor they are compared with."""
     archs, ms = data.split(held_out=True)
     second = data.second_ms[data.held_out]
     drift = float(np.median(second / ms))
-    rows = {"mlp": predictor.predict(archs), "flops": baseline.predict(archs), "noise_floor": second,
-            "noise_floor_drift_removed": second / drift}  # fmt: skip
-    out: dict[str, Any] = {name: {"mape": mape(pred, ms), "spearman": spearman(pred, ms)} for name, pred in rows.items()}
+    rows = {name: p.predict(archs) for name, p in predictors.items()}
+    rows.update(noise_floor=second, noise_floor_drift_removed=second / drift)
+    out: dict[str, Any] = {name: _scores(pred, ms) for name, pred in rows.items()}
     floor = out["noise_floor_drift_removed"]["mape"]
     out["pass_drift"] = drift
-    out["mlp_over_noise"] = out["mlp"]["mape"] / floor if floor > 0 else math.inf
+    out["chosen"] = min(predictors, key=lambda name: out[name]["mape"])
+    out["chosen_over_noise"] = out[out["chosen"]]["mape"] / floor if floor > 0 else math.inf
+    if "mlp" in predictors:
+        out["mlp_over_noise"] = out["mlp"]["mape"] / floor if floor > 0 else math.inf
     return out
 
 
-def run_latency(supernet_dir: str | os.PathLike, out: str | os.PathLike, *, n: int = 300, batch: int = 1,
+def run_latency(supernet_dir: str | os.PathLike, out: str | os.PathLike, *, n: int = 100, batch: int = 1,
                 seq: int = 128, rounds: int = 10, calls: int = 3, quantile: float = 0.25, seed: int = 0, held_out: float = 0.2,
                 reference: Arch | None = REFERENCE, settings: MLPSettings = MLPSettings(),
                 progress: bool = True) -> LatencyRun:  # fmt: skip
     """The `latency` step: `n` distinct archs drawn uniformly from the SuperNet's space, measured with the
-    reference (`measure_latencies`); a `held_out` fraction kept out of the fit and measured again in an
-    independent second pass (the noise floor); the MLP predictor and the FLOPs baseline fitted on the
-    rest; everything written to `out`."""
+    reference (`measure_latencies`); a `held_out` fraction kept out of the fits and measured again in an
+    independent second pass (the noise floor); the space's sub-layers timed (`measure_layer_table`); the
+    per-layer-sum predictor, the MLP and the FLOPs baseline fitted on the training archs and scored on the
+    held-out ones; the best of them (lowest held-out MAPE) saved as `predictor/`; everything written to
+    `out`."""
     t_start = time.perf_counter()
     from .io import SPACE_FILE, find_supernet_dir, load_supernet
+    from .layer_latency import LayerSumPredictor, LayerTableRuns
 
     sn_dir = find_supernet_dir(supernet_dir)
     if sn_dir is None:
@@ -301,8 +306,13 @@ def run_latency(supernet_dir: str | os.PathLike, out: str | os.PathLike, *, n: i
     held[np.random.default_rng(seed).permutation(n)[:n_held]] = True
 
     t0 = time.perf_counter()
+    table_runs = LayerTableRuns(supernet.space, supernet.base, batch=batch, seq=seq, seed=seed, progress=progress)
+    t_table = time.perf_counter() - t0  # compiling the sub-layers; they are timed with the archs, interleaved
+    t0 = time.perf_counter()
     timing = dict(batch=batch, seq=seq, rounds=rounds, calls=calls, quantile=quantile, progress=progress)
-    first = measure_latencies(archs, supernet, params, reference=reference, seed=seed, **timing)
+    first = measure_latencies(archs, supernet, params, reference=reference, seed=seed, extra_runs=table_runs.runs,
+                              **timing)  # fmt: skip
+    table = table_runs.table(first.extra_rounds_ms, quantile)
     second = measure_latencies([a for a, h in zip(archs, held) if h], supernet, params, reference=None,
                                seed=seed + 1, **timing)  # fmt: skip
     second_ms = np.full(n, np.nan)
@@ -315,37 +325,47 @@ def run_latency(supernet_dir: str | os.PathLike, out: str | os.PathLike, *, n: i
     t0 = time.perf_counter()
     train_archs, train_ms = data.split(held_out=False)
     keep = ("device", "jax", "batch", "seq", "rounds", "quantile", "reference_ms", "reference_arch")
-    predictor = LatencyPredictor.fit(train_archs, train_ms, supernet.space, seed=seed, settings=settings,
-                                     meta={k: meta[k] for k in keep})  # fmt: skip
-    baseline = FlopsBaseline.fit(train_archs, train_ms, batch, seq)
+    fit_meta = {k: meta[k] for k in keep}
+    predictors: dict[str, Predictor] = {
+        "layer_sum": LayerSumPredictor.fit(table, train_archs, train_ms, supernet.space, fit_meta),
+        "mlp": LatencyPredictor.fit(train_archs, train_ms, supernet.space, seed=seed, settings=settings, meta=fit_meta),
+        "flops": FlopsBaseline.fit(train_archs, train_ms, batch, seq, supernet.space, fit_meta),
+    }
     t_fit = time.perf_counter() - t0
     # the same MLP on latency / mean latency instead of log latency (the original's choice), for the record
     linear = LatencyPredictor.fit(train_archs, train_ms, supernet.space, seed=seed,
                                   settings=dataclasses.replace(settings, target="linear"))  # fmt: skip
     held_archs, held_ms = data.split(held_out=True)
-    linear_pred = linear.predict(held_archs)
+    evaluation = evaluate_predictor(data, predictors)
+    chosen = evaluation["chosen"]
     report = {"n": n, "n_train": n - n_held, "n_held_out": n_held, "device": meta["device"], "batch": batch,
               "seq": seq, "rounds": rounds, "reference_ms": first.reference_ms,
               "reference_spread": first.reference_spread, "median_spread": float(np.median(first.spread)),
-              "quantile": quantile, **evaluate_predictor(data, predictor, baseline),
-              "mlp_linear_target": {"mape": mape(linear_pred, held_ms), "spearman": spearman(linear_pred, held_ms)},
-              "mlp_settings": dataclasses.asdict(settings), "flops_fit": dataclasses.asdict(baseline),
-              "seconds": {"measure": t_measure, "fit": t_fit}}  # fmt: skip
+              "quantile": quantile, **evaluation,
+              "mlp_linear_target": _scores(linear.predict(held_archs), held_ms),
+              "layer_table": {"sublayers_timed": int(table.emb_ms.size + table.attn_ms.size + table.ffn_ms.size),
+                              "hidden": table.hidden.tolist(), "qkv": table.qkv.tolist(), "ffn": table.ffn.tolist(),
+                              "dispatch_ms": table.dispatch_ms, "median_spread": table.spread,
+                              **{c: getattr(predictors["layer_sum"], c) for c in ("c0", "c1", "c2")}},
+              "mlp_settings": dataclasses.asdict(settings), "flops_fit": predictors["flops"].to_dict(),
+              "seconds": {"measure": t_measure, "layer_table": t_table, "fit": t_fit}}  # fmt: skip
     out = os.fspath(out)
     os.makedirs(out, exist_ok=True)
     write_dataset(os.path.join(out, DATASET_FILE), data)
-    predictor.save(os.path.join(out, PREDICTOR_DIR))
-    plot_predictions(os.path.join(out, PLOT_FILE), data, predictor, baseline)
+    for name, p in predictors.items():
+        p.save(os.path.join(out, PREDICTORS_DIR, name))
+    predictors[chosen].save(os.path.join(out, PREDICTOR_DIR))
+    plot_predictions(os.path.join(out, PLOT_FILE), data, predictors, evaluation)
     report["seconds"]["total"] = time.perf_counter() - t_start
     with open(os.path.join(out, REPORT_FILE), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
         f.write("\n")
-    return LatencyRun(data, predictor, baseline, report, out)
+    return LatencyRun(data, predictors[chosen], predictors, report, out)
 
 
-def plot_predictions(path: str, data: LatencyDataset, predictor: LatencyPredictor, baseline: FlopsBaseline) -> None:
-    """Predicted (MLP, FLOPs baseline) and re-measured (second pass) vs measured latency of the held-out
-    archs, log axes, the diagonal and the ±10 % band."""
+def plot_predictions(path: str, data: LatencyDataset, predictors: dict[str, Predictor], ev: dict[str, Any]) -> None:
+    """Predicted (each predictor) and re-measured (second pass) vs measured latency of the held-out archs,
+    log axes, the diagonal and the ±10 % band; `ev` is `evaluate_predictor`'s result."""
     import matplotlib.ticker
 
     from distilbert_jax.train.reporting import pyplot
@@ -353,20 +373,20 @@ def plot_predictions(path: str, data: LatencyDataset, predictor: LatencyPredicto
     plt = pyplot()
 
     archs, ms = data.split(held_out=True)
-    ev = evaluate_predictor(data, predictor, baseline)
     fig, ax = plt.subplots(figsize=(6.5, 6))
     lo, hi = float(ms.min()) / 1.3, float(ms.max()) * 1.3
     grid = np.array([lo, hi])
     ax.plot(grid, grid, "k-", lw=0.8)
     ax.fill_between(grid, grid / 1.1, grid * 1.1, color="0.9", label="±10 %")
-    for name, pred, style in (("noise_floor", data.second_ms[data.held_out], dict(marker="x", color="0.5")),
-                              ("flops", baseline.predict(archs), dict(marker="s", color="tab:orange", alpha=0.7)),
-                              ("mlp", predictor.predict(archs), dict(marker="o", color="tab:blue"))):  # fmt: skip
-        label = {"mlp": "MLP predictor", "flops": "FLOPs baseline", "noise_floor": "second measurement"}[name]
-        err = f"MAPE {100 * ev[name]['mape']:.1f} %"
+    styles = {"noise_floor": dict(marker="x", color="0.5"), "flops": dict(marker="s", color="tab:orange", alpha=0.7),
+              "mlp": dict(marker="o", color="tab:blue", alpha=0.8), "layer_sum": dict(marker="^", color="tab:green")}  # fmt: skip
+    series = [("noise_floor", data.second_ms[data.held_out])] + [(k, p.predict(archs)) for k, p in predictors.items()]
+    for name, pred in series:
+        label = PREDICTOR_LABELS.get(name, "second measurement") + (" (chosen)" if name == ev["chosen"] else "")
+        err = f"MAPE {100 * ev[name]['mape']:.1f} %, {100 * ev[name]['within_10']:.0f} % in ±10 %"
         if name == "noise_floor":
             err += f" ({100 * ev['noise_floor_drift_removed']['mape']:.1f} % without the {ev['pass_drift']:.3f}x drift)"
-        ax.scatter(ms, pred, s=18, label=f"{label}: {err}, ρ {ev[name]['spearman']:.3f}", **style)
+        ax.scatter(ms, pred, s=18, label=f"{label}: {err}, ρ {ev[name]['spearman']:.3f}", **styles.get(name, {}))
     ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured latency (ms)",
            ylabel="predicted / re-measured latency (ms)",
            title=f"{len(archs)} held-out archs, batch {data.meta['batch']} x seq {data.meta['seq']}\n"
@@ -376,32 +396,42 @@ def plot_predictions(path: str, data: LatencyDataset, predictor: LatencyPredicto
         axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.title.set_fontsize(8)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def latency_summary(report: dict[str, Any]) -> str:
-    """The `latency` command's table: held-out MAPE / Spearman of the MLP, the FLOPs baseline and the
-    noise floor, with the reference latency and the time taken."""
+    """The `latency` command's table: held-out MAPE / share within ±10 % / Spearman of each predictor and
+    of the noise floor, which predictor was chosen, the reference latency and the time taken."""
     from distilbert_jax.tables import format_table
 
-    rows = [{"held-out error": label, "MAPE %": f"{100 * report[k]['mape']:.2f}", "Spearman": f"{report[k]['spearman']:.4f}"}
-            for k, label in (("mlp", "MLP predictor"), ("mlp_linear_target", "same MLP on linear latency"),
-                             ("flops", "FLOPs baseline (log-log fit)"),
-                             ("noise_floor", "noise floor (2nd measurement)"),
-                             ("noise_floor_drift_removed", "noise floor, drift between passes removed"))]  # fmt: skip
-    s = report["seconds"]
-    info = [("archs measured", f"{report['n']} ({report['n_train']} train, {report['n_held_out']} held out, "
+    labels = {**PREDICTOR_LABELS, "mlp_linear_target": "same MLP on linear latency",
+              "noise_floor": "noise floor (2nd measurement)",
+              "noise_floor_drift_removed": "noise floor, drift between passes removed"}  # fmt: skip
+    rows = [{"held-out error": labels[k] + (" <- chosen" if k == report["chosen"] else ""),
+             "MAPE %": f"{100 * report[k]['mape']:.2f}", "within ±10 %": f"{100 * report[k]['within_10']:.0f} %",
+             "Spearman": f"{report[k]['spearman']:.4f}"}
+            for k in ("layer_sum", "mlp", "flops", "mlp_linear_target", "noise_floor", "noise_floor_drift_removed")
+            if k in report]  # fmt: skip
+    s, t = report["seconds"], report["layer_table"]
+    best_other = min((k for k in PREDICTOR_LABELS if k != "flops" and k in report), key=lambda k: report[k]["mape"])
+    verdict = (f"{report['chosen']} (lowest held-out MAPE)" if report["chosen"] != "flops" else
+               f"flops: the FLOPs fit beat the {best_other} predictor on the held-out archs, so it is used")  # fmt: skip
+    info = [("chosen predictor (predictor/)", verdict),
+            ("archs measured", f"{report['n']} ({report['n_train']} train, {report['n_held_out']} held out, "
                                f"batch {report['batch']} x seq {report['seq']}, {report['rounds']} rounds, "
                                f"quantile {report['quantile']:g})"),
+            ("sub-layers timed", f"{t['sublayers_timed']} (dispatch {t['dispatch_ms']:.4f} ms; calibrated: "
+                                 f"{t['c0']:.4f} + {t['c1']:.3f} x sum + {t['c2']:.4f} x layers ms)"),
             ("reference (BERT-base shape)", f"{report['reference_ms']:.3f} ms (spread {100 * report['reference_spread']:.1f} %)"),
             ("median spread over rounds", f"{100 * report['median_spread']:.1f} %"),
             ("2nd pass / 1st pass (median)", f"{report['pass_drift']:.3f}"),
-            ("MLP MAPE / noise floor", f"{report['mlp_over_noise']:.2f}x (drift removed; goal <= 1.5x)"),
+            ("chosen MAPE / noise floor", f"{report['chosen_over_noise']:.2f}x (drift removed; goal <= 1.5x)"),
             ("device", report["device"]),
-            ("time", f"{s['total']:.0f} s (measuring {s['measure']:.0f} s, fit {s['fit']:.1f} s)")]  # fmt: skip
+            ("time", f"{s['total']:.0f} s (timing {s['measure']:.0f} s, compiling sub-layers {s['layer_table']:.0f} s, "
+                     f"fit {s['fit']:.1f} s)")]  # fmt: skip
     return format_table(rows, list(rows[0])) + "\n\n" + format_table([{"": k, "value": v} for k, v in info], ["", "value"])
 
 
@@ -428,7 +458,7 @@ def candidates_from_latency(latency_dir: str | os.PathLike, constraint: Constrai
     if not os.path.isdir(latency_dir):
         raise LatencyDataError(f"latency directory {latency_dir} does not exist (make one with "
                                "`python -m distilbert_jax.nas latency`)")  # fmt: skip
-    predictor = LatencyPredictor.load(os.path.join(latency_dir, PREDICTOR_DIR))
+    predictor = load_predictor(os.path.join(latency_dir, PREDICTOR_DIR))
     if "reference_ms" not in predictor.meta:
         raise LatencyDataError(f"{os.path.join(latency_dir, PREDICTOR_DIR)}: the predictor records no reference_ms")
     message = device_mismatch(predictor.device)

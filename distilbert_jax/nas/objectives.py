@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -70,13 +71,13 @@ class Objective:
     def sums(self, supernet: SuperNet, params: Any, arch: ArchArrays, bucket: Bucket, batch: dict[str, Array],
              rng: Array | None, teacher: Any = None) -> Sums:  # fmt: skip
         """Additive sums at one arch. `teacher`: the teacher's output (logits [B, T, V], hidden_states,
-        attentions) for distillation."""
+        attentions — only what the weights use) for distillation."""
         labels, mask = batch["labels"], batch["attention_mask"].astype(bool)
         distill = self.distills
 
         # the encoder once; the head (and the loss) at the masked positions, or everywhere if a row overflows
         out = supernet.encode(params, arch, bucket, batch["input_ids"], batch["attention_mask"], rng=rng,
-                              output_attention=distill)  # fmt: skip
+                              output_attention=distill and self.attention_weight > 0)  # fmt: skip
 
         def run(positions: Array | None) -> Sums:
             logits = supernet.mlm_logits(params, arch, bucket, out.last_hidden_state, positions)
@@ -89,12 +90,15 @@ class Objective:
                 weight = (picked != -100).astype(jnp.float32)
                 sums["kd"] = kd_kl_sum(logits, t_logits, self.temperature, weight)
                 rows = mask.astype(jnp.float32)
-                t_attn = teacher.attentions[-1].mean(axis=1)  # [B, T, T]
-                s_attn = out.attention.sum(axis=1) / arch.heads.astype(jnp.float32)
-                sums["attn"] = _row_kl_sum(t_attn, s_attn, rows)
-                t_hidden = teacher.hidden_states[-1]
-                sums["rel"] = _row_kl_sum(relation(t_hidden, t_hidden.shape[-1], mask),
-                                          relation(out.last_hidden_state, arch.hidden, mask), rows)  # fmt: skip
+                if self.attention_weight > 0:
+                    t_attn = teacher.attentions[-1].mean(axis=1)  # [B, T, T]
+                    last_heads = jnp.take(arch.heads, arch.layers - 1)  # the last layer's head count
+                    s_attn = out.attention.sum(axis=1) / last_heads.astype(jnp.float32)
+                    sums["attn"] = _row_kl_sum(t_attn, s_attn, rows)
+                if self.relation_weight > 0:
+                    t_hidden = teacher.hidden_states[-1]
+                    sums["rel"] = _row_kl_sum(relation(t_hidden, t_hidden.shape[-1], mask),
+                                              relation(out.last_hidden_state, arch.hidden, mask), rows)  # fmt: skip
             return sums
 
         if self.max_predictions is None:
@@ -108,9 +112,11 @@ class Objective:
         ce = _div(sums["ce"], denoms["count"])
         if not self.distills:
             return ce
-        return (self.hard_weight * ce + self.logits_weight * _div(sums["kd"], denoms["count"])
-                + self.attention_weight * _div(sums["attn"], denoms["tokens"])
-                + self.relation_weight * _div(sums["rel"], denoms["tokens"]))  # fmt: skip
+        terms = self.hard_weight * ce + self.logits_weight * _div(sums["kd"], denoms["count"])
+        for key, weight in (("attn", self.attention_weight), ("rel", self.relation_weight)):
+            if key in sums:  # a term of weight 0 is not computed
+                terms = terms + weight * _div(sums[key], denoms["tokens"])
+        return terms
 
     def metrics(self, sums: Sums, denoms: Sums) -> dict[str, Array]:
         """loss, accuracy, perplexity (and the distillation terms)."""
@@ -118,6 +124,20 @@ class Objective:
         out = {"loss": self.objective(sums, denoms), "accuracy": _div(sums["correct"], denoms["count"]),
                "perplexity": jnp.exp(ce)}  # fmt: skip
         if self.distills:
-            out.update(ce=ce, kd=_div(sums["kd"], denoms["count"]), attn=_div(sums["attn"], denoms["tokens"]),
-                       rel=_div(sums["rel"], denoms["tokens"]))  # fmt: skip
+            out.update(ce=ce, kd=_div(sums["kd"], denoms["count"]))
+            out.update({k: _div(sums[k], denoms["tokens"]) for k in ("attn", "rel") if k in sums})
         return out
+
+
+@flax.struct.dataclass
+class LogitsTeacher:
+    """A teacher output that holds logits only: in-place distillation's largest arch ([B, T, V])."""
+
+    logits: Array
+
+
+def inplace_student(objective: Objective) -> Objective:
+    """What the other archs minimise under in-place distillation (BigNAS): KL to the largest arch's
+    masked-LM logits only, at the objective's temperature."""
+    return Objective("distill", objective.max_predictions, objective.temperature, logits_weight=1.0,
+                     attention_weight=0.0, relation_weight=0.0, hard_weight=0.0)  # fmt: skip

@@ -129,11 +129,11 @@ def distilbert_ratio_arch(space: SearchSpace, candidates: CandidateSet, predict)
         return abs(math.log(a.ffn / (4 * a.hidden))) + abs(math.log(a.qkv / a.hidden)) + heads_err
 
     target = candidates.meta["target_ms"]
-    pool = list(candidates.archs)
-    best_err = min(ratio_error(a) for a in space.archs())
+    pool = [a for a in candidates.archs if a.uniform]  # DistilBERT's layers are alike
+    best_err = min(ratio_error(a) for a in space.uniform_archs())
     exact = [a for a in pool if ratio_error(a) <= best_err + 1e-9]
     if not exact:  # no candidate has the best ratios the space allows: search the whole space
-        exact = [a for a in space.archs() if ratio_error(a) <= best_err + 1e-9]
+        exact = [a for a in space.uniform_archs() if ratio_error(a) <= best_err + 1e-9]
     ms = np.asarray(predict(exact), np.float64)
     return exact[int(np.argmin(np.abs(np.log(ms / target))))]
 
@@ -268,9 +268,9 @@ def _search(cfg: PipelineConfig, setup, cands: CandidateSet, out: str) -> dict:
 
 def _pick_archs(cfg: PipelineConfig, searched: dict, setup, cands: CandidateSet, latency_dir: str) -> dict:
     from .latency import PREDICTOR_DIR
-    from .predictor import LatencyPredictor
+    from .predictor import load_predictor
 
-    predictor = LatencyPredictor.load(os.path.join(latency_dir, PREDICTOR_DIR))
+    predictor = load_predictor(os.path.join(latency_dir, PREDICTOR_DIR))  # the kind the latency step chose
     best = Arch(**searched["best"]["arch"])
     archs = {"searched": best, "random": random_candidate(cands, cfg.seed, best),
              "distilbert_ratios": distilbert_ratio_arch(predictor.space, cands, predictor.predict)}  # fmt: skip

@@ -91,20 +91,25 @@ class SearchResult:
 
 
 def _efficient_ffn(arch: Arch) -> bool:
-    return 1.6 * arch.hidden <= arch.ffn <= 1.9 * arch.hidden
+    return all(1.6 * arch.hidden <= f <= 1.9 * arch.hidden for f in arch.layer_ffn)
 
 
 def _efficient_qkv(arch: Arch) -> bool:
-    return 0.7 * arch.hidden <= arch.qkv <= arch.hidden
+    return all(0.7 * arch.hidden <= q <= arch.hidden for q in arch.layer_qkv)
 
 
 def is_efficient(arch: Arch) -> bool:
-    """AutoTinyBERT's "efficient" ratios: 1.6·H <= FFN <= 1.9·H and 0.7·H <= qkv <= H."""
+    """AutoTinyBERT's "efficient" ratios: 1.6·H <= FFN <= 1.9·H and 0.7·H <= qkv <= H (in every layer)."""
     return _efficient_ffn(arch) and _efficient_qkv(arch)
 
 
 def check_candidates(candidates: CandidateSet, space: SearchSpace) -> None:
     """Raise `SearchError` naming (some of) the candidates outside `space` and their count."""
+    try:
+        space.check_all(candidates.archs)  # all at once when they fit (the usual case)
+        return
+    except ArchError:
+        pass
     bad = []
     for arch in candidates.archs:
         try:
@@ -151,6 +156,10 @@ class _Pool:
     def remaining(self) -> int:
         return len(self.indices) - len(self.used)
 
+    def add(self, i: int) -> None:
+        """A candidate found during the run (an admitted mutant)."""
+        self.indices = np.append(self.indices, i)
+
     def take(self, i: int) -> int:
         self.used.add(int(i))
         return int(i)
@@ -176,7 +185,9 @@ def roulette(losses: Sequence[float], rng: np.random.Generator) -> int:
 
 
 def mutate(arch: Arch, space: SearchSpace, rng: np.random.Generator, mutation: Mutation = Mutation()) -> Arch:
-    """`arch` with each dimension moved by a random grid step with its probability (see `Mutation`)."""
+    """`arch` with each dimension moved by a random grid step with its probability (see `Mutation`). In a
+    heterogeneous space the FFN width and the attention choice move per layer (each layer with the
+    dimension's probability), and layers added by a move copy the last layer."""
 
     def move(values: Sequence, current: Any, rule: tuple[float, int]) -> Any:
         prob, k = rule
@@ -189,18 +200,27 @@ def mutate(arch: Arch, space: SearchSpace, rng: np.random.Generator, mutation: M
 
     layers = move(space.layer_values, arch.layers, mutation.layers)
     hidden = move(space.hidden_values, arch.hidden, mutation.hidden)
-    ffn = move(space.ffn_values, arch.ffn, mutation.ffn)
-    heads, qkv = move(space.attention_choices(), (arch.heads, arch.qkv), mutation.attention)
-    return Arch(layers, hidden, heads, qkv, ffn)
+    if not space.heterogeneous:
+        ffn = move(space.ffn_values, arch.ffn, mutation.ffn)
+        heads, qkv = move(space.attention_choices(), (arch.heads, arch.qkv), mutation.attention)
+        return Arch(layers, hidden, heads, qkv, ffn)
+    keep = lambda v: (tuple(v) + (v[-1],) * layers)[:layers]  # noqa: E731
+    ffn = tuple(move(space.ffn_values, f, mutation.ffn) for f in keep(arch.layer_ffn))
+    attention = [move(space.attention_choices(), hq, mutation.attention)
+                 for hq in keep(list(zip(arch.layer_heads, arch.layer_qkv)))]  # fmt: skip
+    return Arch(layers, hidden, tuple(h for h, _ in attention), tuple(q for _, q in attention), ffn)
 
 
 def search(method: str, candidates: CandidateSet, fitness: Fitness, *, budget: int, seed: int = 0,
            space: SearchSpace | None = None, population: int = POPULATION, explore_rate: float = EXPLORE_RATE,
-           mutation: Mutation = Mutation(), max_retries: int = MAX_RETRIES,
-           progress: bool = True) -> SearchResult:  # fmt: skip
+           mutation: Mutation = Mutation(), max_retries: int = MAX_RETRIES, progress: bool = True,
+           predict: Any = None) -> SearchResult:  # fmt: skip
     """Run `method` ("random" | "fast" | "evolved") over `candidates` for `budget` distinct fitness
     evaluations (fewer if the method's candidates run out: noted), seeded by `seed`. `space` (default the
-    candidates' own) is checked to hold every candidate and gives the mutation grid."""
+    candidates' own) is checked to hold every candidate and gives the mutation grid. `predict` (archs ->
+    ms; default for a heterogeneous space: the predictor of the candidates' latency directory) lets
+    `evolved` take a mutant that is not among the candidates when its predicted latency lies in the
+    window: a heterogeneous space's candidates are a sample of its archs (`SearchSpace.scored_archs`)."""
     if method not in METHODS:
         raise SearchError(f"method must be one of {METHODS}, got {method!r}")
     space = space or candidates.space
@@ -214,10 +234,26 @@ def search(method: str, candidates: CandidateSet, fitness: Fitness, *, budget: i
     index = candidates.index()
     pool = _Pool(pool_indices, rng)
     bar = tqdm(total=budget, desc=f"{method} seed {seed}", unit="arch", disable=not progress, leave=False)
+    archs, predicted = list(candidates.archs), list(candidates.predicted_ms)
+    if predict is None and method == "evolved" and space.heterogeneous:
+        predict = _candidates_predictor(candidates)
+
+    def admit(arch: Arch) -> int | None:
+        # the candidate index of `arch`; with `predict`, a new arch whose predicted latency is in the window
+        i = index.get(arch)
+        if i is None and predict is not None:
+            ms = float(predict([arch])[0])
+            lo, hi = candidates.window_ms
+            if lo <= ms <= hi:
+                i = index[arch] = len(archs)
+                archs.append(arch)
+                predicted.append(ms)
+                pool.add(i)
+        return i
 
     def evaluate(i: int, generation: int) -> None:
-        arch = candidates.archs[i]
-        ms = float(candidates.predicted_ms[i])
+        arch = archs[i]
+        ms = float(predicted[i])
         loss = float(fitness(arch))
         result.evaluations.append(Evaluation(len(result.evaluations), generation, arch, loss, ms,
                                              float(candidates.speedup(ms))))  # fmt: skip
@@ -229,8 +265,8 @@ def search(method: str, candidates: CandidateSet, fitness: Fitness, *, budget: i
         if method != "evolved" or generation == 0:
             chosen = [pool.take(pool.draw()) for _ in range(size)]
         else:
-            chosen = _next_generation(result, candidates, index, space, pool, rng, size, population, explore_rate,
-                                      mutation, max_retries)  # fmt: skip
+            chosen = _next_generation(result, admit, space, pool, rng, size, population, explore_rate, mutation,
+                                      max_retries)  # fmt: skip
         for i in chosen:
             evaluate(i, generation)
         generation += 1
@@ -243,8 +279,19 @@ def search(method: str, candidates: CandidateSet, fitness: Fitness, *, budget: i
     return result
 
 
-def _next_generation(result: SearchResult, candidates: CandidateSet, index: dict[Arch, int], space: SearchSpace,
-                     pool: _Pool, rng: np.random.Generator, size: int, population: int, explore_rate: float,
+def _candidates_predictor(candidates: CandidateSet) -> Any:
+    # the predictor of the latency directory the candidates came from, or None
+    from .latency import PREDICTOR_DIR
+    from .predictor import PredictorError, load_predictor
+
+    latency_dir = candidates.meta.get("latency_dir")
+    try:
+        return load_predictor(os.path.join(latency_dir, PREDICTOR_DIR)) if latency_dir else None
+    except PredictorError:
+        return None
+
+
+def _next_generation(result: SearchResult, admit: Any, space: SearchSpace, pool: _Pool, rng: np.random.Generator, size: int, population: int, explore_rate: float,
                      mutation: Mutation, max_retries: int) -> list[int]:  # fmt: skip
     # the `population` best evaluated so far are the parents; each new individual is a fresh candidate
     # (prob. explore_rate) or a mutant of a roulette-selected parent that is a candidate not yet used
@@ -256,7 +303,7 @@ def _next_generation(result: SearchResult, candidates: CandidateSet, index: dict
         if rng.random() >= explore_rate:
             parent = ranked[roulette(losses, rng)].arch
             for _ in range(max_retries):
-                i = index.get(mutate(parent, space, rng, mutation))
+                i = admit(mutate(parent, space, rng, mutation))
                 if i is not None and i not in pool.used:
                     pick = i
                     break

@@ -12,7 +12,7 @@ import optax
 
 from distilbert_jax.train.state import TrainState
 
-from .objectives import Objective, Sums
+from .objectives import LogitsTeacher, Objective, Sums, inplace_student
 from .space import Arch
 from .supernet import ArchArrays, Bucket, SuperNet
 
@@ -28,10 +28,31 @@ def _teacher_out(teacher_model, teacher, batch):
 
 
 def make_supernet_step(supernet: SuperNet, objective: Objective, tx: optax.GradientTransformation,
-                       schedule: optax.Schedule | None = None, teacher_model: Any = None) -> Callable:  # fmt: skip
+                       schedule: optax.Schedule | None = None, teacher_model: Any = None,
+                       inplace: bool = False) -> Callable:  # fmt: skip
     """The pure step `(state, batch, archs, buckets) -> (state, metrics)`: `archs` an `ArchArrays` of [k]
     archs (data) and `buckets` their k `Bucket`s (static). The loss is the mean over the k archs (k > 1:
-    the sandwich rule); metrics are those of the mean sums, plus grad_norm and lr."""
+    the sandwich rule); metrics are those of the mean sums, plus grad_norm and lr.
+
+    `inplace` (in-place distillation, BigNAS): arch 0 — the largest — minimises `objective`, and each
+    other arch the KL to arch 0's masked-LM logits (computed in the same step, without gradient);
+    metrics are arch 0's, `loss` the mean over the archs and `inplace_kd` the students' mean KL."""
+    student = inplace_student(objective)
+
+    def inplace_loss(params, batch, archs, buckets, step_rng, teacher_out, denoms):
+        largest = jax.tree.map(lambda a: a[0], archs)
+        teacher = LogitsTeacher(jax.lax.stop_gradient(
+            supernet.apply(params, largest, buckets[0], batch["input_ids"], batch["attention_mask"]).logits))
+        first = objective.sums(supernet, params, largest, buckets[0], batch, jax.random.fold_in(step_rng, 0), teacher_out)
+        losses = [objective.objective(first, denoms)]
+        for j in range(1, len(buckets)):
+            arch = jax.tree.map(lambda a: a[j], archs)
+            sums = student.sums(supernet, params, arch, buckets[j], batch, jax.random.fold_in(step_rng, j), teacher)
+            losses.append(student.objective(sums, denoms))  # the KL to the largest's logits
+        metrics = objective.metrics(first, denoms)
+        metrics["inplace_kd"] = jnp.mean(jnp.stack(losses[1:]))
+        metrics["loss"] = jnp.mean(jnp.stack(losses))
+        return metrics["loss"], metrics
 
     def step(state: TrainState, batch: dict, archs: ArchArrays, buckets: tuple[Bucket, ...]):
         rng, step_rng = jax.random.split(state.rng)
@@ -39,17 +60,18 @@ def make_supernet_step(supernet: SuperNet, objective: Objective, tx: optax.Gradi
         teacher_out = _teacher_out(teacher_model, state.teacher, batch)
 
         def loss_fn(params):
+            if inplace:
+                return inplace_loss(params, batch, archs, buckets, step_rng, teacher_out, denoms)
             total = None
             for j, bucket in enumerate(buckets):
                 arch = jax.tree.map(lambda a: a[j], archs)
                 sums = objective.sums(supernet, params, arch, bucket, batch, jax.random.fold_in(step_rng, j), teacher_out)
                 total = sums if total is None else jax.tree.map(jnp.add, total, sums)
             mean = jax.tree.map(lambda s: s / len(buckets), total)
-            return objective.objective(mean, denoms), mean
+            return objective.objective(mean, denoms), objective.metrics(mean, denoms)
 
-        (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        metrics = objective.metrics(sums, denoms)
         metrics["grad_norm"] = optax.tree.norm(grads)
         if schedule is not None:
             metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)

@@ -9,7 +9,11 @@ each layer past the arch's count is skipped by `lax.cond` (no compute).
 
 Attention heads: a bucket lays q/k/v out as `head_slots × slot_size` columns (enough for any (heads,
 qkv) of the bucket); column `h·slot_size + d` takes the SuperNet's column `h·(qkv/heads) + d`, so the
-sub-network's heads are exactly the standalone model's heads-major split of its first `qkv` columns."""
+sub-network's heads are exactly the standalone model's heads-major split of its first `qkv` columns.
+
+Heterogeneous archs (per-layer heads / qkv / FFN width, hidden shared): the arch arrays hold one value
+per layer, the bucket is that of the widest layer, and each layer builds its own masks and head layout
+inside it — the same programs serve uniform and heterogeneous archs."""
 
 from __future__ import annotations
 
@@ -25,15 +29,20 @@ import numpy as np
 import distilbert_jax as dj
 from distilbert_jax.modeling import LN_EPS, activation_fn, keep_mask, matmul
 
-from .space import Arch, SearchSpace
+from .space import LIMITS, Arch, SearchSpace
 
 Array = jax.Array
 F32 = jnp.float32
 
 
+MAX_LAYERS = LIMITS["layers"][1]  # per-layer arrays have this many entries, whatever the space
+
+
 @flax.struct.dataclass
 class ArchArrays:
-    """An `Arch` as int32 scalars (traced data inside jit)."""
+    """An `Arch` as int32 data inside jit: `layers`, `hidden` scalars; `heads`, `qkv`, `ffn` [MAX_LAYERS]
+    per layer (past the arch's layers: its last layer's values, unused). The same shapes for every arch,
+    uniform or not, so no arch compiles a program of its own."""
 
     layers: Array
     hidden: Array
@@ -41,13 +50,18 @@ class ArchArrays:
     qkv: Array
     ffn: Array
 
+    @staticmethod
+    def _row(arch: Arch) -> tuple:
+        pad = lambda v: v + (v[-1],) * (MAX_LAYERS - len(v))  # noqa: E731
+        return (arch.layers, arch.hidden, pad(arch.layer_heads), pad(arch.layer_qkv), pad(arch.layer_ffn))
+
     @classmethod
     def of(cls, arch: Arch) -> "ArchArrays":
-        return cls(*(np.int32(v) for v in (arch.layers, arch.hidden, arch.heads, arch.qkv, arch.ffn)))
+        return cls(*(np.asarray(v, np.int32) for v in cls._row(arch)))
 
     @classmethod
     def stack(cls, archs: list[Arch]) -> "ArchArrays":
-        return cls(*(np.asarray(v, np.int32) for v in zip(*((a.layers, a.hidden, a.heads, a.qkv, a.ffn) for a in archs))))
+        return cls(*(np.asarray(v, np.int32) for v in zip(*(cls._row(a) for a in archs))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,9 +124,10 @@ class SuperNet:
 
     # ---- configs and params ---------------------------------------------------------------------------
     def config(self, arch: Arch | None = None) -> dj.DistilBertConfig:
-        """The standalone `DistilBertConfig` of `arch` (default: the largest, i.e. the SuperNet's own)."""
+        """The standalone `DistilBertConfig` of `arch` (default: the largest, i.e. the SuperNet's own);
+        per-layer sizes (heterogeneous archs) in its `layer_*` fields."""
         a = self.space.largest() if arch is None else self.space.check(arch)
-        return self.base.replace(dim=a.hidden, n_layers=a.layers, n_heads=a.heads, hidden_dim=a.ffn, qkv_dim=a.qkv)
+        return arch_config(self.base, a)
 
     def model(self, arch: Arch | None = None):
         """The standalone masked-LM module of `arch` (default: the largest)."""
@@ -124,13 +139,14 @@ class SuperNet:
 
     # ---- buckets --------------------------------------------------------------------------------------
     def bucket(self, arch: Arch) -> Bucket:
-        """The static shapes serving `arch` (checked against the space)."""
+        """The static shapes serving `arch` (checked against the space): per width the bucket of its widest
+        layer (a heterogeneous arch's narrower layers are masks inside it)."""
         arch = self.space.check(arch)
         s = self.space
         up = lambda v, grid: next(e for e in _edges(grid, self.buckets) if e >= v)  # noqa: E731
-        qkv = up(arch.qkv, s.qkv_values)
+        qkv = up(max(arch.layer_qkv), s.qkv_values)
         pairs = [(h, q) for h, q in s.attention_choices() if q <= qkv]
-        return Bucket(up(arch.hidden, s.hidden_values), qkv, up(arch.ffn, s.ffn_values),
+        return Bucket(up(arch.hidden, s.hidden_values), qkv, up(max(arch.layer_ffn), s.ffn_values),
                       max(h for h, _ in pairs), max(q // h for h, q in pairs))  # fmt: skip
 
     def all_buckets(self) -> set[Bucket]:
@@ -163,19 +179,20 @@ class SuperNet:
         x = emb["word_embeddings"]["embedding"][:, : b.hidden][input_ids] + emb["position_embeddings"]["embedding"][None, :seq_len, : b.hidden]  # fmt: skip
         x = _dropout(_masked_layer_norm(x, emb["LayerNorm"], m_h, n_h), rng, c.dropout, salt=0)
 
-        # the head layout: slot column h·slot_size + d <- SuperNet column h·head_dim + d (valid slots only)
-        head_dim = arch.qkv // arch.heads
         slot = jnp.arange(b.head_slots * b.slot_size)
         h_idx, d_idx = slot // b.slot_size, slot % b.slot_size
-        valid = ((h_idx < arch.heads) & (d_idx < head_dim)).astype(F32)  # [S]
-        source = jnp.where(valid > 0, h_idx * head_dim + d_idx, 0)
-        head_valid = (jnp.arange(b.head_slots) < arch.heads).astype(F32)  # [slots]
-        m_f = (jnp.arange(b.ffn) < arch.ffn).astype(F32)
         act = activation_fn(c.activation)
 
         def block(i: int, x: Array):
             lp = enc["transformer"]["layer"][str(i)]
             a = lp["attention"]
+            # layer i's head layout: slot column h·slot_size + d <- SuperNet column h·head_dim + d (valid slots)
+            heads = arch.heads[i]
+            head_dim = arch.qkv[i] // heads
+            valid = ((h_idx < heads) & (d_idx < head_dim)).astype(F32)  # [S]
+            source = jnp.where(valid > 0, h_idx * head_dim + d_idx, 0)
+            head_valid = (jnp.arange(b.head_slots) < heads).astype(F32)  # [slots]
+            m_f = (jnp.arange(b.ffn) < arch.ffn[i]).astype(F32)
 
             def qkv_weights(name):  # [Hb, S], [S]
                 w = jnp.take(a[name]["kernel"][: b.hidden, : b.qkv], source, axis=1) * valid
@@ -232,7 +249,7 @@ class SuperNet:
         """The standalone masked-LM `(model, {"params": tree})` of `arch`: leading slices of every weight
         and the first `layers` layers. Its outputs equal `apply` at `arch`."""
         arch = self.space.check(arch)
-        H, Q, F = arch.hidden, arch.qkv, arch.ffn
+        H = arch.hidden
         enc = params["distilbert"]
 
         def lin(p, rows, cols):
@@ -243,6 +260,7 @@ class SuperNet:
 
         layers = {}
         for i in range(arch.layers):
+            Q, F = arch.layer_qkv[i], arch.layer_ffn[i]
             lp = enc["transformer"]["layer"][str(i)]
             a = lp["attention"]
             layers[str(i)] = {
@@ -265,3 +283,11 @@ class SuperNet:
         }  # fmt: skip
         tree = jax.tree.map(lambda v: jnp.array(v), tree)  # own copies, not views of the SuperNet
         return self.model(arch), {"params": tree}
+
+
+def arch_config(base: dj.DistilBertConfig, arch: Arch) -> dj.DistilBertConfig:
+    """`base` with the arch's sizes: dim, n_layers and, per layer, heads / attention width / FFN width
+    (scalar fields for uniform archs; the `layer_*` fields for heterogeneous ones)."""
+    return base.replace(dim=arch.hidden, n_layers=arch.layers, n_heads=max(arch.layer_heads), qkv_dim=max(arch.layer_qkv),
+                        hidden_dim=max(arch.layer_ffn), layer_n_heads=arch.layer_heads, layer_qkv_dims=arch.layer_qkv,
+                        layer_hidden_dims=arch.layer_ffn)  # fmt: skip

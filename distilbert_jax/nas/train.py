@@ -45,10 +45,10 @@ class NasResult:
 
 
 def step_archs(settings: NasSettings, seed: int, step: int) -> list[Arch]:
-    """The archs step `step` trains: [largest, smallest] with the sandwich rule, then `random_archs` archs
-    of the seeded stream (a pure function of seed and step)."""
+    """The archs step `step` trains: [largest, smallest] with the sandwich rule ([largest] with in-place
+    distillation alone), then `random_archs` archs of the seeded stream (a pure function of seed and step)."""
     s = settings.space
-    fixed = [s.largest(), s.smallest()] if settings.sandwich else []
+    fixed = [s.largest(), s.smallest()] if settings.sandwich else [s.largest()] if settings.inplace_distill else []
     return fixed + [s.arch_at(seed, step * settings.random_archs + j) for j in range(settings.random_archs)]
 
 
@@ -93,7 +93,8 @@ def train_supernet(settings: NasSettings, cfg: TrainConfig, *, train_source: Bat
     jitted: list[Any] = []  # the jitted step, for its compilation count
 
     def make_step(state: TrainState):
-        jitted.append(jit_supernet_step(make_supernet_step(supernet, objective, tx, schedule, teacher_model), state))
+        step_fn = make_supernet_step(supernet, objective, tx, schedule, teacher_model, settings.inplace_distill)
+        jitted.append(jit_supernet_step(step_fn, state))
 
         def step(state: TrainState, batch: Any, i: int):
             archs = step_archs(settings, cfg.seed, i)

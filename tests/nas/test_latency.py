@@ -15,7 +15,7 @@ from distilbert_jax.nas.io import save_supernet
 from distilbert_jax.nas.latency import (DeviceMismatchWarning, LatencyDataError, candidates_from_latency,
                                         device_info, measure_latencies, read_dataset, run_latency, sample_archs)
 from distilbert_jax.nas.predictor import (FlopsBaseline, LatencyPredictor, MLPSettings, PredictorError,
-                                          PredictorFileError, encoder_flops, mape, spearman)
+                                          PredictorFileError, encoder_flops, load_predictor, mape, spearman)
 
 from .conftest import TINY_KD_SPACE, TINY_SPACE, noisy
 
@@ -107,11 +107,20 @@ def test_cli_latency_then_candidates(supernet_dir, tmp_path, capsys):
     assert len(data.archs) == 12 and data.held_out.sum() == 2 and np.all(np.isfinite(data.second_ms[data.held_out]))
     assert data.meta["seq"] == 8 and data.meta["reference_ms"] > 0 and data.space == SearchSpace.from_dict(TINY_SPACE)
     report = json.loads((out / "report.json").read_text())
-    assert {"mlp", "flops", "noise_floor", "noise_floor_drift_removed", "pass_drift", "reference_ms"} <= set(report)
+    assert {"layer_sum", "mlp", "flops", "noise_floor", "noise_floor_drift_removed", "pass_drift", "reference_ms",
+            "chosen", "layer_table"} <= set(report)  # fmt: skip
     assert report["n_train"] == 10 and 0 <= report["mlp"]["mape"] and -1 <= report["mlp"]["spearman"] <= 1
+    for name in ("layer_sum", "mlp", "flops", "noise_floor"):
+        assert 0 <= report[name]["within_10"] <= 1
+    # the chosen predictor is the best on the held-out archs, saved as predictor/; every one under predictors/
+    assert report["chosen"] == min(("layer_sum", "mlp", "flops"), key=lambda k: report[k]["mape"])
+    assert load_predictor(out / "predictor").kind == report["chosen"]
+    assert {load_predictor(out / "predictors" / k).kind for k in ("layer_sum", "mlp", "flops")} == {"layer_sum", "mlp", "flops"}
+    assert "per-layer sum" in printed and "within ±10 %" in printed and "chosen predictor" in printed
+    assert not (out / "xla_cache").exists()  # --compile-cache off
 
     # a constraint in the middle of the reachable range, as a speedup and as ms
-    pred = LatencyPredictor.load(out / "predictor")
+    pred = load_predictor(out / "predictor")
     mid = float(np.median(pred.predict(list(pred.space.archs()))))
     for constraint in (f"{pred.reference_ms / mid:.6f}x", f"{mid:.6f}ms"):
         assert main(["candidates", "--latency", str(out), "--constraint", constraint, "--out", str(tmp_path / "c.jsonl")]) == 0
@@ -170,3 +179,82 @@ def test_kd_mode_latency_and_candidates(tmp_path):
     assert quickest in cands.index() and all(a.heads == 4 for a in cands.archs)
     with pytest.raises(ConstraintError, match="reachable"):
         candidates_from_latency(tmp_path / "lat", f"{fastest / 10}ms")
+
+
+def _linear_table(space):
+    # a table whose entries are linear in each width: interpolation between the timed points is exact
+    from distilbert_jax.nas.layer_latency import LayerTable, grid_points
+
+    h = np.array(grid_points(space.hidden_values, 3), float)
+    att = grid_points(space.attention_choices(), 3)
+    q, f = np.array([a[1] for a in att], float), np.array(grid_points(space.ffn_values, 3), float)
+    return LayerTable(h, np.array([a[0] for a in att], float), q, f, 0.01 * h, 1e-4 * np.outer(h, q),
+                      2e-4 * np.outer(h, f), 0.005, 1, 8)  # fmt: skip
+
+
+def test_layer_sum_predictor_sums_layers_and_takes_heterogeneous_archs(tmp_path):
+    from distilbert_jax.nas.layer_latency import LayerSumPredictor
+
+    space = SearchSpace.from_dict({**TINY_SPACE, "heterogeneous": True})
+    table = _linear_table(space)
+    expect = lambda a: 0.01 * a.hidden + sum(1e-4 * a.hidden * q + 2e-4 * a.hidden * f  # noqa: E731
+                                             for q, f in zip(a.layer_qkv, a.layer_ffn))
+    archs = [space.sample(np.random.default_rng(i)) for i in range(30)]
+    assert any(not a.uniform for a in archs)
+    np.testing.assert_allclose(table.raw(archs), [expect(a) for a in archs], rtol=1e-9)
+    ms = 0.2 + 1.5 * np.array([expect(a) for a in archs])  # a dispatch and a fusion factor
+    pred = LayerSumPredictor.fit(table, archs, ms, space, {"reference_ms": 3.0, "device": "here"})
+    assert (pred.c0, pred.c1, pred.c2) == (pytest.approx(0.2), pytest.approx(1.5), pytest.approx(0.0, abs=1e-9))
+    np.testing.assert_allclose(pred.predict(archs), ms, rtol=1e-9)
+    pred.save(tmp_path / "p")
+    again = load_predictor(tmp_path / "p")
+    assert again.kind == "layer_sum" and np.array_equal(again.predict(archs), pred.predict(archs))
+    with pytest.raises(PredictorFileError, match="holds a 'layer_sum' predictor, not an MLP"):
+        LatencyPredictor.load(tmp_path / "p")
+
+
+def test_every_predictor_takes_any_arch_format_and_checks_its_space(tmp_path):
+    from distilbert_jax.nas.layer_latency import LayerSumPredictor
+
+    space = SearchSpace.from_dict(TINY_SPACE)
+    archs = sample_archs(space, 20, seed=0)
+    ms = _synthetic_ms(archs)
+    predictors = [LatencyPredictor.fit(archs, ms, space, settings=FAST), FlopsBaseline.fit(archs, ms, 1, 8, space),
+                  LayerSumPredictor.fit(_linear_table(space), archs, ms, space)]  # fmt: skip
+    a = archs[3]
+    for p in predictors:
+        want = p.predict([a])
+        for form in (str(a), a.to_json(), str(a.to_autotinybert()), json.dumps(a.to_json())):
+            np.testing.assert_array_equal(p.predict([form]), want)
+        with pytest.raises(ArchError, match=r"hidden \(sample_hidden_size\)=40 is not in the search space"):
+            p.predict([Arch(1, 40, 1, 16, 32)])
+        with pytest.raises(ArchError, match="accepted arch formats"):
+            p.predict(["L1_H32"])
+        with pytest.raises(ArchError, match="differs between layers"):
+            p.predict(["L2_H32_A1_Q16_F32-64"])
+
+
+def test_cli_latency_help_and_compile_cache_inside_out(supernet_dir, tmp_path, capsys, monkeypatch):
+    import distilbert_jax.train.parallel as parallel
+
+    with pytest.raises(SystemExit):
+        main(["latency", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "median over them" not in text and "latency = the --quantile of them" in text
+    assert "default 0.25" in text and "inside --out" in text and "~/.cache" not in text
+    used = []
+    monkeypatch.setattr(parallel, "enable_compile_cache", lambda d=None: used.append(d) or d)
+    assert main(["latency", "--supernet", str(supernet_dir), "--n", "3", "--out", str(tmp_path / "l")]) == 2
+    assert used == [str(tmp_path / "l" / "xla_cache")]
+
+
+def test_layer_table_times_each_sub_layer_shape(tiny_supernet):
+    from distilbert_jax.nas.layer_latency import measure_layer_table
+
+    sn, _ = tiny_supernet
+    table = measure_layer_table(sn.space, sn.base, seq=8, rounds=2, calls=1, progress=False)
+    assert list(table.hidden) == [32, 48, 64] and list(table.qkv) == [16, 32, 48, 64] and list(table.ffn) == [32, 64, 96, 128]
+    assert table.attn_ms.shape == (3, 4) and table.ffn_ms.shape == (3, 4) and table.emb_ms.shape == (3,)
+    assert np.all(table.attn_ms > 0) and np.all(table.ffn_ms > 0) and table.dispatch_ms > 0
+    raw = table.raw([sn.space.smallest(), sn.space.largest()])
+    assert 0 < raw[0] < raw[1]

@@ -69,11 +69,41 @@ def test_distillation_objective_and_teacher_checks(tmp_path):
         train_supernet(settings, cfg)
 
 
+def test_inplace_distillation_largest_teaches_the_others_in_the_same_step(tmp_path):
+    settings, cfg = tiny_nas(tmp_path / "inplace", inplace_distill=True, random_archs=2, total_steps=3)
+    archs = step_archs(settings, 0, 1)
+    assert len(archs) == settings.archs_per_step == 3 and archs[0] == settings.space.largest()
+    result = train_supernet(settings, cfg)
+    rows = result.history["train"]
+    assert all(math.isfinite(r["inplace_kd"]) and r["inplace_kd"] >= 0 and math.isfinite(r["loss"]) for r in rows)
+    assert result.compilations == 1  # the largest's teaching forward is part of the one step program
+    # with the sandwich rule: largest teaches smallest + random archs; with a teacher: the largest distils from it
+    teacher = dj.build_model(dj.small_config(vocab_size=100, dim=48, n_heads=3, max_position_embeddings=32,
+                                             model_type="bert", type_vocab_size=2), "masked_lm")  # fmt: skip
+    dj.save_pretrained(tmp_path / "teacher", teacher, dj.init_params(teacher, 3))
+    settings, cfg = tiny_nas(tmp_path / "both", inplace_distill=True, sandwich=True, random_archs=1, total_steps=2,
+                             objective="distill", teacher=str(tmp_path / "teacher"))  # fmt: skip
+    last = train_supernet(settings, cfg).history["train"][-1]
+    assert all(math.isfinite(last[k]) and last[k] >= 0 for k in ("kd", "attn", "rel", "inplace_kd", "loss"))
+
+
+def test_distillation_student_uses_the_teachers_tokenizer(tmp_path):
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\n")
+    _, cfg = tiny_nas(tmp_path / "run", objective="distill", teacher=str(tmp_path / "teacher"))
+    assert cfg.tokenizer == str(tmp_path / "teacher")
+    _, cfg = tiny_nas(tmp_path / "run", objective="distill", teacher=str(tmp_path / "teacher"), tokenizer=str(tmp_path))
+    assert cfg.tokenizer == str(tmp_path)  # an explicit tokenizer wins
+    _, cfg = tiny_nas(tmp_path / "run", objective="mlm", teacher=str(tmp_path / "teacher"))
+    assert cfg.tokenizer is None
+
+
 @pytest.mark.parametrize("changes, match", [
     ({"objective": "distill"}, "objective 'distill' needs 'teacher'"),
     ({"model": {"dim": 64}}, r"\['dim'\] are set by the search space"),
     ({"space": {"layer_num_space": [0, 3]}}, r"space: invalid search space: layer_num_space \[0, 3\] must satisfy"),
     ({"objective": "kd"}, "objective must be one of"),
+    ({"inplace_distill": "yes"}, "inplace_distill must be true or false"),
 ])  # fmt: skip
 def test_bad_nas_configs(tmp_path, changes, match):
     with pytest.raises(ConfigError, match=match):

@@ -9,7 +9,7 @@ import pytest
 from distilbert_jax.nas.candidates import ConstraintError, read_candidates
 from distilbert_jax.nas.cli import main
 from distilbert_jax.nas.latency import PREDICTOR_DIR
-from distilbert_jax.nas.predictor import LatencyPredictor
+from distilbert_jax.nas.predictor import load_predictor
 from distilbert_jax.nas.pipeline import MODELS, PipelineConfig, distilbert_ratio_arch, run_pipeline
 from distilbert_jax.nas.space import Arch, SearchSpace
 from distilbert_jax.train.config import ConfigError
@@ -41,7 +41,7 @@ def test_pipeline_runs_every_step_and_resumes(tmp_path, capsys):
     state = json.loads((tmp_path / "run" / "pipeline_state.json").read_text())
     assert {"supernet", "latency"} <= set(state) and "candidates" not in state
     # a constraint in the middle of what the predictor says is reachable
-    predictor = LatencyPredictor.load(tmp_path / "run" / "latency" / PREDICTOR_DIR)
+    predictor = load_predictor(tmp_path / "run" / "latency" / PREDICTOR_DIR)
     archs = list(predictor.space.archs())
     ms = sorted(predictor.predict(archs))
     cfg = tiny_pipeline(tmp_path, constraint=f"{ms[len(ms) // 2]:.6g}ms")

@@ -65,3 +65,45 @@ def test_kd_mode_errors_and_bad_space():
         SearchSpace.from_dict({"hidden_size_space": [128, 200]})
     with pytest.raises(ArchError, match=r"unknown search-space key\(s\) \['hiden'\]"):
         SearchSpace.from_dict({"hiden": 3})
+
+
+def test_short_form_the_tables_print_is_accepted_everywhere():
+    # issue 21.3: `extract --arch L2_H224_A2_Q128_F128` was refused with Python internals
+    want = Arch(2, 224, 2, 128, 128)
+    assert parse_arch("L2_H224_A2_Q128_F128") == want == parse_arch(str(want)) == parse_arch(" l2_h224_a2_q128_f128 ")
+    assert SearchSpace().check("L2_H224_A2_Q128_F128") == want
+    # per-layer values joined by '-' (heterogeneous archs), one value = every layer
+    het = parse_arch("L2_H224_A2-4_Q128-256_F128-512")
+    assert het == Arch(2, 224, (2, 4), (128, 256), (128, 512)) and str(het) == "L2_H224_A2-4_Q128-256_F128-512"
+    assert parse_arch(str(het)) == het and parse_arch(het.to_autotinybert()) == het and parse_arch(het.to_json()) == het
+    assert parse_arch("L2_H224_A2-2_Q128_F128") == want  # a uniform list is the uniform arch
+    with pytest.raises(ArchError, match=r"A2-4-8 \(heads\) has 3 values but L2 has 2 layers"):
+        parse_arch("L2_H224_A2-4-8_Q128_F128")
+
+
+@pytest.mark.parametrize("text", ["L2_H224_A2_Q128", "L2_H224_A2_Q128_F128x", "hello", "[1, 2]", "L2-H224"])
+def test_malformed_arch_lists_the_formats_with_examples(text):
+    with pytest.raises(ArchError) as e:
+        parse_arch(text)
+    message = str(e.value)
+    assert "ast." not in message and "object at 0x" not in message
+    for example in ("L4_H256_A4_Q256_F512", "L2_H256_A2-4_Q128-256_F512-1024", "'sample_layer_num': 2", '"layers": 2'):
+        assert example in message
+
+
+def test_uniform_space_refuses_per_layer_archs_and_heterogeneous_space_checks_each_layer():
+    with pytest.raises(ArchError, match=r"sample_intermediate_sizes = \[128, 512\] differs between layers; .*heterogeneous"):
+        SearchSpace().check("L2_H224_A2_Q128_F128-512")
+    het = SearchSpace(heterogeneous=True)
+    assert het.check("L2_H224_A2-4_Q128-256_F128-512") == Arch(2, 224, (2, 4), (128, 256), (128, 512))
+    with pytest.raises(ArchError, match=r"ffn \(sample_intermediate_sizes\) of layer 1=100 is not in the search space"):
+        het.check("L2_H224_A2_Q128_F128-100")
+    with pytest.raises(ArchError, match=r"qkv \(sample_qkv_sizes\) of layer 0=256: mlm mode needs qkv = 64 x heads = 128"):
+        het.check("L2_H224_A2_Q256-128_F128")
+    small = SearchSpace.from_dict({"layer_num_space": [1, 2], "hidden_size_space": [32, 48], "head_num_space": [1, 2],
+                                   "head_size": 16, "intermediate_size_space": [32, 64], "heterogeneous": True})  # fmt: skip
+    archs = list(small.archs())
+    assert len(archs) == small.size() == 2 * (4 + 16) and len(set(archs)) == len(archs)
+    assert sum(not a.uniform for a in archs) == 2 * 12 and all(small.check(a) == a for a in archs)
+    assert sorted(archs) == sorted(archs, key=lambda a: (a.layers, a.hidden, a.layer_heads, a.layer_qkv, a.layer_ffn))
+    assert any(not small.sample(np.random.default_rng(i)).uniform for i in range(20))

@@ -29,12 +29,13 @@ def _check_extraction(sn, params, archs):
     for arch in archs:
         out = apply(params, ArchArrays.of(arch), sn.bucket(arch), ids, mask, output_attention=True)
         model, variables = sn.extract(params, arch)
-        assert model.config.n_layers == arch.layers and model.config.attention_dim == arch.qkv
+        assert model.config.n_layers == arch.layers
+        assert [model.config.layer(i).attention_dim for i in range(arch.layers)] == list(arch.layer_qkv)
         ref = model.apply(variables, ids, mask, output_attentions=True)
         np.testing.assert_allclose(out.logits, ref.logits, atol=1e-5, rtol=0, err_msg=str(arch))
         np.testing.assert_allclose(out.last_hidden_state[..., : arch.hidden], ref.last_hidden_state, atol=1e-5, rtol=0)
         assert not np.any(out.last_hidden_state[..., arch.hidden:])  # inactive units stay zero
-        np.testing.assert_allclose(out.attention[:, : arch.heads], ref.attentions[-1], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(out.attention[:, : arch.layer_heads[-1]], ref.attentions[-1], atol=1e-5, rtol=0)
 
 
 def test_extraction_equals_supernet_on_random_archs_and_extremes(tiny_supernet):
@@ -115,3 +116,16 @@ def test_supernet_dir_that_does_not_match_its_config(tiny_supernet, tmp_path):
         load_supernet(tmp_path / "sn")
     with pytest.raises(FileNotFoundError, match="not a SuperNet directory: no search_space.json"):
         load_supernet(tmp_path)
+
+
+def test_cli_extract_takes_the_short_form_the_tables_print(tiny_supernet, tmp_path, capsys):
+    from distilbert_jax.nas.cli import main
+
+    sn, params = tiny_supernet
+    save_supernet(tmp_path / "sn", sn, params)
+    assert main(["extract", "--supernet", str(tmp_path / "sn"), "--arch", "L2_H48_A2_Q32_F64", "--out", str(tmp_path / "sub")]) == 0
+    assert json.loads((tmp_path / "sub" / "arch.json").read_text())["arch"] == Arch(2, 48, 2, 32, 64).to_json()
+    assert "extracted L2_H48_A2_Q32_F64" in capsys.readouterr().out
+    assert main(["extract", "--supernet", str(tmp_path / "sn"), "--arch", "L2_H48_A2_Q32", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "accepted arch formats" in err and "L4_H256_A4_Q256_F512" in err and "ast." not in err
