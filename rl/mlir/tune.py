@@ -331,7 +331,8 @@ def tune_table(table: ProgramTable, network: Any, params: Any, budget: int = 8, 
         results[p].append(OpResult(f"{k}:{s.name}", d, base, dt if d.data_tiling else float("nan"), measured))
     bar.close()
     out_results = []
-    for p in picked:
+    for p in tqdm(picked, desc="re-measuring in a fresh process", unit="prog", disable=not (progress and fresh),
+                  file=sys.stdout):
         use_dt = choose(results[p])
         pr = ProgramResult(table.names[p], results[p], use_dt)
         text = program_spec_text(results[p])
