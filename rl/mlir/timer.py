@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import select
+import statistics
 import struct
 import subprocess
 import sys
@@ -27,11 +28,12 @@ MIN_DEADLINE_S = 0.05
 
 
 TIMINGS = {
-    # name: (IREE driver, clock) — "wall": multi-threaded run, wall-clock time (what a user sees on a quiet
-    # machine); "cpu": one thread (local-sync), that thread's CPU time: ~±15 % on a loaded 2-core machine
-    # where "wall" varies 3-5x, at the price of timing the single-threaded code
-    "wall": ("local-task", time.perf_counter),
-    "cpu": ("local-sync", time.thread_time),
+    # name: (IREE driver, clock, estimator over the timed runs) — "wall": multi-threaded run, wall-clock
+    # time, median (what a user sees on a quiet machine); "cpu": one thread (local-sync), that thread's CPU
+    # time, minimum (other processes can only inflate a run's CPU time, through caches and clocks): ~±15 %
+    # on a loaded 2-core machine where "wall" varies 3-5x, at the price of timing single-threaded code
+    "wall": ("local-task", time.perf_counter, statistics.median),
+    "cpu": ("local-sync", time.thread_time, min),
 }
 
 
@@ -42,7 +44,7 @@ def run_and_time(vmfb: bytes, inputs: list, warmup: int, repeats: int,
     `report("ready")` is called once the module is loaded, `report("first", seconds)` after the first run."""
     import iree.runtime as rt
 
-    driver, clock = TIMINGS[timing]
+    driver, clock, _ = TIMINGS[timing]
     ctx = rt.SystemContext(config=rt.Config(driver))
     ctx.add_vm_module(rt.VmModule.copy_buffer(ctx.instance, vmfb))
     fn = ctx.modules.module["main"]

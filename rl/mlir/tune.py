@@ -38,6 +38,7 @@ from ..programs import ProgramTable, select_programs, stack_programs, test_progr
 from . import refine as R
 from .emit import OpSpec, program_specs
 from .refine_env import N_FEATURES, RefineEnv
+from .timer import TIMINGS
 
 log = logging.getLogger("rl.mlir")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -197,7 +198,8 @@ def program_spec_text(results: list[OpResult]) -> str:
 def remeasure(specs: list[OpSpec], spec_text: str, data_tiling: bool, repeats: int, timing: str,
               rounds: int = 3) -> dict:
     """Compile every op with the program's spec file (and flags) and with nothing, in a fresh process, and
-    time both `rounds` times alternately, uncached → {"default_s": [per op], "tuned_s": [per op], "ok": bool}."""
+    time both `rounds` times alternately, uncached → {"default_s": [per op], "tuned_s": [per op], "ok": bool}
+    (per op the timing's estimator over the rounds, as within a measurement)."""
     import pickle
     import tempfile
 
@@ -231,8 +233,9 @@ def _remeasure_job(path: str) -> None:
             ok &= a.ok and b.ok
             default[i].append(a.time_s)
             tuned[i].append(b.time_s)
-    print(json.dumps({"default_s": [float(np.median(t)) for t in default],
-                      "tuned_s": [float(np.median(t)) for t in tuned], "ok": bool(ok)}))
+    est = TIMINGS[timing][2]
+    print(json.dumps({"default_s": [float(est(t)) for t in default],
+                      "tuned_s": [float(est(t)) for t in tuned], "ok": bool(ok)}))
 
 
 # ---- programs --------------------------------------------------------------------------------------------
