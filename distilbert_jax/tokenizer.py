@@ -23,6 +23,9 @@ from .sentence import read_sentence_transformers
 
 SPECIAL_TOKENS = {"unk": "[UNK]", "sep": "[SEP]", "pad": "[PAD]", "cls": "[CLS]", "mask": "[MASK]"}  # WordPiece
 ROBERTA_SPECIAL_TOKENS = {"unk": "<unk>", "sep": "</s>", "pad": "<pad>", "cls": "<s>", "mask": "<mask>"}  # BPE, Unigram
+# transformers tokenizer classes whose models have one token type (they return no token_type_ids): our
+# Batch.token_type_ids stay 0 for them, whatever the post-processor's type ids
+NO_TOKEN_TYPES = ("RobertaTokenizer", "XLMRobertaTokenizer", "CamembertTokenizer")
 _TRUNCATION = ("longest_first", "only_first", "only_second")
 
 
@@ -33,7 +36,7 @@ class Batch:
     the first / second text and -1 for special tokens and padding. With `return_overflowing_tokens`, each
     row is one window of a long input and `overflow_to_sample_mapping` [B] names the input it came from.
     `token_type_ids` are BERT's segment ids: 0 for `[CLS] A [SEP]`, 1 for `B [SEP]` of a pair, 0 for
-    padding (DistilBERT ignores them)."""
+    padding (DistilBERT ignores them); all 0 for the RoBERTa family, which has one token type."""
 
     input_ids: np.ndarray
     attention_mask: np.ndarray
@@ -143,19 +146,25 @@ def _special_tokens(vocab: dict[str, int], named: dict[str, str | None]) -> dict
 
 class Tokenizer:
     """A WordPiece / BPE / Unigram tokenizer. `tok(texts, max_length=128)` → `Batch` of padded numpy arrays.
-    `special_tokens` {"unk", "sep", "pad", "cls", "mask": token} default to BERT's or RoBERTa's names."""
+    `special_tokens` {"unk", "sep", "pad", "cls", "mask": token} default to BERT's or RoBERTa's names;
+    `tokenizer_class` (the transformers class written back by `save_pretrained`) defaults to
+    DistilBertTokenizer, or for RoBERTa-style special tokens to RobertaTokenizer (BPE) / XLMRobertaTokenizer."""
 
     def __init__(self, backend: tokenizers.Tokenizer, model_max_length: int = 512, lowercase: bool = True,
-                 tokenizer_class: str = "DistilBertTokenizer", special_tokens: dict[str, str | None] | None = None):  # fmt: skip
+                 tokenizer_class: str | None = None, special_tokens: dict[str, str | None] | None = None):  # fmt: skip
         self.backend = backend
         self._truncation_lock = threading.Lock()
         self.model_max_length = int(model_max_length)
         self.lowercase = lowercase
-        self.tokenizer_class = tokenizer_class  # written back by save_pretrained
         backend.no_padding()
         backend.no_truncation()
         vocab = backend.get_vocab()
         self.special_tokens = _special_tokens(vocab, special_tokens or {})
+        if tokenizer_class is None:
+            roberta_style = self.special_tokens["cls"] == ROBERTA_SPECIAL_TOKENS["cls"]
+            bpe = isinstance(backend.model, models.BPE)
+            tokenizer_class = ("RobertaTokenizer" if bpe else "XLMRobertaTokenizer") if roberta_style else "DistilBertTokenizer"
+        self.tokenizer_class = tokenizer_class  # written back by save_pretrained
         self.unk_token_id, self.sep_token_id, self.pad_token_id, self.cls_token_id, self.mask_token_id = (
             vocab[self.special_tokens[k]] for k in SPECIAL_TOKENS
         )
@@ -201,7 +210,7 @@ class Tokenizer:
         if not isinstance(max_len, int) or max_len > 1_000_000:  # HF writes 1e30 for "unset"
             max_len = 512
         lowercase = bool(cfg.get("do_lower_case", True))
-        tokenizer_class = str(cfg.get("tokenizer_class") or "DistilBertTokenizer").removesuffix("Fast")
+        tokenizer_class = str(cfg["tokenizer_class"]).removesuffix("Fast") if cfg.get("tokenizer_class") else None
         json_path, vocab_path = os.path.join(path, "tokenizer.json"), os.path.join(path, "vocab.txt")
         if os.path.isfile(json_path):
             try:
@@ -214,7 +223,7 @@ class Tokenizer:
                 raise ValueError(f"{json_path}: {e}") from None
         if os.path.isfile(vocab_path):
             tok = cls.from_vocab(vocab_path, lowercase, cfg.get("strip_accents"), max_len)
-            tok.tokenizer_class = tokenizer_class
+            tok.tokenizer_class = tokenizer_class or tok.tokenizer_class
             return tok
         raise FileNotFoundError(f"{path} has neither tokenizer.json nor vocab.txt")
 
@@ -222,6 +231,11 @@ class Tokenizer:
     @property
     def vocab_size(self) -> int:
         return self.backend.get_vocab_size()
+
+    @property
+    def has_token_types(self) -> bool:
+        """Whether `Batch.token_type_ids` carry the pair's segments (0 / 1); all 0 for the RoBERTa family."""
+        return self.tokenizer_class not in NO_TOKEN_TYPES
 
     @property
     def all_special_ids(self) -> list[int]:
@@ -295,7 +309,8 @@ class Tokenizer:
             mask[row, :k] = 1
             offsets[row, :k] = enc.offsets
             seq_ids[row, :k] = [-1 if s is None else s for s in enc.sequence_ids]
-            type_ids[row, :k] = enc.type_ids
+            if self.has_token_types:
+                type_ids[row, :k] = enc.type_ids
         return Batch(ids, mask, offsets, seq_ids, sample_mapping, type_ids)
 
     def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = True) -> str:
