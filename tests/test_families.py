@@ -14,7 +14,7 @@ import distilbert_jax as dj
 from bench import parity
 from bench.common import arch_heads, hf_class_name
 from bench.corpus import MIXED, sentences
-from tests.test_bert import _ours, _theirs
+from tests.test_bert import _ours, _theirs, assert_errors_name_keys
 
 # every head of RoBERTa and ELECTRA; XLM-RoBERTa and CamemBERT share RoBERTa's numerics (class names differ)
 CASES = ([("roberta", h) for h in arch_heads("roberta")] + [("electra", h) for h in arch_heads("electra")]
@@ -130,12 +130,7 @@ def test_family_key_errors_name_the_checkpoint_keys(hf_dir):
                          "lm_head.decoder.bias": state["lm_head.bias"]})  # fmt: skip
     variables, report = dj.hf_to_params(old, model)
     assert report.unused == ["lm_head.decoder.bias"] and not report.notes
-    broken = dict(state)
-    del broken["roberta.encoder.layer.1.attention.self.key.weight"]
-    broken["lm_head.dense.weight"] = np.zeros((5, 32), np.float32)
-    with pytest.raises(dj.WeightsError, match=r"(?s)missing keys \(1\): roberta.encoder.layer.1.attention.self.key.weight"
-                                              r".*lm_head.dense.weight: checkpoint \(32, 5\)"):
-        dj.hf_to_params(broken, model)
+    assert_errors_name_keys(state, model, "roberta.encoder.layer.1.attention.self.key.weight", "lm_head.dense.weight")
 
 
 # ---- tokenizers ---------------------------------------------------------------------------------
@@ -255,3 +250,18 @@ def test_sentence_transformers_on_family_encoders(tokenizer_dirs, tmp_path, arch
     assert model.config.model_type == arch and tok.model_max_length == 24
     ours = dj.embed(model, variables, tok, texts, batch_size=2)
     np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
+def test_parity_cli_new_arches(hf_dir, capsys):
+    """`bench.parity small --arch electra` runs every ELECTRA head (the discriminator too); --model-dir detects
+    the model_type; a head the arch lacks is refused."""
+    assert parity.main(["small", "--arch", "electra", "--seq-len", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "7 heads" in out and "all PASS" in out and "discriminator" in out
+    path, _ = hf_dir("question_answering", arch="xlm-roberta")
+    assert parity.main(["--model-dir", path, "--seq-len", "16"]) == 0
+    assert "all PASS" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        parity.main(["small", "--arch", "roberta", "--head", "discriminator"])
+    with pytest.raises(SystemExit):
+        parity.main(["small", "--arch", "roberta", "--seq-len", "129"])  # 130 positions hold 128 tokens
