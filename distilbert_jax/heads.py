@@ -150,7 +150,8 @@ class DistilBertForSequenceClassification(_Head):
         _, enc = self.encode(input_ids, attention_mask, inputs_embeds, deterministic, output_hidden_states,
                           output_attentions, token_type_ids)  # fmt: skip
         if c.family in ("roberta", "electra"):
-            logits = ClassificationHead(c, self.classifier_dropout, self.dtype, name="classifier")(enc.last_hidden_state, deterministic)
+            head = ClassificationHead(c, self.classifier_dropout, self.dtype, name="classifier")
+            logits = head(enc.last_hidden_state, deterministic)
         else:
             logits = self.pooled_classifier(enc, c.num_labels, deterministic)
         return _with_encoder(enc, logits=logits)

@@ -543,12 +543,12 @@ def _check_inputs(input_ids, attention_mask, inputs_embeds) -> tuple[int, int]:
 
 class DistilBertModel(nn.Module):
     """The bare encoder: `apply(params, input_ids [B,T], attention_mask [B,T]) -> EncoderOutput`.
-    For BERT, `token_type_ids [B,T]` (default zeros) select the segment embeddings and, with
-    `add_pooling_layer`, `pooler_output` is set; DistilBERT ignores both."""
+    For the BERT-style families, `token_type_ids [B,T]` (default zeros) select the segment embeddings and,
+    with `add_pooling_layer` (BERT, RoBERTa family), `pooler_output` is set; DistilBERT ignores both."""
 
     config: DistilBertConfig
     dtype: Dtype = jnp.float32
-    add_pooling_layer: bool = True  # BERT only: build the pooler (`pooler/dense`)
+    add_pooling_layer: bool = True  # BERT / RoBERTa family only: build the pooler (`pooler/dense`)
 
     def setup(self):
         self.embeddings = Embeddings(self.config, self.dtype, name="embeddings")
