@@ -245,4 +245,7 @@ def save_pretrained(
         with open(os.path.join(path, INDEX_NAME), "w", encoding="utf-8") as f:
             json.dump(index, f, indent=2)
     if tokenizer is not None:
-        tokenizer.save_pretrained(path, tokenizer_class=model.config.class_prefix + "Tokenizer")
+        # a WordPiece tokenizer is written as the model family's (BertTokenizer, ElectraTokenizer, …); a BPE /
+        # Unigram one keeps its own class (e.g. XLMRobertaTokenizer under a multilingual BERT model)
+        own = tokenizer.tokenizer_class if not tokenizer.is_word_piece else model.config.class_prefix + "Tokenizer"
+        tokenizer.save_pretrained(path, tokenizer_class=own)

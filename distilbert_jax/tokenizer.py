@@ -233,6 +233,11 @@ class Tokenizer:
         return self.backend.get_vocab_size()
 
     @property
+    def is_word_piece(self) -> bool:
+        """Whether the vocabulary is WordPiece (BERT, DistilBERT, ELECTRA), not BPE / Unigram."""
+        return isinstance(self.backend.model, models.WordPiece)
+
+    @property
     def has_token_types(self) -> bool:
         """Whether `Batch.token_type_ids` carry the pair's segments (0 / 1); all 0 for the RoBERTa family."""
         return self.tokenizer_class not in NO_TOKEN_TYPES
@@ -325,7 +330,7 @@ class Tokenizer:
         path = os.fspath(path)
         os.makedirs(path, exist_ok=True)
         self.backend.save(os.path.join(path, "tokenizer.json"))
-        word_piece = isinstance(self.backend.model, models.WordPiece)
+        word_piece = self.is_word_piece
         if word_piece:
             vocab = sorted(self.backend.get_vocab().items(), key=lambda kv: kv[1])
             with open(os.path.join(path, "vocab.txt"), "w", encoding="utf-8") as f:

@@ -3,6 +3,8 @@ depth against `transformers`, save -> `transformers` reload, positions after the
 embedding projection, refused configs; BPE and Unigram tokenizer.json files equal to AutoTokenizer;
 sentence-transformers directories on these encoders."""
 
+import json
+
 import numpy as np
 import pytest
 import tokenizers
@@ -216,6 +218,20 @@ def test_tokenizer_equals_auto_tokenizer(tokenizer_dirs, mixed_texts, arch, tmp_
     np.testing.assert_array_equal(again(texts[:8], padding=True, return_tensors="np")["input_ids"],
                                   ours(texts[:8]).input_ids)  # fmt: skip
     assert dj.Tokenizer.from_pretrained(tmp_path / "saved").special_tokens == ours.special_tokens
+
+
+def test_save_pretrained_with_tokenizer_keeps_its_kind(tokenizer_dirs, hf_dir, tmp_path):
+    """A WordPiece tokenizer is written as the model family's class; a BPE / Unigram one keeps its own (a
+    multilingual BERT with XLM-R's tokenizer stays XLMRobertaTokenizer)."""
+    for arch, tok_arch, expected in (("roberta", "roberta", "RobertaTokenizer"), ("bert", "xlm-roberta", "XLMRobertaTokenizer"),
+                                     ("electra", "electra", "ElectraTokenizer")):  # fmt: skip
+        model, variables = dj.from_pretrained(hf_dir("base", arch=arch)[0])
+        tok = dj.Tokenizer.from_pretrained(tokenizer_dirs[tok_arch])
+        dj.save_pretrained(tmp_path / arch, model, variables, tok)
+        assert json.loads((tmp_path / arch / "tokenizer_config.json").read_text())["tokenizer_class"] == expected
+        auto = transformers.AutoTokenizer.from_pretrained(tmp_path / arch)  # v5: ElectraTokenizer is BertTokenizer
+        texts = ["Héllo wörld, 東京 😀", "two   words"]
+        np.testing.assert_array_equal(auto(texts, padding=True, return_tensors="np")["input_ids"], tok(texts).input_ids)
 
 
 # ---- sentence-transformers ----------------------------------------------------------------------
