@@ -26,7 +26,19 @@ BERT_SIZES = {
     "big": dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                 intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2),
 }  # fmt: skip
-ARCHS = ("distilbert", "bert")
+_ROBERTA = dict(type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5)
+# `transformers` config kwargs per BERT-style arch; "big" is the arch's base checkpoint (roberta-base,
+# xlm-roberta-base with its 250k vocabulary, camembert-base, electra-base-discriminator). The small ELECTRA
+# has embedding_size 16 != hidden 32, so the embedding projection runs (the base discriminator has none).
+ARCH_SIZES = {
+    "distilbert": SIZES,
+    "bert": BERT_SIZES,
+    **{arch: {"small": dict(BERT_SIZES["small"], max_position_embeddings=130, vocab_size=1000, **_ROBERTA),
+              "big": dict(BERT_SIZES["big"], max_position_embeddings=514, vocab_size=vocab, **_ROBERTA)}
+       for arch, vocab in (("roberta", 50265), ("xlm-roberta", 250002), ("camembert", 32005))},
+    "electra": {"small": dict(BERT_SIZES["small"], embedding_size=16), "big": dict(BERT_SIZES["big"], embedding_size=768)},
+}  # fmt: skip
+ARCHS = tuple(ARCH_SIZES)
 
 # our head name -> transformers class name
 HF_CLASSES = {
@@ -40,25 +52,46 @@ HF_CLASSES = {
 
 
 def hf_class_name(head: str, arch: str = "distilbert") -> str:
-    """The `transformers` class of `head` for `arch` ("distilbert" or "bert")."""
-    name = HF_CLASSES[head]
-    return "Bert" + name[len("DistilBert"):] if arch == "bert" else name
+    """The `transformers` class of `head` for `arch` (a model_type in `ARCHS`)."""
+    from distilbert_jax.heads import FAMILY_HEADS
+    from distilbert_jax.config import CLASS_PREFIXES
+
+    if head in FAMILY_HEADS:
+        return FAMILY_HEADS[head][1]
+    return CLASS_PREFIXES[arch] + HF_CLASSES[head][len("DistilBert"):]
+
+
+def arch_heads(arch: str) -> list[str]:
+    """The heads `arch` has (ours and transformers')."""
+    from distilbert_jax.config import FAMILIES
+    from distilbert_jax.heads import heads_of
+
+    return heads_of(FAMILIES[arch])
+
+
+def max_seq_len(arch: str, size: str) -> int:
+    """The longest input of `arch` at `size` (the RoBERTa family spends pad_token_id + 1 positions)."""
+    from distilbert_jax.config import DistilBertConfig
+
+    sizes = ARCH_SIZES[arch][size]
+    if arch == "distilbert":
+        return sizes["max_position_embeddings"]
+    return DistilBertConfig.from_hf(dict(sizes, model_type=arch)).max_seq_len
 
 
 def hf_model(head: str, size: str | dict = "small", seed: int = 0, randomize: bool = True, arch: str = "distilbert",
              **config_kw):  # fmt: skip
-    """A seeded random-init `transformers` DistilBERT (or BERT, `arch="bert"`) for `head`, in eval mode
-    with eager attention. With `randomize`, every param (LayerNorm included) gets extra noise so no
+    """A seeded random-init `transformers` model of `arch` (a model_type in `ARCHS`) for `head`, in eval
+    mode with eager attention. With `randomize`, every param (LayerNorm included) gets extra noise so no
     weight is trivially 1 or 0."""
     import torch
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # no "Writing model shards" bar per save
-    sizes = BERT_SIZES if arch == "bert" else SIZES
-    kwargs = dict(sizes[size] if isinstance(size, str) else size)
+    kwargs = dict(ARCH_SIZES[arch][size] if isinstance(size, str) else size)
     kwargs.update(config_kw)
     kwargs.setdefault("num_labels", 3 if head in ("sequence_classification", "token_classification") else 2)
-    config = (transformers.BertConfig if arch == "bert" else transformers.DistilBertConfig)(**kwargs)
+    config = transformers.AutoConfig.for_model(arch, **kwargs)
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = getattr(transformers, hf_class_name(head, arch))(config).eval()
@@ -72,8 +105,10 @@ def hf_model(head: str, size: str | dict = "small", seed: int = 0, randomize: bo
     return model
 
 
-def random_inputs(batch: int, seq_len: int, vocab_size: int, seed: int = 0, choices: int | None = None):
-    """Padded random token ids and a mask: row i keeps a different length (row 0 full, others shorter)."""
+def random_inputs(batch: int, seq_len: int, vocab_size: int, seed: int = 0, choices: int | None = None,
+                  pad_id: int = 0):  # fmt: skip
+    """Padded random token ids (padding `pad_id`) and a mask: row i keeps a different length (row 0 full,
+    others shorter)."""
     rng = np.random.default_rng(seed)
     shape = (batch, seq_len) if choices is None else (batch, choices, seq_len)
     ids = rng.integers(5, vocab_size, size=shape).astype(np.int64)
@@ -82,7 +117,7 @@ def random_inputs(batch: int, seq_len: int, vocab_size: int, seed: int = 0, choi
     for i in range(1, len(flat_ids)):
         keep = max(1, seq_len - int(rng.integers(1, max(2, seq_len // 2))))
         mask[i, keep:] = 0
-        flat_ids[i, keep:] = 0
+        flat_ids[i, keep:] = pad_id
     flat_ids[:, 0] = 2  # a [CLS]-like first token
     return ids, mask.reshape(shape)
 

@@ -1,13 +1,16 @@
 """Parity of distilbert_jax against PyTorch `transformers`, head by head.
 
-    python -m bench.parity small|big [--arch distilbert|bert] [--head H ...] [--batch 2] [--seq-len 64] [--tol 1e-4]
-    python -m bench.parity --model-dir path/to/hf_dir        # DistilBERT or BERT, detected from config.json
+    python -m bench.parity small|big [--arch distilbert|bert|roberta|xlm-roberta|camembert|electra] [--head H ...]
+                                     [--batch 2] [--seq-len 64] [--tol 1e-4]
+    python -m bench.parity --model-dir path/to/hf_dir        # any of those, detected from config.json
 
 Builds a seeded random-init `transformers` model of the given size per head, saves it to a temp HF
 directory, loads it with `distilbert_jax.from_pretrained`, runs the same padded inputs through both
 and prints max |Δ| of every output (logits, BERT's pooler output and each layer's hidden states).
-BERT runs get token-pair segment ids (`token_type_ids` 0 then 1). "big" BERT is bert-base (12 × 768).
-Exits 1 on any failure.
+BERT and ELECTRA runs get token-pair segment ids (`token_type_ids` 0 then 1); RoBERTa-family runs pad with
+the pad id (their positions skip padding). "big" is each arch's base checkpoint: bert-base (12 × 768),
+roberta-base, xlm-roberta-base (250k vocabulary), camembert-base, electra-base-discriminator. Every head
+the arch has runs (ELECTRA adds its `discriminator`). Exits 1 on any failure.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import distilbert_jax as dj
-from bench.common import (ARCHS, BERT_SIZES, HF_CLASSES, SIZES, device_description, hf_class_name, hf_model,
+from bench.common import (ARCHS, arch_heads, device_description, hf_class_name, hf_model, max_seq_len,
                           print_table, random_inputs, random_token_types)  # fmt: skip
+from distilbert_jax.heads import ALL_HEADS
 
 DEFAULT_TOL = 1e-4
 
@@ -53,7 +57,7 @@ def compare(hf, model, variables, ids: np.ndarray, mask: np.ndarray, head: str,
         )
     flat_mask = mask.reshape(-1, mask.shape[-1])
     results = []
-    token_level = head in ("masked_lm", "token_classification", "question_answering")
+    token_level = head in ("masked_lm", "token_classification", "question_answering", "discriminator")
     if head == "question_answering":
         pairs = [("start_logits", out.start_logits, ref.start_logits), ("end_logits", out.end_logits, ref.end_logits)]
     else:
@@ -69,11 +73,19 @@ def compare(hf, model, variables, ids: np.ndarray, mask: np.ndarray, head: str,
     return results
 
 
+def parity_inputs(config: dj.DistilBertConfig, head: str, batch: int, seq_len: int, seed: int):
+    """(ids, mask, token_type_ids or None) for a parity run: padded with the model's pad id, token pairs'
+    segment ids where the family has two token types."""
+    ids, mask = random_inputs(batch, seq_len, config.vocab_size, seed=seed,
+                              choices=3 if head == "multiple_choice" else None, pad_id=config.pad_token_id)  # fmt: skip
+    types = random_token_types(mask, seed) if config.type_vocab_size > 1 else None
+    return ids, mask, types
+
+
 def run_size(size: str, heads: list[str], batch: int, seq_len: int, tol: float, seed: int,
              arch: str = "distilbert") -> list[dict]:  # fmt: skip
     """Parity rows for every head at one size (random-init transformers models saved to temp dirs)."""
     rows = []
-    vocab = SIZES[size]["vocab_size"]
     label = size if arch == "distilbert" else f"{arch}-{size}"
     with tempfile.TemporaryDirectory() as tmp:
         for head in heads:
@@ -82,9 +94,7 @@ def run_size(size: str, heads: list[str], batch: int, seq_len: int, tol: float, 
             path = os.path.join(tmp, head)
             hf.save_pretrained(path)
             model, variables = dj.from_pretrained(path, head)
-            choices = 3 if head == "multiple_choice" else None
-            ids, mask = random_inputs(batch, seq_len, vocab, seed=seed, choices=choices)
-            types = random_token_types(mask, seed) if arch == "bert" else None
+            ids, mask, types = parity_inputs(model.config, head, batch, seq_len, seed)
             for name, diff, scale in compare(hf, model, variables, ids, mask, head, types):
                 rows.append(dict(size=label, head=head, output=name, max_abs_diff=f"{diff:.2e}",
                                  max_abs_ref=f"{scale:.2f}", ok="PASS" if diff <= tol else "FAIL"))  # fmt: skip
@@ -94,21 +104,19 @@ def run_size(size: str, heads: list[str], batch: int, seq_len: int, tol: float, 
 
 
 def run_model_dir(path: str, batch: int, seq_len: int, tol: float, seed: int) -> list[dict]:
-    """Parity rows for a user's HF DistilBERT or BERT directory (its own head and architecture, from config.json)."""
+    """Parity rows for a user's HF directory (its own head and architecture, from config.json)."""
     import transformers
 
     from distilbert_jax.heads import head_of_architecture
 
     with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
         config = json.load(f)
-    arch = "bert" if config.get("model_type") == "bert" else "distilbert"
+    arch = config.get("model_type", "distilbert")
     head = head_of_architecture((config.get("architectures") or ["DistilBertModel"])[0]) or "base"
     hf = getattr(transformers, hf_class_name(head, arch)).from_pretrained(path, attn_implementation="eager").eval()
     model, variables = dj.from_pretrained(path, head)
-    seq_len = min(seq_len, model.config.max_position_embeddings)
-    ids, mask = random_inputs(batch, seq_len, model.config.vocab_size, seed=seed,
-                              choices=3 if head == "multiple_choice" else None)  # fmt: skip
-    types = random_token_types(mask, seed) if arch == "bert" else None
+    seq_len = min(seq_len, model.config.max_seq_len)
+    ids, mask, types = parity_inputs(model.config, head, batch, seq_len, seed)
     return [
         dict(size=os.path.basename(os.path.normpath(path)), head=head, output=name, max_abs_diff=f"{diff:.2e}",
              max_abs_ref=f"{scale:.2f}", ok="PASS" if diff <= tol else "FAIL")  # fmt: skip
@@ -118,9 +126,10 @@ def run_model_dir(path: str, batch: int, seq_len: int, tol: float, seed: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("size", nargs="?", choices=sorted(SIZES), default="small")
-    parser.add_argument("--arch", choices=ARCHS, default="distilbert", help="distilbert (6 × 768 big) or bert (12 × 768 big)")
-    parser.add_argument("--head", action="append", choices=sorted(HF_CLASSES), help="repeatable; default: all")
+    parser.add_argument("size", nargs="?", choices=("big", "small"), default="small")
+    parser.add_argument("--arch", choices=ARCHS, default="distilbert",
+                        help="distilbert (6 × 768 big) or a BERT-style model_type (its base size big)")
+    parser.add_argument("--head", action="append", choices=sorted(ALL_HEADS), help="repeatable; default: all the arch has")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--tol", type=float, default=DEFAULT_TOL)
@@ -134,10 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_dir:
         rows = run_model_dir(args.model_dir, args.batch, args.seq_len, args.tol, args.seed)
     else:
-        if args.seq_len > (BERT_SIZES if args.arch == "bert" else SIZES)[args.size]["max_position_embeddings"]:
-            parser.error(f"--seq-len exceeds max_position_embeddings of size {args.size}")
-        rows = run_size(args.size, args.head or list(HF_CLASSES), args.batch, args.seq_len, args.tol, args.seed,
-                        args.arch)  # fmt: skip
+        if args.seq_len > max_seq_len(args.arch, args.size):
+            parser.error(f"--seq-len exceeds the longest input of {args.arch} size {args.size} "
+                         f"({max_seq_len(args.arch, args.size)})")  # fmt: skip
+        heads = args.head or arch_heads(args.arch)
+        missing = [h for h in heads if h not in arch_heads(args.arch)]
+        if missing:
+            parser.error(f"--arch {args.arch} has no {missing} head")
+        rows = run_size(args.size, heads, args.batch, args.seq_len, args.tol, args.seed, args.arch)
     print_table(rows, ["size", "head", "output", "max_abs_diff", "max_abs_ref", "ok"])
     failed = [r for r in rows if r["ok"] != "PASS"]
     heads = sorted({r["head"] for r in rows})

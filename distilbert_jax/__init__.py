@@ -1,15 +1,19 @@
-"""distilbert_jax: DistilBERT in JAX/Flax — every head, Hugging Face weights both ways, tokenizer."""
+"""distilbert_jax: DistilBERT in JAX/Flax — every head, Hugging Face weights both ways, tokenizer; BERT,
+RoBERTa / XLM-RoBERTa / CamemBERT and ELECTRA checkpoints in the same encoder code."""
 
 from .config import DistilBertConfig, small_config
 from .heads import (
+    ALL_HEADS,
     HEADS,
     DistilBertForMaskedLM,
     DistilBertForMultipleChoice,
     DistilBertForQuestionAnswering,
     DistilBertForSequenceClassification,
     DistilBertForTokenClassification,
+    ElectraForPreTraining,
     HeadOutput,
     build_model,
+    heads_of,
     init_params,
 )
 from .inference import Answer, answer_questions, decode_answer, embed
@@ -21,6 +25,7 @@ from .weights import LoadReport, WeightsError, hf_to_params, params_to_hf
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALL_HEADS",
     "Answer",
     "Batch",
     "DistilBertConfig",
@@ -30,6 +35,7 @@ __all__ = [
     "DistilBertForSequenceClassification",
     "DistilBertForTokenClassification",
     "DistilBertModel",
+    "ElectraForPreTraining",
     "EncoderOutput",
     "HEADS",
     "HeadOutput",
@@ -43,6 +49,7 @@ __all__ = [
     "decode_answer",
     "embed",
     "from_pretrained",
+    "heads_of",
     "hf_to_params",
     "init_params",
     "load_state_dict",

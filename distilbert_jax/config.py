@@ -1,9 +1,10 @@
 """Encoder configuration: a frozen, hashable dataclass read from / written to HF `config.json`.
 
-One config type serves DistilBERT and BERT-family checkpoints (`model_type` "distilbert" or "bert"):
-BERT's encoder block is DistilBERT's, so BERT's `config.json` names (`hidden_size`,
-`num_hidden_layers`, …) map onto the same fields, and `model_type` switches on what BERT adds
-(token-type embeddings, the pooler, its heads' dropouts)."""
+One config type serves DistilBERT and the BERT-style encoders (`model_type` "bert", "roberta",
+"xlm-roberta", "camembert", "electra"): their encoder block is DistilBERT's, so their `config.json` names
+(`hidden_size`, `num_hidden_layers`, …) map onto the same fields, and `model_type` switches on what each
+family adds: token-type embeddings and the pooler (BERT), positions counted after the padding index
+(RoBERTa family), an embedding width apart from the hidden size (ELECTRA), and each family's heads."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ from .jsonfile import read_json_object
 from .sentence import SENTENCE_POOLINGS
 
 _ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
-MODEL_TYPES = ("distilbert", "bert")
+MODEL_TYPES = ("distilbert", "bert", "roberta", "xlm-roberta", "camembert", "electra")
+# model_type -> family (what decides the numerics) and the prefix of its transformers classes
+FAMILIES = {"distilbert": "distilbert", "bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta",
+            "camembert": "roberta", "electra": "electra"}  # fmt: skip
+CLASS_PREFIXES = {"distilbert": "DistilBert", "bert": "Bert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta",
+                  "camembert": "Camembert", "electra": "Electra"}  # fmt: skip
 
 # BERT config.json name -> our field name (the fields BERT spells differently)
 BERT_FIELDS = {
@@ -32,7 +38,7 @@ BERT_FIELDS = {
 _BERT_SAME = ("vocab_size", "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "pad_token_id",
               "initializer_range", "classifier_dropout", "problem_type")  # fmt: skip
 # fields only one architecture has (not read from / written to the other's config.json)
-_BERT_ONLY = ("type_vocab_size", "layer_norm_eps", "classifier_dropout")
+_BERT_ONLY = ("type_vocab_size", "layer_norm_eps", "classifier_dropout", "embedding_size")
 _DISTILBERT_ONLY = ("sinusoidal_pos_embds", "qa_dropout", "seq_classif_dropout")
 # per-layer field -> the scalar field it refines (heterogeneous layers)
 PER_LAYER_FIELDS = {"layer_n_heads": "n_heads", "layer_qkv_dims": "qkv_dim", "layer_hidden_dims": "hidden_dim"}
@@ -79,24 +85,35 @@ class DistilBertConfig:
     layer_n_heads: tuple[int, ...] | None = None
     layer_qkv_dims: tuple[int, ...] | None = None
     layer_hidden_dims: tuple[int, ...] | None = None
+    embedding_size: int | None = None  # ELECTRA: embedding width, projected to dim; None: dim
 
     def __post_init__(self):
         problems = self._per_layer()
-        if self.qkv_dim == self.dim:
-            object.__setattr__(self, "qkv_dim", None)  # one spelling of "tied", so equal configs compare equal
+        for name in ("qkv_dim", "embedding_size"):
+            if getattr(self, name) == self.dim:
+                object.__setattr__(self, name, None)  # one spelling of "tied", so equal configs compare equal
         if self.model_type not in MODEL_TYPES:
             problems.append(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
-        elif self.model_type == "bert":
+        elif self.is_bert:
+            name = self.model_type
             if not isinstance(self.type_vocab_size, int) or self.type_vocab_size < 1:
-                problems.append(f"type_vocab_size must be a positive int for BERT, got {self.type_vocab_size!r}")
+                problems.append(f"type_vocab_size must be a positive int for {name}, got {self.type_vocab_size!r}")
             if self.sinusoidal_pos_embds:
-                problems.append("sinusoidal_pos_embds is a DistilBERT option; BERT has learned positions")
+                problems.append(f"sinusoidal_pos_embds is a DistilBERT option; {name} has learned positions")
             if self.qkv_dim is not None:
                 problems.append("qkv_dim (an attention width apart from dim) is a DistilBERT option")
             if self.heterogeneous:
                 problems.append("per-layer sizes (layer_n_heads / layer_qkv_dims / layer_hidden_dims) are a DistilBERT option")
+            if self.position_offset and not self.max_position_embeddings > self.position_offset:
+                problems.append(f"max_position_embeddings ({self.max_position_embeddings}) must exceed pad_token_id + 1 "
+                                f"({self.position_offset}): {name} counts positions after the padding index")  # fmt: skip
         elif self.type_vocab_size != 0:
             problems.append(f"type_vocab_size must be 0 for DistilBERT (it has no token types), got {self.type_vocab_size!r}")
+        if self.embedding_size is not None and self.family != "electra":
+            problems.append(f"embedding_size (an embedding width apart from dim) is an ELECTRA option, not {self.model_type}'s")
+        elif self.embedding_size is not None and (not isinstance(self.embedding_size, int)
+                                                  or isinstance(self.embedding_size, bool) or self.embedding_size <= 0):
+            problems.append(f"embedding_size must be a positive int or None (= dim), got {self.embedding_size!r}")
         if not self.layer_norm_eps > 0:
             problems.append(f"layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
         if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
@@ -206,7 +223,39 @@ class DistilBertConfig:
 
     @property
     def is_bert(self) -> bool:
-        return self.model_type == "bert"
+        """A BERT-style encoder (BERT, RoBERTa family, ELECTRA): token types, `layer_norm_eps`, dropout after
+        the attention output, BERT's config.json names."""
+        return self.model_type != "distilbert"
+
+    @property
+    def family(self) -> str:
+        """"distilbert", "bert", "roberta" (RoBERTa, XLM-RoBERTa, CamemBERT) or "electra": what decides the numerics."""
+        return FAMILIES.get(self.model_type, self.model_type)
+
+    @property
+    def class_prefix(self) -> str:
+        """The prefix of the `transformers` classes of this model_type (`Bert`, `XLMRoberta`, …)."""
+        return CLASS_PREFIXES[self.model_type]
+
+    @property
+    def position_offset(self) -> int:
+        """The RoBERTa family numbers positions from `pad_token_id + 1` (padding gets `pad_token_id`); others from 0."""
+        return self.pad_token_id + 1 if self.family == "roberta" else 0
+
+    @property
+    def max_seq_len(self) -> int:
+        """The longest input the position table covers (RoBERTa: 514 positions hold 512 tokens)."""
+        return self.max_position_embeddings - self.position_offset
+
+    @property
+    def embedding_dim(self) -> int:
+        """The width of the embedding tables (`embedding_size`, else `dim`)."""
+        return self.dim if self.embedding_size is None else self.embedding_size
+
+    @property
+    def has_pooler(self) -> bool:
+        """Whether the family's bare model has BERT's pooler (ELECTRA has none)."""
+        return self.family in ("bert", "roberta")
 
     def with_labels(self, labels: int | list[str] | tuple[str, ...]) -> "DistilBertConfig":
         """A copy with `num_labels` labels (an int gives LABEL_0…) or the given label names."""
@@ -223,18 +272,19 @@ class DistilBertConfig:
     # ---- Hugging Face config.json ----------------------------------------------------------------
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> "DistilBertConfig":
-        """Build from a Hugging Face `config.json` dict (DistilBERT or BERT); fields we do not model are ignored."""
+        """Build from a Hugging Face `config.json` dict (any of `MODEL_TYPES`); fields we do not model are ignored."""
         if not isinstance(hf, dict):
             raise TypeError(f"config must be a dict, got {type(hf).__name__}")
         model_type = hf.get("model_type", "distilbert")
-        if model_type == "bert":
-            kwargs = _bert_kwargs(hf)
-        elif model_type == "distilbert":
+        if model_type == "distilbert":
             names = {f.name for f in dataclasses.fields(cls)} - {"id2label", *_BERT_ONLY, *_SENTENCE_FIELDS}
             kwargs = {k: hf[k] for k in names if k in hf and hf[k] is not None}
+        elif model_type in MODEL_TYPES:
+            kwargs = _bert_kwargs(hf, model_type)
         else:
-            raise ValueError(f"config.json has model_type={model_type!r}; distilbert_jax loads 'distilbert' and "
-                             "'bert' (BERT-family: BERT, MiniLM, TinyBERT, sentence-transformers models) only")  # fmt: skip
+            raise ValueError(f"config.json has model_type={model_type!r}; distilbert_jax loads {MODEL_TYPES} "
+                             "(BERT-family: BERT, MiniLM, TinyBERT; RoBERTa-family: RoBERTa, DistilRoBERTa, "
+                             "XLM-RoBERTa, CamemBERT; ELECTRA; sentence-transformers models on them) only")  # fmt: skip
         if "pad_token_id" in hf and hf["pad_token_id"] is None:
             kwargs["pad_token_id"] = 0
         if "id2label" in hf and hf["id2label"]:
@@ -244,19 +294,20 @@ class DistilBertConfig:
         return cls(**kwargs)
 
     def to_hf(self) -> dict[str, Any]:
-        """The Hugging Face `config.json` dict (loadable by `transformers.DistilBertConfig` / `BertConfig`)."""
+        """The Hugging Face `config.json` dict (loadable by `transformers.AutoConfig`: DistilBertConfig, BertConfig, …)."""
         skip = {"id2label", *_SENTENCE_FIELDS, *(_DISTILBERT_ONLY if self.is_bert else _BERT_ONLY)}
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
-        for name in ("problem_type", "classifier_dropout", "qkv_dim", *PER_LAYER_FIELDS):
+        for name in ("problem_type", "classifier_dropout", "qkv_dim", "embedding_size", *PER_LAYER_FIELDS):
             if out.get(name, 0) is None:
                 del out[name]
         out["id2label"] = {str(i): label for i, label in self.id2label}
         out["label2id"] = {label: i for i, label in self.id2label}
         if self.is_bert:
             out = {hf_name: out.pop(ours) for hf_name, ours in BERT_FIELDS.items()} | out
-            out.update(position_embedding_type="absolute", architectures=["BertModel"])
-        else:
-            out["architectures"] = ["DistilBertModel"]
+            out.update(position_embedding_type="absolute")
+            if self.family == "electra":
+                out["embedding_size"] = self.embedding_dim
+        out["architectures"] = [self.class_prefix + "Model"]
         out["tie_word_embeddings"] = True
         return out
 
@@ -284,8 +335,9 @@ class DistilBertConfig:
             f.write("\n")
 
 
-def _bert_kwargs(hf: dict[str, Any]) -> dict[str, Any]:
-    """Our field values from a BERT `config.json`; what the encoder cannot run is refused by name."""
+def _bert_kwargs(hf: dict[str, Any], model_type: str) -> dict[str, Any]:
+    """Our field values from a BERT-style `config.json` (BERT, RoBERTa family, ELECTRA); what the encoder
+    cannot run is refused by name."""
     problems = []
     position_type = hf.get("position_embedding_type", "absolute")
     if position_type != "absolute":
@@ -296,18 +348,34 @@ def _bert_kwargs(hf: dict[str, Any]) -> dict[str, Any]:
     act = hf.get("hidden_act", "gelu")
     if act not in _ACTIVATIONS:
         problems.append(f"hidden_act={act!r} is not supported (expected one of {_ACTIVATIONS})")
+    if model_type == "electra":
+        for name, default in _ELECTRA_SUMMARY.items():  # its multiple-choice head's sequence summary
+            if hf.get(name, default) != default:
+                problems.append(f"{name}={hf[name]!r} is not supported (the multiple-choice head runs {name}={default!r})")
     if problems:
-        raise ValueError("unsupported BERT config: " + "; ".join(problems))
+        raise ValueError(f"unsupported {model_type} config: " + "; ".join(problems))
     kwargs: dict[str, Any] = {ours: hf[name] for name, ours in BERT_FIELDS.items() if hf.get(name) is not None}
     kwargs.update({k: hf[k] for k in _BERT_SAME if hf.get(k) is not None})
     kwargs.setdefault("type_vocab_size", 2)
-    return dict(kwargs, model_type="bert")
+    if model_type == "electra" and hf.get("embedding_size") is not None:
+        kwargs["embedding_size"] = hf["embedding_size"]
+    if FAMILIES[model_type] == "roberta":
+        kwargs.setdefault("pad_token_id", 1)  # transformers' RobertaConfig default
+    return dict(kwargs, model_type=model_type)
+
+
+# ELECTRA's sequence summary settings (config.json) the multiple-choice head implements: first token ->
+# dense (hidden -> hidden) -> GELU -> dropout; summary_last_dropout is read as hidden_dropout_prob
+_ELECTRA_SUMMARY = {"summary_type": "first", "summary_use_proj": True, "summary_activation": "gelu",
+                    "summary_proj_to_labels": False, "summary_first_dropout": 0}  # fmt: skip
 
 
 def small_config(**overrides: Any) -> DistilBertConfig:
-    """A tiny config (dim 32, 2 layers) for tests and quick benchmarks (`model_type="bert"` for BERT)."""
-    if overrides.get("model_type") == "bert":
-        overrides.setdefault("type_vocab_size", 2)
+    """A tiny config (dim 32, 2 layers) for tests and quick benchmarks (`model_type="bert"` for BERT, …)."""
+    if overrides.get("model_type", "distilbert") != "distilbert":
+        overrides.setdefault("type_vocab_size", 1 if FAMILIES.get(overrides["model_type"]) == "roberta" else 2)
+    if FAMILIES.get(overrides.get("model_type")) == "roberta":
+        overrides.setdefault("pad_token_id", 1)
     base = dict(vocab_size=1000, dim=32, n_layers=2, n_heads=4, hidden_dim=37 * 2, max_position_embeddings=128)
     base.update(overrides)
     return DistilBertConfig().replace(**base)

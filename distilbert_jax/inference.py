@@ -80,7 +80,7 @@ def embed(
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     texts = _check_texts(texts, "texts")
-    limit = min(max_length or tokenizer.model_max_length, model.config.max_position_embeddings)
+    limit = min(max_length or tokenizer.model_max_length, model.config.max_seq_len)
     out: np.ndarray | None = None
     batches = _sorted_batches(lambda lo, hi: tokenizer(texts[lo:hi], max_length=limit), len(texts), batch_size,
                               limit, tokenizer.pad_token_id,  # token types unused: all 0 for single texts
@@ -225,7 +225,7 @@ def answer_questions(
 
     best: list[Answer | None] = [None] * len(contexts)
     best_row = [0] * len(contexts)  # the window of each best answer: on equal scores the first window wins
-    limit = min(max_length, model.config.max_position_embeddings)  # padding stays within the positions
+    limit = min(max_length, model.config.max_seq_len)  # padding stays within the positions
     batches = _sorted_batches(tokenize, len(contexts), batch_size, limit, tokenizer.pad_token_id,
                               lambda ids, mask, types: qa_logits(model, variables, ids, mask, types))  # fmt: skip
     for first, batch, rows, (starts, ends) in batches:

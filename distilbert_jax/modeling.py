@@ -6,6 +6,9 @@ Numerics follow `transformers`' PyTorch DistilBERT: post-LayerNorm blocks, LN ep
 masked attention scores filled with the float32 minimum (a fully padded row attends uniformly and stays
 finite). A BERT config (`model_type="bert"`) runs the same blocks and adds token-type embeddings,
 its LayerNorm eps, dropout on the attention output, and the pooler (dense + tanh on the first token).
+The RoBERTa family (roberta, xlm-roberta, camembert) is BERT with positions counted from
+`pad_token_id + 1` over the non-padding tokens (padding gets `pad_token_id`); ELECTRA is BERT with
+embeddings `embedding_size` wide, projected to `dim` by `embeddings_project`, and no pooler.
 With `dtype=jnp.bfloat16` the matmuls run in bf16 while params, the residual stream, LayerNorm
 and softmax stay float32.
 """
@@ -331,24 +334,26 @@ class Embeddings(nn.Module):
     def setup(self):
         c = self.config
         init = nn.initializers.normal(c.initializer_range)
-        self.word_embeddings = nn.Embed(c.vocab_size, c.dim, embedding_init=init, name="word_embeddings")
+        width = c.embedding_dim  # = dim except for ELECTRA's embedding_size
+        self.word_embeddings = nn.Embed(c.vocab_size, width, embedding_init=init, name="word_embeddings")
         if c.sinusoidal_pos_embds:
             table = jnp.asarray(sinusoidal_table(c.max_position_embeddings, c.dim))
             pos_init = lambda *_: table  # noqa: E731
         else:
             pos_init = init
         self.position_embeddings = nn.Embed(
-            c.max_position_embeddings, c.dim, embedding_init=pos_init, name="position_embeddings"
+            c.max_position_embeddings, width, embedding_init=pos_init, name="position_embeddings"
         )
         if c.type_vocab_size:
-            self.token_type_embeddings = nn.Embed(c.type_vocab_size, c.dim, embedding_init=init,
+            self.token_type_embeddings = nn.Embed(c.type_vocab_size, width, embedding_init=init,
                                                   name="token_type_embeddings")  # fmt: skip
         self.LayerNorm = layer_norm("LayerNorm", c.layer_norm_eps)
         self.dropout = Dropout(c.dropout)
 
     def __call__(self, input_ids: Array | None, inputs_embeds: Array | None, deterministic: bool,
                  token_type_ids: Array | None = None) -> Array:  # fmt: skip
-        # input_ids [B, T] int  |  inputs_embeds [B, T, D]; token_type_ids [B, T] (BERT)  ->  [B, T, D] float32
+        # input_ids [B, T] int  |  inputs_embeds [B, T, E]; token_type_ids [B, T] (BERT)  ->  [B, T, E] float32
+        # (E = embedding_size for ELECTRA, else D)
         if input_ids is not None:
             ids = ids_for_lookup(input_ids, self.config.vocab_size)
             x = embedding_lookup(self.word_embeddings.embedding, ids).astype(jnp.float32)
@@ -358,13 +363,23 @@ class Embeddings(nn.Module):
         if self.config.type_vocab_size:  # BERT: word + token type, then + position (transformers' order)
             types = jnp.zeros(x.shape[:2], jnp.int32) if token_type_ids is None else token_type_ids
             x = x + self.token_type_embeddings(types)
+        c = self.config
         seq_len = x.shape[1]
-        if seq_len > self.config.max_position_embeddings:
+        if seq_len > c.max_seq_len:
+            offset = f" - {c.position_offset} (positions start after the padding index)" if c.position_offset else ""
             raise ValueError(
-                f"sequence length {seq_len} exceeds max_position_embeddings="
-                f"{self.config.max_position_embeddings}; truncate the input (the tokenizer does by default)"
+                f"sequence length {seq_len} exceeds max_position_embeddings={c.max_position_embeddings}{offset}; "
+                "truncate the input (the tokenizer does by default)"
             )
-        x = x + embedding_lookup(self.position_embeddings.embedding, jnp.arange(seq_len))[None].astype(jnp.float32)
+        if c.position_offset:  # RoBERTa family: pad_token_id + 1, + 2, … over non-padding ids; padding: pad_token_id
+            if input_ids is None:
+                positions = (jnp.arange(seq_len) + c.position_offset)[None]
+            else:
+                real = (input_ids != c.pad_token_id).astype(jnp.int32)
+                positions = jnp.cumsum(real, axis=1) * real + c.pad_token_id
+            x = x + embedding_lookup(self.position_embeddings.embedding, positions).astype(jnp.float32)
+        else:
+            x = x + embedding_lookup(self.position_embeddings.embedding, jnp.arange(seq_len))[None].astype(jnp.float32)
         x = self.LayerNorm(x)
         return self.dropout(x, deterministic=deterministic)
 
@@ -528,22 +543,24 @@ def _check_inputs(input_ids, attention_mask, inputs_embeds) -> tuple[int, int]:
 
 class DistilBertModel(nn.Module):
     """The bare encoder: `apply(params, input_ids [B,T], attention_mask [B,T]) -> EncoderOutput`.
-    For BERT, `token_type_ids [B,T]` (default zeros) select the segment embeddings and, with
-    `add_pooling_layer`, `pooler_output` is set; DistilBERT ignores both."""
+    For the BERT-style families, `token_type_ids [B,T]` (default zeros) select the segment embeddings and,
+    with `add_pooling_layer` (BERT, RoBERTa family), `pooler_output` is set; DistilBERT ignores both."""
 
     config: DistilBertConfig
     dtype: Dtype = jnp.float32
-    add_pooling_layer: bool = True  # BERT only: build the pooler (`pooler/dense`)
+    add_pooling_layer: bool = True  # BERT / RoBERTa family only: build the pooler (`pooler/dense`)
 
     def setup(self):
         self.embeddings = Embeddings(self.config, self.dtype, name="embeddings")
+        if self.config.embedding_size is not None:  # ELECTRA: embedding_size -> dim
+            self.embeddings_project = dense(self.config, self.config.dim, "embeddings_project", self.dtype)
         self.transformer = Transformer(self.config, self.dtype, name="transformer")
         if self.has_pooler:
             self.pooler = Pooler(self.config, self.dtype, name="pooler")
 
     @property
     def has_pooler(self) -> bool:
-        return self.config.is_bert and self.add_pooling_layer
+        return self.config.has_pooler and self.add_pooling_layer
 
     def __call__(
         self,
@@ -560,6 +577,8 @@ class DistilBertModel(nn.Module):
         _check_token_types(token_type_ids, shape, self.config)
         mask = jnp.ones(shape, bool) if attention_mask is None else attention_mask.astype(bool)
         x = self.embeddings(input_ids, inputs_embeds, deterministic, token_type_ids)
+        if self.config.embedding_size is not None:
+            x = self.embeddings_project(x)
         out = self.transformer(x, mask, deterministic, output_hidden_states, output_attentions)
         if self.has_pooler:
             out = out.replace(pooler_output=self.pooler(out.last_hidden_state))

@@ -1,6 +1,7 @@
-"""Load and save Hugging Face DistilBERT / BERT directories: config.json + model.safetensors (single
-file or sharded with model.safetensors.index.json) + tokenizer files; sentence-transformers directories
-(modules.json) load their transformer with the directory's pooling and normalization."""
+"""Load and save Hugging Face DistilBERT / BERT / RoBERTa-family / ELECTRA directories: config.json +
+model.safetensors (single file or sharded with model.safetensors.index.json) + tokenizer files;
+sentence-transformers directories (modules.json) load their transformer with the directory's pooling and
+normalization. A Hub model id (`org/name`) is found in the local Hugging Face cache (see `hub`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from .config import DistilBertConfig
-from .heads import HEADS, architecture_of, build_model, head_of_architecture
+from .heads import ALL_HEADS, FAMILY_HEADS, HEADS, architecture_of, build_model, head_of_architecture
+from .hub import resolve_model_path
 from .safetensors_file import SafetensorsError, SafetensorsFile
 from .sentence import read_sentence_transformers
 from .tokenizer import Tokenizer
@@ -132,6 +134,8 @@ def from_pretrained(
     path: str | os.PathLike,
     head: str | None = None,
     *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
     dtype: Any = jnp.float32,
     param_dtype: Any = jnp.float32,
     rng: int = 0,
@@ -139,10 +143,15 @@ def from_pretrained(
     ignore_mismatched_sizes: bool = False,
     return_report: bool = False,
 ) -> tuple[nn.Module, dict] | tuple[nn.Module, dict, LoadReport]:
-    """Load an HF DistilBERT or BERT directory (or a sentence-transformers directory) as `(model, {"params": tree})`.
+    """Load an HF DistilBERT, BERT, RoBERTa / XLM-RoBERTa / CamemBERT or ELECTRA directory (or a
+    sentence-transformers directory on one) as `(model, {"params": tree})`.
 
+    `path` is a directory or a Hub model id ("distilbert-base-uncased", "org/name") found in the local
+    Hugging Face cache (`cache_dir`, else HF_HUB_CACHE / HF_HOME; `revision`: a branch, tag or commit,
+    default "main"), offline.
     head: "base", "masked_lm", "sequence_classification", "token_classification",
-    "question_answering", "multiple_choice", or None to take it from config.json's `architectures`.
+    "question_answering", "multiple_choice", ELECTRA's "discriminator", or None to take it from
+    config.json's `architectures`.
     A base checkpoint loads into a head model with the head freshly initialised (a warning names the
     keys). `dtype` is the compute dtype; `param_dtype` the dtype params are cast to.
     `ignore_mismatched_sizes` re-initialises head params whose shape differs (e.g. a classifier trained
@@ -151,11 +160,9 @@ def from_pretrained(
     A sentence-transformers directory (`modules.json`) loads its transformer with `config.pooling` /
     `config.normalize_embeddings` set from its Pooling / Normalize modules, which `embed` applies.
     A bare BERT checkpoint without pooler weights gives a model without the pooler (`pooler_output` None)."""
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"model directory {path} does not exist")
-    if head is not None and head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; expected one of {sorted(HEADS)}")
+    path = resolve_model_path(path, revision, cache_dir)
+    if head is not None and head not in ALL_HEADS:
+        raise ValueError(f"unknown head {head!r}; expected one of {sorted(ALL_HEADS)}")
     sentence = read_sentence_transformers(path)
     if sentence is not None:
         path = sentence.transformer_path
@@ -217,7 +224,8 @@ def save_pretrained(
         model.config.check_transformers_compatible()
     path = os.fspath(path)
     os.makedirs(path, exist_ok=True)
-    head = next(name for name, (cls, _) in HEADS.items() if type(model) is cls)
+    classes = {name: entry[0] for name, entry in (HEADS | FAMILY_HEADS).items()}
+    head = next(name for name, cls in classes.items() if type(model) is cls)
     state = params_to_hf(variables, model)
     model.config.to_json_file(os.path.join(path, "config.json"), architectures=[architecture_of(head, model.config)])
     metadata = {"format": "pt"}
@@ -237,4 +245,7 @@ def save_pretrained(
         with open(os.path.join(path, INDEX_NAME), "w", encoding="utf-8") as f:
             json.dump(index, f, indent=2)
     if tokenizer is not None:
-        tokenizer.save_pretrained(path, tokenizer_class="BertTokenizer" if model.config.is_bert else "DistilBertTokenizer")
+        # a WordPiece tokenizer is written as the model family's (BertTokenizer, ElectraTokenizer, …); a BPE /
+        # Unigram one keeps its own class (e.g. XLMRobertaTokenizer under a multilingual BERT model)
+        own = tokenizer.tokenizer_class if not tokenizer.is_word_piece else model.config.class_prefix + "Tokenizer"
+        tokenizer.save_pretrained(path, tokenizer_class=own)

@@ -1,5 +1,9 @@
-"""WordPiece tokenizer for DistilBERT and BERT through the `tokenizers` library (same ids as HF's
-`DistilBertTokenizerFast` / `BertTokenizerFast`, token types included), returning padded numpy arrays."""
+"""Tokenizers through the `tokenizers` library, returning padded numpy arrays: WordPiece for DistilBERT,
+BERT and ELECTRA (from `vocab.txt` or `tokenizer.json`), and any `tokenizer.json` — byte-level BPE
+(RoBERTa), SentencePiece Unigram (XLM-RoBERTa, CamemBERT) — with its own pre-processing, pair template
+(`<s> A </s></s> B </s>`) and token types. Ids, offsets and windows equal `transformers`' fast tokenizer's.
+Special tokens are named by `tokenizer_config.json` (or `special_tokens_map.json`), else BERT's
+`[CLS]`/`[SEP]`/… or RoBERTa's `<s>`/`</s>`/…, whichever set the vocabulary holds."""
 
 from __future__ import annotations
 
@@ -13,9 +17,15 @@ import numpy as np
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
+from .hub import resolve_model_path
+from .jsonfile import read_json_object
 from .sentence import read_sentence_transformers
 
-SPECIAL_TOKENS = {"unk": "[UNK]", "sep": "[SEP]", "pad": "[PAD]", "cls": "[CLS]", "mask": "[MASK]"}
+SPECIAL_TOKENS = {"unk": "[UNK]", "sep": "[SEP]", "pad": "[PAD]", "cls": "[CLS]", "mask": "[MASK]"}  # WordPiece
+ROBERTA_SPECIAL_TOKENS = {"unk": "<unk>", "sep": "</s>", "pad": "<pad>", "cls": "<s>", "mask": "<mask>"}  # BPE, Unigram
+# transformers tokenizer classes whose models have one token type (they return no token_type_ids): our
+# Batch.token_type_ids stay 0 for them, whatever the post-processor's type ids
+NO_TOKEN_TYPES = ("RobertaTokenizer", "XLMRobertaTokenizer", "CamembertTokenizer")
 _TRUNCATION = ("longest_first", "only_first", "only_second")
 
 
@@ -26,7 +36,7 @@ class Batch:
     the first / second text and -1 for special tokens and padding. With `return_overflowing_tokens`, each
     row is one window of a long input and `overflow_to_sample_mapping` [B] names the input it came from.
     `token_type_ids` are BERT's segment ids: 0 for `[CLS] A [SEP]`, 1 for `B [SEP]` of a pair, 0 for
-    padding (DistilBERT ignores them)."""
+    padding (DistilBERT ignores them); all 0 for the RoBERTa family, which has one token type."""
 
     input_ids: np.ndarray
     attention_mask: np.ndarray
@@ -115,24 +125,48 @@ def _bert_backend(vocab_path: str, lowercase: bool, strip_accents: bool | None) 
     return tok
 
 
+def _token_name(value) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string or {"content": …} (older files)."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _special_tokens(vocab: dict[str, int], named: dict[str, str | None]) -> dict[str, str]:
+    """{"unk"|"sep"|"pad"|"cls"|"mask": token}: the `named` ones, the rest from BERT's or RoBERTa's set,
+    whichever the vocabulary holds. ValueError naming what is missing."""
+    candidates = [dict(defaults, **{k: v for k, v in named.items() if v}) for defaults in (SPECIAL_TOKENS, ROBERTA_SPECIAL_TOKENS)]
+    for tokens in candidates:
+        if all(t in vocab for t in tokens.values()):
+            return tokens
+    missing = [sorted(t for t in tokens.values() if t not in vocab) for tokens in candidates]
+    raise ValueError(f"tokenizer vocabulary lacks the special tokens {missing[0]} (BERT-style) or {missing[1]} "
+                     "(RoBERTa-style); name them in tokenizer_config.json (cls_token, sep_token, …)")  # fmt: skip
+
+
 class Tokenizer:
-    """DistilBERT WordPiece tokenizer. `tok(texts, max_length=128)` → `Batch` of padded numpy arrays."""
+    """A WordPiece / BPE / Unigram tokenizer. `tok(texts, max_length=128)` → `Batch` of padded numpy arrays.
+    `special_tokens` {"unk", "sep", "pad", "cls", "mask": token} default to BERT's or RoBERTa's names;
+    `tokenizer_class` (the transformers class written back by `save_pretrained`) defaults to
+    DistilBertTokenizer, or for RoBERTa-style special tokens to RobertaTokenizer (BPE) / XLMRobertaTokenizer."""
 
     def __init__(self, backend: tokenizers.Tokenizer, model_max_length: int = 512, lowercase: bool = True,
-                 tokenizer_class: str = "DistilBertTokenizer"):  # fmt: skip
+                 tokenizer_class: str | None = None, special_tokens: dict[str, str | None] | None = None):  # fmt: skip
         self.backend = backend
         self._truncation_lock = threading.Lock()
         self.model_max_length = int(model_max_length)
         self.lowercase = lowercase
-        self.tokenizer_class = tokenizer_class  # written back by save_pretrained
         backend.no_padding()
         backend.no_truncation()
         vocab = backend.get_vocab()
-        missing = [t for t in SPECIAL_TOKENS.values() if t not in vocab]
-        if missing:
-            raise ValueError(f"tokenizer vocabulary lacks the special tokens {missing}")
+        self.special_tokens = _special_tokens(vocab, special_tokens or {})
+        if tokenizer_class is None:
+            roberta_style = self.special_tokens["cls"] == ROBERTA_SPECIAL_TOKENS["cls"]
+            bpe = isinstance(backend.model, models.BPE)
+            tokenizer_class = ("RobertaTokenizer" if bpe else "XLMRobertaTokenizer") if roberta_style else "DistilBertTokenizer"
+        self.tokenizer_class = tokenizer_class  # written back by save_pretrained
         self.unk_token_id, self.sep_token_id, self.pad_token_id, self.cls_token_id, self.mask_token_id = (
-            vocab[t] for t in SPECIAL_TOKENS.values()
+            vocab[self.special_tokens[k]] for k in SPECIAL_TOKENS
         )
 
     def __getstate__(self) -> dict:  # picklable (a lock is not)
@@ -151,12 +185,12 @@ class Tokenizer:
         return cls(backend, model_max_length, lowercase)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> "Tokenizer":
+    def from_pretrained(cls, path: str | os.PathLike, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None) -> "Tokenizer":  # fmt: skip
         """Load from an HF directory: `tokenizer.json` if present, else `vocab.txt` (+ `tokenizer_config.json`).
-        A sentence-transformers directory's tokenizer is its transformer's, limited to its `max_seq_length`."""
-        path = os.fspath(path)
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"tokenizer directory {path} does not exist")
+        A sentence-transformers directory's tokenizer is its transformer's, limited to its `max_seq_length`.
+        `path` may be a Hub model id in the local Hugging Face cache (see `distilbert_jax.from_pretrained`)."""
+        path = resolve_model_path(path, revision, cache_dir)
         sentence = read_sentence_transformers(path)
         if sentence is None:
             return cls._from_hf_dir(path)
@@ -168,25 +202,28 @@ class Tokenizer:
     @classmethod
     def _from_hf_dir(cls, path: str) -> "Tokenizer":
         cfg: dict = {}
-        cfg_path = os.path.join(path, "tokenizer_config.json")
-        if os.path.isfile(cfg_path):
-            with open(cfg_path, encoding="utf-8") as f:
-                cfg = json.load(f)
+        for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the second wins
+            if os.path.isfile(os.path.join(path, name)):
+                cfg.update(read_json_object(os.path.join(path, name)))
+        named = {k: _token_name(cfg.get(f"{k}_token")) for k in SPECIAL_TOKENS}
         max_len = cfg.get("model_max_length", 512)
         if not isinstance(max_len, int) or max_len > 1_000_000:  # HF writes 1e30 for "unset"
             max_len = 512
         lowercase = bool(cfg.get("do_lower_case", True))
-        tokenizer_class = str(cfg.get("tokenizer_class") or "DistilBertTokenizer").removesuffix("Fast")
+        tokenizer_class = str(cfg["tokenizer_class"]).removesuffix("Fast") if cfg.get("tokenizer_class") else None
         json_path, vocab_path = os.path.join(path, "tokenizer.json"), os.path.join(path, "vocab.txt")
         if os.path.isfile(json_path):
             try:
                 backend = tokenizers.Tokenizer.from_file(json_path)
             except Exception as e:  # tokenizers raises a bare Exception on bad JSON
                 raise ValueError(f"{json_path} is not a valid tokenizers file: {e}") from None
-            return cls(backend, max_len, lowercase, tokenizer_class)
+            try:
+                return cls(backend, max_len, lowercase, tokenizer_class, named)
+            except ValueError as e:
+                raise ValueError(f"{json_path}: {e}") from None
         if os.path.isfile(vocab_path):
             tok = cls.from_vocab(vocab_path, lowercase, cfg.get("strip_accents"), max_len)
-            tok.tokenizer_class = tokenizer_class
+            tok.tokenizer_class = tokenizer_class or tok.tokenizer_class
             return tok
         raise FileNotFoundError(f"{path} has neither tokenizer.json nor vocab.txt")
 
@@ -194,6 +231,16 @@ class Tokenizer:
     @property
     def vocab_size(self) -> int:
         return self.backend.get_vocab_size()
+
+    @property
+    def is_word_piece(self) -> bool:
+        """Whether the vocabulary is WordPiece (BERT, DistilBERT, ELECTRA), not BPE / Unigram."""
+        return isinstance(self.backend.model, models.WordPiece)
+
+    @property
+    def has_token_types(self) -> bool:
+        """Whether `Batch.token_type_ids` carry the pair's segments (0 / 1); all 0 for the RoBERTa family."""
+        return self.tokenizer_class not in NO_TOKEN_TYPES
 
     @property
     def all_special_ids(self) -> list[int]:
@@ -267,7 +314,8 @@ class Tokenizer:
             mask[row, :k] = 1
             offsets[row, :k] = enc.offsets
             seq_ids[row, :k] = [-1 if s is None else s for s in enc.sequence_ids]
-            type_ids[row, :k] = enc.type_ids
+            if self.has_token_types:
+                type_ids[row, :k] = enc.type_ids
         return Batch(ids, mask, offsets, seq_ids, sample_mapping, type_ids)
 
     def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = True) -> str:
@@ -276,20 +324,25 @@ class Tokenizer:
 
     # ---- saving ---------------------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike, tokenizer_class: str | None = None) -> None:
-        """Write `tokenizer.json`, `vocab.txt` and `tokenizer_config.json` (loadable by `transformers`);
-        `tokenizer_class` (default: the one loaded, else DistilBertTokenizer) names the HF class, e.g.
-        BertTokenizer, whose inputs include token_type_ids."""
+        """Write `tokenizer.json` and `tokenizer_config.json` (and, for WordPiece, `vocab.txt`), loadable by
+        `transformers`; `tokenizer_class` (default: the one loaded, else DistilBertTokenizer) names the HF
+        class, e.g. BertTokenizer, whose inputs include token_type_ids, or XLMRobertaTokenizer."""
         path = os.fspath(path)
         os.makedirs(path, exist_ok=True)
         self.backend.save(os.path.join(path, "tokenizer.json"))
-        vocab = sorted(self.backend.get_vocab().items(), key=lambda kv: kv[1])
-        with open(os.path.join(path, "vocab.txt"), "w", encoding="utf-8") as f:
-            f.writelines(token + "\n" for token, _ in vocab)
+        word_piece = self.is_word_piece
+        if word_piece:
+            vocab = sorted(self.backend.get_vocab().items(), key=lambda kv: kv[1])
+            with open(os.path.join(path, "vocab.txt"), "w", encoding="utf-8") as f:
+                f.writelines(token + "\n" for token, _ in vocab)
+        tokens = {f"{k}_token": v for k, v in self.special_tokens.items()}
+        if not word_piece:  # RoBERTa-style: <s> / </s> also begin / end a sequence
+            tokens.update(bos_token=self.special_tokens["cls"], eos_token=self.special_tokens["sep"])
         config = {
             "tokenizer_class": tokenizer_class or self.tokenizer_class,
-            "do_lower_case": self.lowercase,
+            **({"do_lower_case": self.lowercase} if word_piece else {}),
             "model_max_length": self.model_max_length,
-            **{f"{k}_token": v for k, v in SPECIAL_TOKENS.items()},
+            **tokens,
         }
         with open(os.path.join(path, "tokenizer_config.json"), "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2)

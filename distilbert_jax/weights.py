@@ -4,9 +4,10 @@
     distilbert.transformer.layer.0.attention.q_lin.weight [out, in]
         <-> distilbert/transformer/layer/0/attention/q_lin/kernel [in, out]
 
-BERT checkpoints load into the same module tree: `BERT_KEYS` renames BERT's keys to DistilBERT's first
-(`bert.encoder.layer.0.attention.self.query` -> `distilbert.transformer.layer.0.attention.q_lin`,
-`cls.predictions.transform.dense` -> `vocab_transform`, old-style `LayerNorm.gamma/beta` -> weight/bias),
+BERT, RoBERTa-family and ELECTRA checkpoints load into the same module tree: `BERT_LAYER_KEYS` and the
+family's `FAMILY_KEYS` rename their keys to DistilBERT's first (`bert.encoder.layer.0.attention.self.query`
+-> `distilbert.transformer.layer.0.attention.q_lin`, `cls.predictions.transform.dense` / `lm_head.dense` /
+`generator_predictions.dense` -> `vocab_transform`, old-style `LayerNorm.gamma/beta` -> weight/bias),
 and back when saving; error messages name the checkpoint's own keys.
 """
 
@@ -29,7 +30,7 @@ from .safetensors_file import to_device
 PREFIX = "distilbert."
 TIED_KEY = "vocab_projector.weight"
 IGNORED_KEYS = re.compile(r"^(distilbert\.)?embeddings\.(position_ids|token_type_ids)$")
-ENCODER_MODULES = ("embeddings", "transformer", "pooler")
+ENCODER_MODULES = ("embeddings", "embeddings_project", "transformer", "pooler")
 
 # BERT key fragment <-> ours: per encoder layer (after `encoder.layer.N.` / `transformer.layer.N.`) ...
 BERT_LAYER_KEYS = (
@@ -42,16 +43,35 @@ BERT_LAYER_KEYS = (
     ("output.dense", "ffn.lin2"),
     ("output.LayerNorm", "output_layer_norm"),
 )
-# ... and whole keys of the masked-LM head (the decoder weight is tied to the word embeddings)
-BERT_HEAD_KEYS = (
-    ("cls.predictions.transform.dense.weight", "vocab_transform.weight"),
-    ("cls.predictions.transform.dense.bias", "vocab_transform.bias"),
-    ("cls.predictions.transform.LayerNorm.weight", "vocab_layer_norm.weight"),
-    ("cls.predictions.transform.LayerNorm.bias", "vocab_layer_norm.bias"),
-    ("cls.predictions.bias", "vocab_projector.bias"),
-    ("cls.predictions.decoder.weight", TIED_KEY),
-)
-BERT_ALIASES = {"cls.predictions.decoder.bias": "cls.predictions.bias"}  # tied copies in older checkpoints
+
+
+def _mlm_keys(transform: str, layer_norm: str, bias: str, decoder: str) -> tuple[tuple[str, str], ...]:
+    """A family's masked-LM head keys -> ours (the decoder weight is tied to the word embeddings)."""
+    return ((f"{transform}.weight", "vocab_transform.weight"), (f"{transform}.bias", "vocab_transform.bias"),
+            (f"{layer_norm}.weight", "vocab_layer_norm.weight"), (f"{layer_norm}.bias", "vocab_layer_norm.bias"),
+            (bias, "vocab_projector.bias"), (decoder, TIED_KEY))  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyKeys:
+    """How a BERT-style family's checkpoint keys differ from ours: the encoder prefix (for `distilbert.`),
+    whole head keys renamed (theirs, ours), and tied copies in older checkpoints (copy -> the key it copies).
+    Encoder layers everywhere use `BERT_LAYER_KEYS`; other head keys (classifiers) keep their names."""
+
+    prefix: str
+    head_keys: tuple[tuple[str, str], ...]
+    aliases: dict[str, str]
+
+
+FAMILY_KEYS = {
+    "bert": FamilyKeys("bert.", _mlm_keys("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
+                                          "cls.predictions.bias", "cls.predictions.decoder.weight"),
+                       {"cls.predictions.decoder.bias": "cls.predictions.bias"}),
+    "roberta": FamilyKeys("roberta.", _mlm_keys("lm_head.dense", "lm_head.layer_norm", "lm_head.bias",
+                                                "lm_head.decoder.weight"), {"lm_head.decoder.bias": "lm_head.bias"}),
+    "electra": FamilyKeys("electra.", _mlm_keys("generator_predictions.dense", "generator_predictions.LayerNorm",
+                                                "generator_lm_head.bias", "generator_lm_head.weight"), {}),
+}  # fmt: skip
 _OLD_LAYER_NORM = re.compile(r"(LayerNorm|layer_norm)\.(gamma|beta)$")
 _LAYER_KEY = re.compile(r"^(encoder|transformer)\.layer\.(\d+)\.(.+)\.(weight|bias)$")
 
@@ -122,44 +142,52 @@ def modern_layer_norm_key(key: str) -> str:
     return _OLD_LAYER_NORM.sub(lambda m: f"{m[1]}.{'weight' if m[2] == 'gamma' else 'bias'}", key)
 
 
-def bert_to_key(key: str) -> str:
-    """A BERT checkpoint key -> ours (`bert.` -> `distilbert.`, BERT module names -> DistilBERT's,
-    `LayerNorm.gamma/beta` -> `LayerNorm.weight/bias`); keys it does not know come back unchanged."""
+def family_to_key(key: str, family: str) -> str:
+    """A BERT / RoBERTa / ELECTRA checkpoint key -> ours (`bert.` -> `distilbert.`, BERT module names ->
+    DistilBERT's, the family's masked-LM keys -> `vocab_*`, `LayerNorm.gamma/beta` -> `LayerNorm.weight/bias`);
+    keys it does not know come back unchanged. A DistilBERT key only gets the LayerNorm renaming."""
     key = modern_layer_norm_key(key)
-    key = BERT_ALIASES.get(key, key)
+    if family not in FAMILY_KEYS:
+        return key
+    table = FAMILY_KEYS[family]
+    key = table.aliases.get(key, key)
     prefix = ""
-    if key.startswith("bert."):
-        prefix, key = PREFIX, key[len("bert."):]
+    if key.startswith(table.prefix):
+        prefix, key = PREFIX, key[len(table.prefix):]
     m = _LAYER_KEY.match(key)
     if m and m[1] == "encoder":
         ours = dict(BERT_LAYER_KEYS).get(m[3])
         return f"{prefix}transformer.layer.{m[2]}.{ours}.{m[4]}" if ours else prefix + key
-    return prefix + dict(BERT_HEAD_KEYS).get(key, key)
+    return prefix + dict(table.head_keys).get(key, key)
 
 
-def key_to_bert(key: str) -> str:
-    """Ours -> the BERT checkpoint key (the inverse of `bert_to_key`)."""
+def key_to_family(key: str, family: str) -> str:
+    """Ours -> the family's checkpoint key (the inverse of `family_to_key`)."""
+    if family not in FAMILY_KEYS:
+        return key
+    table = FAMILY_KEYS[family]
     prefix = ""
     if key.startswith(PREFIX):
-        prefix, key = "bert.", key[len(PREFIX):]
+        prefix, key = table.prefix, key[len(PREFIX):]
     m = _LAYER_KEY.match(key)
     if m and m[1] == "transformer":
-        bert = {ours: b for b, ours in BERT_LAYER_KEYS}.get(m[3])
-        return f"{prefix}encoder.layer.{m[2]}.{bert}.{m[4]}" if bert else prefix + key
-    return prefix + {ours: b for b, ours in BERT_HEAD_KEYS}.get(key, key)
+        theirs = {ours: b for b, ours in BERT_LAYER_KEYS}.get(m[3])
+        return f"{prefix}encoder.layer.{m[2]}.{theirs}.{m[4]}" if theirs else prefix + key
+    return prefix + {ours: theirs for theirs, ours in table.head_keys}.get(key, key)
 
 
-def _source_keys(state: Mapping[str, np.ndarray], bert: bool) -> tuple[dict[str, str], list[str]]:
+def _source_keys(state: Mapping[str, np.ndarray], family: str) -> tuple[dict[str, str], list[str]]:
     """{our key: the checkpoint's key} for every key but ignored buffers, and the checkpoint keys
-    dropped as tied duplicates. BERT keys are renamed (see `bert_to_key`)."""
+    dropped as tied duplicates. BERT-style keys are renamed (see `family_to_key`)."""
     names: dict[str, str] = {}
     duplicates = []
+    aliases = FAMILY_KEYS[family].aliases if family in FAMILY_KEYS else {}
     for key in state:
-        ours = bert_to_key(key) if bert else modern_layer_norm_key(key)
+        ours = family_to_key(key, family)
         if IGNORED_KEYS.match(ours):
             continue
         if ours in names:  # e.g. cls.predictions.bias and its tied copy cls.predictions.decoder.bias
-            if key in BERT_ALIASES:
+            if key in aliases:
                 duplicates.append(key)
                 continue
             duplicates.append(names[ours])
@@ -205,11 +233,11 @@ def hf_to_params(
     """
     expected = param_shapes(model)
     into_base = _is_base(model)
-    bert = model.config.is_bert
-    display = key_to_bert if bert else (lambda k: k)
+    bert, family = model.config.is_bert, model.config.family
+    display = lambda k: key_to_family(k, family)  # noqa: E731
     encoder_root = () if into_base else ("distilbert",)
     report = LoadReport()
-    names, duplicates = _source_keys(state, bert)
+    names, duplicates = _source_keys(state, family)
     report.unused += duplicates
     keys = list(names)
     prefixed = any(k.startswith(PREFIX) for k in keys)  # decided from all keys, not the first
@@ -276,8 +304,7 @@ def hf_to_params(
     if unexpected:
         problems.append(f"unexpected keys ({len(unexpected)}): " + ", ".join(sorted(unexpected)))
     if misshaped:
-        head_only = all(_encoder_key(bert_to_key(k.split(":")[0]) if bert else k.split(":")[0], prefixed) is None
-                        for k in misshaped)  # fmt: skip
+        head_only = all(_encoder_key(family_to_key(k.split(":")[0], family), prefixed) is None for k in misshaped)
         hint = " (head params only: ignore_mismatched_sizes=True re-initialises them)" if head_only else ""
         problems.append(f"mis-shaped keys ({len(misshaped)}){hint}: " + "; ".join(sorted(misshaped)))
     if problems:
@@ -345,5 +372,5 @@ def params_to_hf(variables: Mapping, model: nn.Module, tie_projector: bool = Fal
     if tie_projector and not _is_base(model):
         out[TIED_KEY] = out[PREFIX + "embeddings.word_embeddings.weight"]
     if model.config.is_bert:
-        out = {key_to_bert(key): value for key, value in out.items()}
+        out = {key_to_family(key, model.config.family): value for key, value in out.items()}
     return out

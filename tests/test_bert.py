@@ -124,12 +124,18 @@ def test_bert_key_variants(hf_dir):
     assert "bert.pooler.dense.weight" in report.initialized and "classifier.weight" in report.initialized
     assert any("bert.pooler.dense.weight" in str(w.message) for w in caught)
     # errors name BERT's own keys
+    assert_errors_name_keys(state, mlm, "bert.encoder.layer.1.attention.self.key.weight",
+                            "bert.encoder.layer.0.intermediate.dense.weight")  # fmt: skip
+
+
+def assert_errors_name_keys(state, model, missing: str, misshaped: str) -> None:
+    """Dropping key `missing` and giving `misshaped` (a [32, in] weight) another shape: the error names both as
+    the checkpoint spells them."""
     broken = dict(state)
-    del broken["bert.encoder.layer.1.attention.self.key.weight"]
-    broken["bert.encoder.layer.0.intermediate.dense.weight"] = np.zeros((5, 32), np.float32)
-    with pytest.raises(dj.WeightsError, match=r"(?s)missing keys \(1\): bert.encoder.layer.1.attention.self.key.weight"
-                                              r".*bert.encoder.layer.0.intermediate.dense.weight: checkpoint \(32, 5\)"):
-        dj.hf_to_params(broken, mlm)
+    del broken[missing]
+    broken[misshaped] = np.zeros((5, 32), np.float32)
+    with pytest.raises(dj.WeightsError, match=rf"(?s)missing keys \(1\): {missing}.*{misshaped}: checkpoint \(32, 5\)"):
+        dj.hf_to_params(broken, model)
 
 
 def test_token_type_ids(hf_dir, vocab_dir, tmp_path):

@@ -169,8 +169,8 @@ def test_broken_files(hf_dir, tmp_path):
     (no_cfg / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         dj.from_pretrained(no_cfg)
-    (no_cfg / "config.json").write_text(json.dumps({"model_type": "roberta"}))
-    with pytest.raises(ValueError, match="model_type='roberta'.*'bert'"):
+    (no_cfg / "config.json").write_text(json.dumps({"model_type": "albert"}))
+    with pytest.raises(ValueError, match="model_type='albert'.*'bert'.*'electra'"):
         dj.from_pretrained(no_cfg)
     with pytest.raises(ValueError, match="unknown head"):
         dj.from_pretrained(path, "translation")

@@ -38,9 +38,9 @@ def model_config(cfg: TrainConfig, vocab_size: int | None, num_labels: int | Non
         raise ConfigError(f"bad 'model' section: {e}") from None
     if vocab_size is not None and config.vocab_size < vocab_size:
         raise ConfigError(f"model.vocab_size {config.vocab_size} is smaller than the tokenizer's vocabulary ({vocab_size})")
-    if config.max_position_embeddings < cfg.data.seq_len:
-        raise ConfigError(f"data.seq_len {cfg.data.seq_len} exceeds model max_position_embeddings "
-                          f"{config.max_position_embeddings}")  # fmt: skip
+    if config.max_seq_len < cfg.data.seq_len:  # RoBERTa family: max_position_embeddings - pad_token_id - 1
+        raise ConfigError(f"data.seq_len {cfg.data.seq_len} exceeds the model's longest input {config.max_seq_len} "
+                          f"(max_position_embeddings {config.max_position_embeddings})")  # fmt: skip
     return config
 
 
