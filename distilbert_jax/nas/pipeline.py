@@ -68,13 +68,10 @@ class PipelineConfig:
     @classmethod
     def from_json(cls, path: str | os.PathLike, overrides: list[str] = ()) -> PipelineConfig:
         """Read a JSON config and apply `--set key=value` overrides; errors name the file and key."""
-        from distilbert_jax.train.cli import apply_overrides
+        from distilbert_jax.train.overrides import build_config
 
-        data = apply_overrides(read_config(path) if path else {}, list(overrides))
-        try:
-            return build_dataclass(cls, data)
-        except ConfigError as e:
-            raise ConfigError(f"{os.fspath(path) if path else 'pipeline config'}: {e}") from None
+        return build_config(functools.partial(build_dataclass, cls), read_config(path) if path else {}, path or
+                            "pipeline config", overrides)  # fmt: skip
 
 
 FINETUNE_DEFAULTS = {
@@ -90,7 +87,7 @@ def _overrides(d: dict) -> list[str]:
 
 
 def _set(data: dict, overrides: dict) -> dict:
-    from distilbert_jax.train.cli import apply_overrides
+    from distilbert_jax.train.overrides import apply_overrides
 
     return apply_overrides(data, _overrides(overrides))
 
