@@ -89,7 +89,7 @@ class PipelineState:
             return self.data[name]
         if before is not None and before != inputs:
             why = "; ".join(input_changes(before, inputs))
-            cut = "" if name in self.data else " (a cut run of it had other inputs)"
+            cut = "" if name in self.data else " since its unfinished run"
             log(f"[{name}] inputs changed{cut}: {why}; re-running it")
             self.reran[name] = input_changes(before, inputs)
             self.data.pop(name, None)
