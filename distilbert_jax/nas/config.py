@@ -7,7 +7,7 @@ import dataclasses
 import os
 from typing import Any
 
-from distilbert_jax.train.cli import apply_overrides
+from distilbert_jax.train.overrides import build_config
 from distilbert_jax.train.config import ConfigError, TrainConfig, read_json_object
 
 from .objectives import OBJECTIVES
@@ -100,4 +100,4 @@ def nas_config_from_dict(data: dict[str, Any]) -> tuple[NasSettings, TrainConfig
 def load_nas_config(path: str | None, overrides: list[str]) -> tuple[NasSettings, TrainConfig]:
     """The config of a command line: the JSON file, then `--set key=value` overrides."""
     data = read_json_object(path) if path else {}
-    return nas_config_from_dict(apply_overrides(data, overrides))
+    return build_config(nas_config_from_dict, data, path, overrides)

@@ -10,26 +10,24 @@ ratios (FFN = 4 x hidden, qkv = hidden, head size 64) nearest to the same latenc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import os
-import time
-from typing import Any
+import warnings
 
 import numpy as np
 
-from distilbert_jax.jsonfile import read_json_object
-from distilbert_jax.tables import format_table, markdown_table
 from distilbert_jax.train.config import ConfigError, build_dataclass
 from distilbert_jax.train.config import read_json_object as read_config
 
 from .candidates import CandidateSet
+from .pipeline_report import MODELS, results_markdown, results_rows, summary
+from .pipeline_state import STATE_FILE, PipelineState  # noqa: F401  (STATE_FILE: re-exported)
 from .space import Arch, SearchSpace
 
-STATE_FILE = "pipeline_state.json"
-MODELS = ("searched", "random", "distilbert_ratios")  # the rows of the results table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,13 +66,10 @@ class PipelineConfig:
     @classmethod
     def from_json(cls, path: str | os.PathLike, overrides: list[str] = ()) -> PipelineConfig:
         """Read a JSON config and apply `--set key=value` overrides; errors name the file and key."""
-        from distilbert_jax.train.cli import apply_overrides
+        from distilbert_jax.train.overrides import build_config
 
-        data = apply_overrides(read_config(path) if path else {}, list(overrides))
-        try:
-            return build_dataclass(cls, data)
-        except ConfigError as e:
-            raise ConfigError(f"{os.fspath(path) if path else 'pipeline config'}: {e}") from None
+        return build_config(functools.partial(build_dataclass, cls), read_config(path) if path else {}, path or
+                            "pipeline config", overrides)  # fmt: skip
 
 
 FINETUNE_DEFAULTS = {
@@ -90,33 +85,9 @@ def _overrides(d: dict) -> list[str]:
 
 
 def _set(data: dict, overrides: dict) -> dict:
-    from distilbert_jax.train.cli import apply_overrides
+    from distilbert_jax.train.overrides import apply_overrides
 
     return apply_overrides(data, _overrides(overrides))
-
-
-class _State:
-    """`pipeline_state.json`: step name -> its recorded result (written after each step)."""
-
-    def __init__(self, out_dir: str):
-        self.path = os.path.join(out_dir, STATE_FILE)
-        self.data: dict[str, Any] = read_json_object(self.path, ConfigError) if os.path.isfile(self.path) else {}
-
-    def run(self, name: str, fn, log) -> Any:
-        if name in self.data:
-            log(f"[{name}] done before, skipped")
-            return self.data[name]
-        log(f"[{name}] …")
-        start = time.perf_counter()
-        result = fn()
-        self.data[name] = result
-        self.data.setdefault("_seconds", {})[name] = round(time.perf_counter() - start, 1)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.data, f, indent=2)
-        os.replace(tmp, self.path)
-        log(f"[{name}] finished in {self.data['_seconds'][name]:.0f} s")
-        return result
 
 
 def distilbert_ratio_arch(space: SearchSpace, candidates: CandidateSet, predict) -> Arch:
@@ -187,26 +158,6 @@ def _further_mlm(cfg: PipelineConfig, init_dir: str, out_dir: str) -> dict:
 def _finetune(cfg: PipelineConfig, init_dir: str, out_dir: str) -> dict:
     data = _set(json.loads(json.dumps(FINETUNE_DEFAULTS)), cfg.finetune_set)
     return _train({**data, **_start_from(init_dir), "out_dir": out_dir})
-
-
-def results_rows(cfg: PipelineConfig, state: dict) -> list[dict[str, str]]:
-    """The results table (one row per model of `MODELS`) from the recorded pipeline state."""
-    measured = state["measure"]
-    rows = []
-    for name in MODELS:
-        arch = Arch(**state["archs"][name]["arch"])
-        ms = measured["ms"][str(arch)]
-        mlm = state[f"further_mlm:{name}"]["final_eval"]
-        clf = state[f"finetune:{name}"]["final_eval"]
-        rows.append({
-            "model": name, "constraint": state["candidates"]["constraint"], "arch": str(arch),
-            "params (MB)": f"{state['extract:' + name]['params_mb']:.2f}",
-            "predicted ms": f"{state['archs'][name]['predicted_ms']:.3f}", "measured ms": f"{ms:.3f}",
-            "speedup vs reference": f"{measured['reference_ms'] / ms:.1f}x",
-            "SuperNet loss": f"{state['archs'][name]['supernet_loss']:.3f}",
-            "MLM loss": f"{mlm['loss']:.3f}", "accuracy": f"{clf['accuracy']:.3f}",
-        })  # fmt: skip
-    return rows
 
 
 def _call_with_cache(cache_dir: str | None, fn, args: tuple):
@@ -282,7 +233,7 @@ def _extract(supernet_dir: str, arch: dict, out: str) -> dict:
     from .io import extract_to_dir
 
     extract_to_dir(supernet_dir, Arch(**arch), out)
-    return {"dir": out, "params_mb": params_mb(out)}
+    return {"dir": out, "arch": arch, "params_mb": params_mb(out)}
 
 
 def _measure(cfg: PipelineConfig, supernet_dir: str, archs: list[dict]) -> dict:
@@ -296,38 +247,73 @@ def _measure(cfg: PipelineConfig, supernet_dir: str, archs: list[dict]) -> dict:
             "spread": {str(a): float(s) for a, s in zip(m.archs, m.spread)}, "device": m.meta.get("device")}  # fmt: skip
 
 
+@contextlib.contextmanager
+def warnings_once(log):
+    """Warnings raised inside are logged once per kind (their text after the path they start with): the
+    three models' fine-tunings each warn alike that their classifier head starts fresh."""
+    seen = set()
+
+    def show(message, category, *_args, **_kwargs):
+        kind = (category, str(message).split(": ", 1)[-1])
+        if kind not in seen:
+            seen.add(kind)
+            log(f"{category.__name__} (shown once): {message}")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show  # restored by catch_warnings
+        yield
+
+
 def run_pipeline(cfg: PipelineConfig, log=print) -> list[dict[str, str]]:
     """Run (or resume) every step of `cfg`; returns the results table's rows (also written to
-    `OUT_DIR/results.md` and `results.json`)."""
+    `OUT_DIR/results.md` and `results.json`, with the config of these results in `pipeline_config.json`)."""
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    state = PipelineState(cfg.out_dir)
+    with warnings_once(log):
+        _run_steps(cfg, state, log)
+    out = lambda *p: os.path.join(cfg.out_dir, *p)  # noqa: E731
+    rows = results_rows(state.data)
+    with open(out("results.md"), "w", encoding="utf-8") as f:
+        f.write(results_markdown(rows))
+    with open(out("results.json"), "w", encoding="utf-8") as f:
+        json.dump({"rows": rows, "seconds": state.data.get("_seconds", {})}, f, indent=2)
+    with open(out("pipeline_config.json"), "w", encoding="utf-8") as f:  # the config of these results
+        json.dump(dataclasses.asdict(cfg), f, indent=2)
+    log("\n" + summary(state.data, rows))
+    return rows
+
+
+def _run_steps(cfg: PipelineConfig, state: PipelineState, log) -> None:
     from .candidates import read_candidates
     from .fitness import load_search_setup
 
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    with open(os.path.join(cfg.out_dir, "pipeline_config.json"), "w", encoding="utf-8") as f:
-        json.dump(dataclasses.asdict(cfg), f, indent=2)
-    state = _State(cfg.out_dir)
     out = lambda *p: os.path.join(cfg.out_dir, *p)  # noqa: E731
-    sn = state.run("supernet", lambda: _train_supernet(cfg, out("supernet")), log)
-    state.run("latency", lambda: in_fresh_process(_latency, cfg, sn["supernet_dir"], out("latency")), log)
-    state.run("candidates", lambda: _candidates(cfg, out("latency"), out("candidates.jsonl")), log)
+    timing = dict(latency_batch=cfg.latency_batch, latency_seq=cfg.latency_seq, latency_rounds=cfg.latency_rounds,
+                  seed=cfg.seed, latency_reference=cfg.latency_reference)  # fmt: skip
+    sn = state.run("supernet", lambda: _train_supernet(cfg, out("supernet")), log, [out("supernet")],
+                   state.inputs_of(supernet_config=read_config(cfg.supernet_config), supernet_set=cfg.supernet_set))
+    state.run("latency", lambda: in_fresh_process(_latency, cfg, sn["supernet_dir"], out("latency")), log,
+              [out("latency")], state.inputs_of("supernet", latency_n=cfg.latency_n, **timing))  # fmt: skip
+    state.run("candidates", lambda: _candidates(cfg, out("latency"), out("candidates.jsonl")), log,
+              [out("candidates.jsonl")], state.inputs_of("latency", constraint=cfg.constraint))  # fmt: skip
     # loaded at most once, by whichever of the next two steps runs first in this process
     setup = functools.cache(lambda: load_search_setup(sn["run_dir"]))
     cands = functools.cache(lambda: read_candidates(out("candidates.jsonl")))
-    state.run("search", lambda: _search(cfg, setup(), cands(), out("search")), log)
-    archs = state.run("archs", lambda: _pick_archs(cfg, state.data["search"], setup(), cands(), out("latency")), log)
+    state.run("search", lambda: _search(cfg, setup(), cands(), out("search")), log, [out("search")],
+              state.inputs_of("supernet", "candidates", search_method=cfg.search_method,
+                              search_evaluations=cfg.search_evaluations, seed=cfg.seed))  # fmt: skip
+    archs = state.run("archs", lambda: _pick_archs(cfg, state.data["search"], setup(), cands(), out("latency")), log,
+                      [], state.inputs_of("supernet", "latency", "candidates", "search", seed=cfg.seed))  # fmt: skip
     for name in MODELS:
         arch, mdir = archs[name]["arch"], out("models", name)
-        state.run(f"extract:{name}", lambda: _extract(sn["supernet_dir"], arch, os.path.join(mdir, "extracted")), log)
-        mlm = state.run(f"further_mlm:{name}",
-                        lambda: _further_mlm(cfg, os.path.join(mdir, "extracted"), os.path.join(mdir, "mlm")), log)  # fmt: skip
-        state.run(f"finetune:{name}", lambda: _finetune(cfg, mlm["model"], os.path.join(mdir, "classify")), log)
+        done = {p: os.path.join(mdir, p) for p in ("extracted", "mlm", "classify")}
+        state.run(f"extract:{name}", lambda: _extract(sn["supernet_dir"], arch, done["extracted"]), log,
+                  [done["extracted"]], state.inputs_of("supernet", arch=arch))  # fmt: skip
+        mlm = state.run(f"further_mlm:{name}", lambda: _further_mlm(cfg, done["extracted"], done["mlm"]), log,
+                        [done["mlm"]], state.inputs_of(f"extract:{name}", further_mlm_set=cfg.further_mlm_set,
+                                                       further_mlm_config=read_config(cfg.further_mlm_config)))  # fmt: skip
+        state.run(f"finetune:{name}", lambda: _finetune(cfg, mlm["model"], done["classify"]), log, [done["classify"]],
+                  state.inputs_of(f"further_mlm:{name}", finetune_set=cfg.finetune_set))  # fmt: skip
     state.run("measure", lambda: in_fresh_process(_measure, cfg, sn["supernet_dir"], [a["arch"] for a in archs.values()]),
-              log)  # fmt: skip
-    rows = results_rows(cfg, state.data)
-    columns = list(rows[0])
-    with open(out("results.md"), "w", encoding="utf-8") as f:
-        f.write(markdown_table(rows, columns))
-    with open(out("results.json"), "w", encoding="utf-8") as f:
-        json.dump({"rows": rows, "seconds": state.data.get("_seconds", {})}, f, indent=2)
-    log("\n" + format_table(rows, columns))
-    return rows
+              log, [], state.inputs_of("supernet", "archs", **timing))  # fmt: skip

@@ -22,21 +22,28 @@ def pareto_front(ms: Sequence[float], fitness: Sequence[float]) -> np.ndarray:
     return np.asarray(front, np.int64)
 
 
-def plot_pareto(result, path: str | os.PathLike) -> str:
-    """Predicted latency vs fitness of every evaluated arch of a `SearchResult` (colour: generation), the
-    Pareto front, the chosen arch and the constraint's latency window (shaded)."""
+def pareto_figure(result):
+    """The figure of `plot_pareto`: predicted latency vs fitness of every evaluated arch of a `SearchResult`
+    (colour: generation, one discrete colour and colour-bar tick per generation), the Pareto front, the
+    chosen arch and the constraint's latency window (shaded); the legend sits below the axes, off the points."""
     plt = pyplot()
+    from matplotlib.colors import BoundaryNorm
+    from matplotlib.ticker import MaxNLocator
+
     ev = result.evaluations
     ms = np.array([e.predicted_ms for e in ev])
     fit = np.array([e.fitness for e in ev])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    gens = np.array([e.generation for e in ev])
+    fig, ax = plt.subplots(figsize=(7, 5.5))
     lo, hi = result.window_ms
     ax.axvspan(lo, hi, color="tab:green", alpha=0.08, label=f"latency window {lo:.3g}–{hi:.3g} ms")
-    points = ax.scatter(ms, fit, c=[e.generation for e in ev], cmap="viridis", s=18, alpha=0.8, label="evaluated")
-    if len({e.generation for e in ev}) > 1:
-        from matplotlib.ticker import MaxNLocator
-
-        fig.colorbar(points, ax=ax, label="generation").ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    n_gen = int(gens.max()) + 1 if len(gens) else 1
+    cmap = plt.get_cmap("viridis", max(n_gen, 2))
+    norm = BoundaryNorm(np.arange(-0.5, max(n_gen, 2) + 0.5), cmap.N)  # generation g -> the colour of bin g
+    points = ax.scatter(ms, fit, c=gens, cmap=cmap, norm=norm, s=18, alpha=0.8, label="evaluated")
+    if n_gen > 1:
+        bar = fig.colorbar(points, ax=ax, label="generation", boundaries=np.arange(-0.5, n_gen + 0.5))
+        bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(n_gen, 10)))
     front = pareto_front(ms, fit)
     ax.step(ms[front], fit[front], where="post", color="tab:red", lw=1.2, label="Pareto front")
     ax.scatter(ms[front], fit[front], facecolors="none", edgecolors="tab:red", s=40)
@@ -46,9 +53,16 @@ def plot_pareto(result, path: str | os.PathLike) -> str:
     ax.set_xlabel("predicted latency (ms)")
     ax.set_ylabel("fitness: held-out loss (lower is better)")
     ax.set_title(f"{result.method} search, seed {result.seed}: {len(ev)} evaluations")
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def plot_pareto(result, path: str | os.PathLike) -> str:
+    """Write `pareto_figure(result)` to `path` (PNG); returns the path."""
+    plt = pyplot()
+    fig = pareto_figure(result)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return os.fspath(path)

@@ -5,33 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from ..tables import format_table
 from .config import TASKS, ConfigError, TrainConfig, read_json_object
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """`["optim.learning_rate=1e-3", "total_steps=50"]` applied to a config dict (values parsed as JSON)."""
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        *parents, leaf = key.split(".")
-        node = data
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {key}: {p} is not a section")
-        node[leaf] = _parse_value(value)
-    return data
+from .overrides import apply_overrides, build_config  # noqa: F401  (apply_overrides: re-exported)
 
 
 def load_config(task: str, path: str | None, overrides: list[str]) -> TrainConfig:
@@ -40,7 +17,7 @@ def load_config(task: str, path: str | None, overrides: list[str]) -> TrainConfi
     if data.get("task", task) != task:
         raise ConfigError(f"the command says task {task!r} but {path} says {data['task']!r}")
     data["task"] = task
-    return TrainConfig.from_dict(apply_overrides(data, overrides))
+    return build_config(TrainConfig.from_dict, data, path, overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -71,6 +72,39 @@ def _finite_or_stop(step: int, metrics: dict[str, float], last_good: int | None,
         raise TrainingDiverged(f"training diverged at step {step} ({values}); stopped without saving; {kept}")
 
 
+# keys a resumed run may change: they do not change what the saved state means (total_steps is named)
+RESUMABLE_CHANGES = {"out_dir", "resume", "progress", "distributed", "log_every", "eval_every", "eval_batches",
+                     "checkpoint_every", "keep_checkpoints", "eval_archs", "total_steps"}  # fmt: skip
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
+def check_resume_config(path: str, config: dict, step: int) -> list[str]:
+    """Refuse to resume, at checkpoint `step`, a run whose saved config (`path`) differs from `config` in a
+    key that changes what the saved state means (model, data, optimizer, seed, …): `ConfigError` naming each
+    key, old -> new. Returns notes on the allowed changes that matter (total_steps: the schedule's length)."""
+    from .config import ConfigError
+    from ..jsonfile import read_json_object
+
+    if not os.path.isfile(path):
+        return []
+    old, new = _flat(read_json_object(path, ConfigError)), _flat(json.loads(json.dumps(config)))
+    changed = [(k, old.get(k, "<absent>"), new.get(k, "<absent>")) for k in sorted(set(old) | set(new))
+               if old.get(k) != new.get(k)]  # fmt: skip
+    bad = [f"{k}: {a!r} -> {b!r}" for k, a, b in changed if k.split(".")[0] not in RESUMABLE_CHANGES]
+    if bad:
+        raise ConfigError(f"{os.path.dirname(path)} holds a checkpoint (step {step}) of a run with another config "
+                          f"({'; '.join(bad)}); resuming would mix the two: rerun with the same config, or start "
+                          "afresh (--no-resume, --set resume=false) or in another out_dir")  # fmt: skip
+    return [f"resuming at step {step} with total_steps {b} (the saved run had {a}): the learning-rate schedule now "
+            f"runs to step {b}" for k, a, b in changed if k == "total_steps"]  # fmt: skip
+
+
 @dataclasses.dataclass
 class LoopResult:
     """What `run_loop` returns: the final state, the metric history, the final evaluation and the plot."""
@@ -105,6 +139,8 @@ def run_loop(
     checkpoints = Checkpoints(ckpt_dir, keep=cfg.keep_checkpoints)
     last_good = checkpoints.latest_step() if cfg.resume else None
     if last_good is not None:
+        for note in check_resume_config(os.path.join(cfg.out_dir, config_file), config, last_good):
+            warnings.warn(note, stacklevel=2)
         state, data_state = checkpoints.restore(state, last_good)
         train_source.load_state_dict(data_state)
     start = int(jax.device_get(state.step))

@@ -48,6 +48,10 @@ def test_pipeline_runs_every_step_and_resumes(tmp_path, capsys):
     log = []
     rows = run_pipeline(cfg, log.append)
     assert "[supernet] done before, skipped" in log and "[latency] done before, skipped" in log
+    assert any(line.startswith("[candidates] inputs changed since its unfinished run: constraint: '1e6'") for line in log)
+    # the three fine-tunings' expected warnings (a fresh classifier head, the unused MLM head) once per kind
+    assert sum("freshly initialised" in line for line in log) == 1, log
+    assert sum("not used by this model" in line for line in log) == 1, log
     assert [r["model"] for r in rows] == list(MODELS)
     for r in rows:
         assert float(r["measured ms"]) > 0 and 0 <= float(r["accuracy"]) <= 1 and float(r["MLM loss"]) > 0
