@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Mapping
 
 from .atomicfile import TMP_MARK
+from .clitools import run_cli
 from .tables import format_table
 
 BIN_NAME = "pytorch_model.bin"
@@ -210,4 +211,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from distilbert_jax.clitools import InputError, run_cli
+
 from . import checkpoint, ppo
 from .config import PPOConfig
 from .envs import Env, log_wrapper, sched_env
@@ -194,12 +196,12 @@ def main(argv: list[str] | None = None) -> None:
                                   ("out_dir", args.out_dir)) if v is not None}
         cfg = cfg.replace(**over)
     except (ValueError, FileNotFoundError) as e:
-        ap.error(str(e))
+        raise InputError(str(e)) from None
     t0 = time.time()
     if args.eval_only:
         ckpt = os.path.join(run_dir(cfg), "checkpoint.msgpack")
         if not os.path.exists(ckpt):
-            ap.error(f"no checkpoint at {ckpt}; train first")
+            raise InputError(f"no checkpoint at {ckpt}; train first")
     setup, runner, history = train(cfg, resume=True if args.eval_only else not args.no_resume)
     wall = time.time() - t0
     out = run_dir(cfg)
@@ -214,4 +216,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))
