@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from .cache import read_entry, write_entry
 from .emit import OpSpec, chain_module, op_inputs, op_module, reference, tolerance
 from .schedule import NotRepresentable, OpSchedule, emitted_perm, lowering_config, tuning_spec
 from .timer import run_and_time, run_with_deadline
@@ -167,9 +168,9 @@ def measure_op(spec: OpSpec | list[OpSpec], sched: OpSchedule | None, repeats: i
     want = None if sched is None else lowering_config(spec, sched)
     key = _key(src, spec_text, repeats)
     path = os.path.join(cache_dir(), key[:2], key + ".json")
-    if use_cache and os.path.exists(path):
-        with open(path) as f:
-            cached = Measurement(**json.load(f))
+    entry = read_entry(path, _FIELDS, STATUSES) if use_cache else None
+    if entry is not None:
+        cached = Measurement(**entry)
         if cached.status != "slow" or (deadline_s is not None and deadline_s <= cached.lower_bound_s):
             return cached
     t0 = time.perf_counter()
@@ -214,11 +215,10 @@ def measure_op(spec: OpSpec | list[OpSpec], sched: OpSchedule | None, repeats: i
 
 def _store(path: str, m: Measurement, use_cache: bool) -> None:
     if use_cache:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + f".{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(dataclasses.asdict(m), f)
-        os.replace(tmp, path)
+        write_entry(path, dataclasses.asdict(m))
+
+
+_FIELDS = [f.name for f in dataclasses.fields(Measurement)]
 
 
 @dataclasses.dataclass
