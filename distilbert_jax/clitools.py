@@ -23,14 +23,20 @@ def fail(message: object) -> int:
     return BAD_INPUT
 
 
-def need_file(path: str | None, what: str) -> str:
-    """`path` if it is an existing, non-empty file; else InputError naming `what` and the path."""
+def _need(path: str | None, what: str, is_kind, wrong_kind: str, kind: str) -> str:
+    """`path` if given, existing and of the kind `is_kind` tests; else InputError naming `what` and the path."""
     if not path:
         raise InputError(f"{what}: no path given")
-    if os.path.isdir(path):
-        raise InputError(f"{what} {path} is a directory, expected a file")
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise InputError(f"{what} {path} does not exist")
+    if not is_kind(path):
+        raise InputError(f"{what} {path} is a {wrong_kind}, expected a {kind}")
+    return path
+
+
+def need_file(path: str | None, what: str) -> str:
+    """`path` if it is an existing, non-empty file; else InputError naming `what` and the path."""
+    _need(path, what, os.path.isfile, "directory", "file")
     if os.path.getsize(path) == 0:
         raise InputError(f"{what} {path} is empty")
     return path
@@ -39,12 +45,7 @@ def need_file(path: str | None, what: str) -> str:
 def need_dir(path: str | None, what: str, containing: Sequence[str] = ()) -> str:
     """`path` if it is a directory holding at least one of `containing` (any file if that is empty); else
     InputError naming `what`, the path and what is missing."""
-    if not path:
-        raise InputError(f"{what}: no path given")
-    if os.path.isfile(path):
-        raise InputError(f"{what} {path} is a file, expected a directory")
-    if not os.path.isdir(path):
-        raise InputError(f"{what} {path} does not exist")
+    _need(path, what, os.path.isdir, "file", "directory")
     if containing and not any(os.path.exists(os.path.join(path, name)) for name in containing):
         raise InputError(f"{what} {path} has no {' or '.join(containing)}")
     if not containing and not os.listdir(path):
