@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from distilbert_jax.faults import kill_point
 from distilbert_jax.jsonfile import read_json_object
 from distilbert_jax.tables import format_table, markdown_table
 from distilbert_jax.train.config import ConfigError, build_dataclass
@@ -109,6 +110,7 @@ class _State:
         log(f"[{name}] …")
         start = time.perf_counter()
         result = fn()
+        kill_point(f"pipeline:{name}")  # the worst moment for a kill: the step's work done, not yet recorded
         self.data[name] = result
         self.data.setdefault("_seconds", {})[name] = round(time.perf_counter() - start, 1)
         tmp = self.path + ".tmp"
