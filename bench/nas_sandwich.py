@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench.common import device_description, print_table
+from distilbert_jax.clitools import need_file, need_writable, run_cli
 from distilbert_jax.nas.config import load_nas_config
 from distilbert_jax.nas.train import train_supernet
 from distilbert_jax.train.sources import make_sources
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-batches", type=int, default=8)
     parser.add_argument("--out", default="results/nas_sandwich")
     args = parser.parse_args(argv)
+    need_file(args.config, "--config")
+    need_writable(args.out, "--out")
 
     results = {}
     for sandwich in (False, True):
@@ -85,4 +88,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from bench.common import device_description, print_table
+from distilbert_jax.clitools import need_file, need_writable, run_cli
 from bench.speed import _interleaved
 from distilbert_jax.jsonfile import read_json_object
 from distilbert_jax.nas import ArchArrays, SearchSpace, SuperNet
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results/nas_speed")
     args = parser.parse_args(argv)
+    need_file(args.config, "--config")
+    need_writable(args.out, "--out")
 
     data = read_json_object(args.config)
     space = SearchSpace.from_dict(data["space"])
@@ -122,4 +125,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

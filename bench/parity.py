@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import distilbert_jax as dj
+from distilbert_jax.clitools import need_dir, run_cli
 from bench.common import (ARCHS, arch_heads, device_description, hf_class_name, hf_model, max_seq_len,
                           print_table, random_inputs, random_token_types)  # fmt: skip
 from distilbert_jax.heads import ALL_HEADS
@@ -136,11 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model-dir", help="run on this HF DistilBERT directory instead of a random model")
     args = parser.parse_args(argv)
+    if args.model_dir is not None:
+        need_dir(args.model_dir, "--model-dir", containing=("config.json",))
     if args.batch < 1 or args.seq_len < 2:
         parser.error("--batch must be ≥ 1 and --seq-len ≥ 2")
 
     print(f"distilbert_jax parity vs transformers — device {device_description()}", file=sys.stderr)
-    if args.model_dir:
+    if args.model_dir is not None:
         rows = run_model_dir(args.model_dir, args.batch, args.seq_len, args.tol, args.seed)
     else:
         if args.seq_len > max_seq_len(args.arch, args.size):
@@ -160,4 +163,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

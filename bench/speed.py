@@ -33,6 +33,7 @@ from distilbert_jax.nas.predictor import encoder_flops
 from distilbert_jax.nas.space import Arch
 from distilbert_jax.tables import markdown_table
 from bench.common import cpu_description, hf_model, print_table, torch_reference
+from distilbert_jax.clitools import need_writable, run_cli
 from bench.corpus import sentences, train_vocab
 from bench.processes import alternating, call_builder, medians, reset_peak_rss, run_in_fresh_process, threads, vm_kib
 
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads of each framework")
     parser.add_argument("--out", default="results/speed", help="writes <out>.json and <out>.md")
     args = parser.parse_args(argv)
+    need_writable(args.out + ".json", "--out")  # before minutes of timing
     rounds = args.rounds or (3 if args.quick else 7)
     torch, device = torch_reference("distilbert_jax forward speed")
     cpu = cpu_description()
@@ -262,4 +264,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -34,6 +34,7 @@ import tempfile
 import numpy as np
 
 from bench.common import SIZES, cpu_description, hf_model, print_table
+from distilbert_jax.clitools import need_writable, run_cli
 from bench.corpus import sentences, train_vocab
 from bench.processes import alternating, medians, run_in_fresh_process
 
@@ -229,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default="results/throughput", help="writes <out>.json")
     args = parser.parse_args(argv)
+    need_writable(args.out + ".json", "--out")  # before minutes of timing
     cpu = cpu_description()
     tasks = ("embed", "qa") if args.task == "both" else (args.task,)
     rows = []
@@ -254,4 +256,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

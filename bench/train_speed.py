@@ -27,6 +27,7 @@ import numpy as np
 
 import distilbert_jax as dj
 from bench.common import SIZES, cpu_description, hf_model, print_table, torch_reference
+from distilbert_jax.clitools import need_writable, run_cli
 from bench.processes import alternating, call_builder, medians
 from bench.speed import _interleaved, forward_flops
 from distilbert_jax.train import OptimConfig, Task, create_state, jit_train_step, make_optimizer, make_train_step
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads of each framework")
     parser.add_argument("--out", default="results/train_speed", help="writes <out>.json")
     args = parser.parse_args(argv)
+    need_writable(args.out + ".json", "--out")  # before minutes of timing
     rounds = args.rounds or (3 if args.quick else 7)
     torch, device = torch_reference("MLM training step")
     cpu = cpu_description()
@@ -184,4 +186,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -14,9 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Mapping
 
+from .atomicfile import TMP_MARK
+from .clitools import run_cli
 from .tables import format_table
 
 BIN_NAME = "pytorch_model.bin"
@@ -44,8 +49,7 @@ def _load_bin(path: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError… for bad files
-        raise ConvertError(f"{path}: cannot be loaded as a weights-only PyTorch checkpoint ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else ''})") from None  # fmt: skip
+        raise ConvertError(f"{path}: cannot be loaded as a weights-only PyTorch checkpoint ({_load_error(path, e)})") from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping):
@@ -55,6 +59,65 @@ def _load_bin(path: str) -> dict:
         raise ConvertError(f"{path}: entries that are not tensors: {bad[:10]}{' …' if len(bad) > 10 else ''}")
     # own, contiguous copies: safetensors refuses tensors that share memory (tied weights)
     return {k: v.detach().clone().contiguous() for k, v in state.items()}
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_TENSOR_GLOBALS = ("torch.", "collections.OrderedDict", "_codecs.encode")  # what a plain state dict imports
+
+
+def _load_error(path: str, e: Exception) -> str:
+    """torch.load's failure said plainly: the refused global (e.g. `posix.system`) when the pickle imports
+    something that is not a tensor, else the first line of torch's message, without its terminal escapes."""
+    text = _ANSI.sub("", str(e))
+    found = _GLOBAL.findall(text) or [g for g in _pickle_globals(path) if not g.startswith(_TENSOR_GLOBALS)]
+    if found:
+        return (f"it holds objects that are not tensors, refused: {', '.join(dict.fromkeys(found))} "
+                "(only tensors and plain containers are read; nothing was unpickled)")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
+
+
+def _pickle_globals(path: str) -> list[str]:
+    """`module.name` of every global the checkpoint's pickle imports, read with `pickletools` (nothing is
+    executed); best effort: [] when the file cannot be read as a pickle."""
+    import pickletools
+    import zipfile
+
+    found: list[str] = []
+    try:
+        if zipfile.is_zipfile(path):  # torch.save's format: the pickle is archive/data.pkl
+            with zipfile.ZipFile(path) as z:
+                data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+        strings: list[str] = []
+        memo: dict[int, str] = {}
+        n_memo = 0  # MEMOIZE numbers every memoized object, strings or not
+        last: str | None = None  # the string the previous opcode pushed
+        for op, arg, _ in pickletools.genops(data):
+            pushed = None
+            if op.name == "GLOBAL":
+                found.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(".".join(strings[-2:]))
+            elif isinstance(arg, str) and ("UNICODE" in op.name or op.name.endswith("STRING")):
+                pushed = arg
+            elif op.name == "MEMOIZE":
+                if last is not None:
+                    memo[n_memo] = last
+                n_memo += 1
+            elif op.name in ("PUT", "BINPUT", "LONG_BINPUT") and last is not None:
+                memo[int(arg)] = last
+            elif op.name in ("GET", "BINGET", "LONG_BINGET") and int(arg) in memo:
+                pushed = memo[int(arg)]
+            if pushed is not None:
+                strings.append(pushed)
+            last = pushed if pushed is not None else (last if op.name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT") else None)
+    except Exception:  # noqa: BLE001 (a damaged file: whatever was found before the damage)
+        pass
+    return found
 
 
 def _save(state: dict, path: str) -> int:
@@ -95,8 +158,23 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, overwr
     existing = [t for t in targets if os.path.exists(os.path.join(out, t))]
     if existing and not overwrite:
         raise ConvertError(f"{out} already has {existing}; pass --overwrite to replace them")
+    made_out = not os.path.isdir(out)
     os.makedirs(out, exist_ok=True)
+    # every file is written into a temporary directory and moved into `out` only once all are written:
+    # a failure (or a kill) part-way leaves no partial checkpoint behind to block the rerun
+    tmp = tempfile.mkdtemp(dir=out, prefix=".convert" + TMP_MARK)
+    try:
+        rows = _convert_into(tmp, jobs, weight_map)
+        for name in targets:
+            os.replace(os.path.join(tmp, name), os.path.join(out, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if made_out and not os.listdir(out):
+            os.rmdir(out)
+    return rows
 
+
+def _convert_into(out: str, jobs: list[tuple[str, str]], weight_map: dict | None) -> list[dict]:
     rows, new_map, total = [], {}, 0
     for source, target in jobs:
         state = _load_bin(source)
@@ -133,4 +211,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

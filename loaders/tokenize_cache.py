@@ -9,16 +9,20 @@ import json
 import os
 import shutil
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
+from distilbert_jax.atomicfile import file_sha256
+from distilbert_jax.faults import kill_point
 from distilbert_jax.tokenizer import encode_batch
 
 from .datasets import TextDataset
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: meta.json records each file's SHA-256, checked on every load
+CACHE_FILES = ("tokens.bin", "doc_lengths.npy")
 CHUNK_DOCS = 1024  # documents per `encode_batch` call
 
 
@@ -77,30 +81,53 @@ class TokenStore:
                 "tokenizer": tokenizer_fingerprint(self.tok), "dtype": np.dtype(self.dtype).name}  # fmt: skip
 
     def _load_or_build(self) -> np.ndarray:
-        meta_path = os.path.join(self.path, "meta.json")
         want = self._fingerprint()
-        if os.path.isfile(meta_path):
-            with open(meta_path, encoding="utf-8") as f:
-                if json.load(f).get("fingerprint") == want:
-                    return np.load(os.path.join(self.path, "doc_lengths.npy"))
+        lengths = self._load(want)
+        if lengths is not None:
+            return lengths
+        _remove_dead_builds(self.path)
         tmp = f"{self.path}.tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         with open(os.path.join(tmp, "tokens.bin"), "wb") as out:
             lengths = self._tokenize_all(out)
         np.save(os.path.join(tmp, "doc_lengths.npy"), lengths)
+        sums = {name: file_sha256(os.path.join(tmp, name)) for name in CACHE_FILES}
         with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
-            json.dump({"fingerprint": want, "files": self.dataset.paths, "documents": len(lengths)}, f, indent=1)
+            json.dump({"fingerprint": want, "sha256": sums, "files": self.dataset.paths, "documents": len(lengths)},
+                      f, indent=1)  # fmt: skip
         shutil.rmtree(self.path, ignore_errors=True)
-        os.replace(tmp, self.path)
+        os.replace(tmp, self.path)  # the cache appears whole, or not at all
         self.rebuilt = True
         return lengths
+
+    def _load(self, want: dict) -> np.ndarray | None:
+        """The cached document lengths if the cache is for `want` and every file is whole (its SHA-256 as
+        recorded); None to rebuild — with a warning naming the file when the cache is damaged or truncated."""
+        meta_path = os.path.join(self.path, "meta.json")
+        if not os.path.isfile(meta_path):
+            return None
+        try:
+            with open(meta_path, encoding="utf-8") as f:
+                meta = json.load(f)
+            if meta.get("fingerprint") != want:
+                return None  # another dataset version or tokenizer: rebuilt silently
+            for name in CACHE_FILES:
+                if file_sha256(os.path.join(self.path, name)) != meta["sha256"][name]:
+                    raise ValueError(f"{os.path.join(self.path, name)} does not match its recorded SHA-256 "
+                                     "(truncated or damaged)")  # fmt: skip
+            return np.load(os.path.join(self.path, "doc_lengths.npy"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            warnings.warn(f"token cache {self.path} cannot be trusted, rebuilding it: {type(e).__name__}: {e}",
+                          stacklevel=3)  # fmt: skip
+            return None
 
     def _tokenize_all(self, out) -> np.ndarray:
         """One pass over the dataset in chunks; writes the stream to `out` if given. → [D] lengths."""
         n = len(self.dataset)
         lengths = np.empty(n, np.int64)
         for lo in range(0, n, CHUNK_DOCS):
+            kill_point("token_cache_chunk")
             texts = self.dataset.texts(range(lo, min(lo + CHUNK_DOCS, n)))
             encodings = encode_batch(self.tok.backend, texts, add_special_tokens=False)
             lengths[lo : lo + len(texts)] = [len(e) + 1 for e in encodings]
@@ -141,3 +168,22 @@ class TokenStore:
             base = self.doc_offsets[f]
             out.append(joined[a - base : b - base])
         return out
+
+
+def _remove_dead_builds(path: str) -> None:
+    """Remove `path.tmp<pid>` directories left by builds whose process no longer runs (killed mid-build)."""
+    folder, base = os.path.split(path)
+    for name in os.listdir(folder or ".") if os.path.isdir(folder or ".") else []:
+        pid = name[len(base) + 4 :] if name.startswith(base + ".tmp") else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

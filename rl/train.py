@@ -17,6 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from distilbert_jax.atomicfile import atomic_write
+from distilbert_jax.clitools import InputError, run_cli
+from distilbert_jax.faults import kill_point
+
 from . import checkpoint, ppo
 from .config import PPOConfig
 from .envs import Env, log_wrapper, sched_env
@@ -63,8 +67,9 @@ def train(cfg: PPOConfig, resume: bool = True, quiet: bool = False) -> tuple[ppo
     history: dict[str, np.ndarray] = {}
     if resume and os.path.exists(ckpt):
         runner = checkpoint.load(ckpt, runner, cfg.to_dict(), PPOConfig().to_dict())
-        if os.path.exists(hist_path):
-            history = dict(np.load(hist_path))
+        if os.path.exists(hist_path):  # saved before the checkpoint: trimmed to the updates it holds
+            done = int(np.asarray(runner.update)[0])
+            history = {k: v[:, :done] for k, v in np.load(hist_path).items()}
     elif cfg.init_from:
         params = checkpoint.load_params(cfg.init_from, jax.tree.map(lambda x: x[0], runner.train.params))
         params = jax.tree.map(lambda x: jnp.stack([x] * len(cfg.seeds)), params)
@@ -91,8 +96,10 @@ def train(cfg: PPOConfig, resume: bool = True, quiet: bool = False) -> tuple[ppo
                 for k in ("entropy", "value_loss", "policy_loss", "approx_kl"):
                     writer.add_scalar(f"seed{seed}/{k}", metrics[k][s, i], step)
         done += n
+        with atomic_write(hist_path, "wb") as f:  # whole or absent, and never behind the checkpoint
+            np.savez(f, **history)
+        kill_point("rl_chunk")
         checkpoint.save(ckpt, runner, cfg.to_dict())
-        np.savez(hist_path, **history)
         bar.update(n)
         ended = metrics["episodes"].astype(float)  # episodes that ended in this chunk, per seed and update
         mean_ret = (metrics["episode_return"] * ended).sum() / max(ended.sum(), 1.0)
@@ -203,12 +210,12 @@ def main(argv: list[str] | None = None) -> None:
                                   ("out_dir", args.out_dir)) if v is not None}
         cfg = cfg.replace(**over)
     except (ValueError, FileNotFoundError) as e:
-        ap.error(str(e))
+        raise InputError(str(e)) from None
     t0 = time.time()
     if args.eval_only:
         ckpt = os.path.join(run_dir(cfg), "checkpoint.msgpack")
         if not os.path.exists(ckpt):
-            ap.error(f"no checkpoint at {ckpt}; train first")
+            raise InputError(f"no checkpoint at {ckpt}; train first")
     setup, runner, history = train(cfg, resume=True if args.eval_only else not args.no_resume)
     wall = time.time() - t0
     out = run_dir(cfg)
@@ -228,4 +235,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -66,3 +66,37 @@ def test_convert_refuses_what_it_cannot_read(tmp_path, monkeypatch):
     with pytest.raises(convert.ConvertError, match="needs PyTorch, which is not installed"):
         convert.convert(tmp_path, overwrite=True)
     assert convert.main([str(tmp_path), "--overwrite"]) == 2
+
+
+def test_failed_sharded_conversion_leaves_nothing_and_names_the_refused_global(hf_dir, tmp_path):
+    """Issue 21 item 5: shard 2 fails -> no model-00001-of-00002.safetensors is left to block the rerun; the
+    refusal of a non-tensor pickle names the offending global plainly (no terminal escapes)."""
+    _, hf = hf_dir("masked_lm", arch="bert")
+    src = tmp_path / "sharded"
+    hf.config.save_pretrained(src)
+    state = hf.state_dict()
+    keys = list(state)
+    halves = {"pytorch_model-00001-of-00002.bin": keys[: len(keys) // 2],
+              "pytorch_model-00002-of-00002.bin": keys[len(keys) // 2 :]}  # fmt: skip
+    torch.save({k: state[k] for k in halves["pytorch_model-00001-of-00002.bin"]}, src / "pytorch_model-00001-of-00002.bin")
+    torch.save({"w": _Payload()}, src / "pytorch_model-00002-of-00002.bin")  # torch's message has \x1b[1m
+    index = {"metadata": {}, "weight_map": {k: name for name, part in halves.items() for k in part}}
+    (src / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    before = sorted(os.listdir(src))
+    with pytest.raises(convert.ConvertError) as info:
+        convert.convert(src)
+    message = str(info.value)
+    assert "posix.system" in message and "pytorch_model-00002-of-00002.bin" in message, message
+    assert "\x1b" not in message, repr(message)
+    assert sorted(os.listdir(src)) == before  # nothing written, no temporary left
+    (src / "pytorch_model-00002-of-00002.bin").write_bytes(pickle.dumps({"w": _Payload()}, protocol=4))
+    with pytest.raises(convert.ConvertError, match=r"refused: posix\.system"):  # torch only says "operand 149"
+        convert.convert(src)
+    out = tmp_path / "elsewhere"
+    with pytest.raises(convert.ConvertError):
+        convert.convert(src, out)
+    assert not out.exists()  # the output directory it made is gone again
+    torch.save({k: state[k] for k in halves["pytorch_model-00002-of-00002.bin"]}, src / "pytorch_model-00002-of-00002.bin")
+    rows = convert.convert(src)  # the rerun needs no --overwrite
+    assert [r["file"] for r in rows][-1] == "model.safetensors.index.json"
+    assert sorted(os.listdir(src)) == sorted(before + [r["file"] for r in rows])

@@ -2,6 +2,7 @@
 
 import sys
 
+from ..clitools import run_cli
 from .cli import main
 
-sys.exit(main())
+sys.exit(run_cli(main))

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from distilbert_jax.faults import kill_point
 from distilbert_jax.jsonfile import read_json_object
 from distilbert_jax.train.config import ConfigError
 
@@ -101,6 +102,7 @@ class PipelineState:
         self._save()
         start = time.perf_counter()
         result = fn()
+        kill_point(f"pipeline:{name}")  # the worst moment for a kill: the step's work done, not yet recorded
         self.data[name] = result
         self.data.setdefault(SECONDS, {})[name] = round(time.perf_counter() - start, 1)
         self._save()

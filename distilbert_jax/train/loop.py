@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 import distilbert_jax as dj
 
+from ..faults import kill_point
 from .checkpoint import Checkpoints
 from .config import TrainConfig
 from .data import BatchSource, DeviceFeeder
@@ -192,6 +193,7 @@ def run_loop(
             if cfg.eval_every and n % cfg.eval_every == 0 and n != cfg.total_steps:
                 flush()
                 run_eval(n)
+            kill_point("train_step")
         flush()
         final_eval = run_eval(int(jax.device_get(state.step)))
     finally:

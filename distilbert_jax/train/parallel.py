@@ -72,12 +72,16 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
 
 def enable_compile_cache(directory: str | None = None) -> str:
     """Keep compiled XLA programs on disk (default `$DISTILBERT_JAX_COMPILE_CACHE` or
-    `~/.cache/distilbert_jax/xla`) so repeated runs and identical steps skip recompilation."""
+    `~/.cache/distilbert_jax/xla`) so repeated runs and identical steps skip recompilation. Entries are
+    checked first (`xla_cache.check_compile_cache`): a truncated or damaged one is removed with a warning."""
     import os
 
     directory = directory or os.environ.get("DISTILBERT_JAX_COMPILE_CACHE") or os.path.join(
         os.path.expanduser("~"), ".cache", "distilbert_jax", "xla"
     )
+    from .xla_cache import check_compile_cache
+
+    check_compile_cache(directory)  # a torn entry (a kill mid-write) is removed and compiled again, not reread
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)

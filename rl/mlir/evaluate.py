@@ -28,6 +28,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from distilbert_jax.clitools import need_writable, run_cli
+
 from .. import evaluate as model_eval
 from ..env import SchedState, SchedulingEnv
 from ..programs import ProgramTable, select_programs, test_programs
@@ -193,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="a trained run's config (rl/configs/*.json): its checkpoint's greedy policy (first seed) "
                          "is measured too; repeatable")
     args = ap.parse_args(argv)
+    need_writable(args.out, "--out")
     logging.basicConfig(level=logging.ERROR)
     try:
         env = SchedulingEnv(select_programs(test_programs() if args.programs == "test" else validation_programs(),
@@ -209,4 +212,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from .cache import read_entry, write_entry
 from .emit import OpSpec, chain_module, op_inputs, op_module, reference, tolerance
 from .schedule import NotRepresentable, OpSchedule, emitted_perm, lowering_config, tuning_spec
 from .timer import TIMINGS, run_and_time, run_with_deadline
@@ -209,8 +210,9 @@ def measure_source(specs: list[OpSpec], label: str, src: str, spec_text: str, wa
     extra = "".join(f"\n// flag {f}" for f in flags) + ("" if timing == "wall" else f"\n// timing {timing}/min")
     key = _key(src, spec_text + extra, repeats)
     path = os.path.join(cache_dir(), key[:2], key + ".json")
-    cached = _load(path) if use_cache else None
-    if cached is not None:
+    entry = read_entry(path, _FIELDS, STATUSES) if use_cache else None
+    if entry is not None:
+        cached = Measurement(**entry)
         if cached.status != "slow" or (deadline_s is not None and deadline_s <= cached.lower_bound_s):
             return cached
     t0 = time.perf_counter()
@@ -253,28 +255,12 @@ def measure_source(specs: list[OpSpec], label: str, src: str, spec_text: str, wa
     return m
 
 
-def _load(path: str) -> Measurement | None:
-    """A cached measurement, or None (absent; a corrupt or truncated entry is reported and re-measured)."""
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            m = Measurement(**json.load(f))
-        if m.status not in STATUSES:
-            raise ValueError(f"unknown status {m.status!r}")
-        return m
-    except (OSError, ValueError, TypeError) as e:
-        log.warning("measurement cache entry %s is corrupt (%s): measuring again", path, e)
-        return None
-
-
 def _store(path: str, m: Measurement, use_cache: bool) -> None:
     if use_cache:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + f".{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(dataclasses.asdict(m), f)
-        os.replace(tmp, path)
+        write_entry(path, dataclasses.asdict(m))
+
+
+_FIELDS = [f.name for f in dataclasses.fields(Measurement)]
 
 
 @dataclasses.dataclass

@@ -144,7 +144,24 @@ def _expect(w: subprocess.Popen, tag: str, timeout: float | None):
 def run_with_deadline(vmfb: bytes, inputs: list, warmup: int, repeats: int, deadline_s: float,
                       timing: str = "wall") -> tuple | None:
     """`run_and_time` in the worker; None (censored) when the first run takes longer than `deadline_s`
-    (the worker is killed if it has not finished the run `GRACE_S` after the deadline)."""
+    (the worker is killed if it has not finished the run `GRACE_S` after the deadline). A worker that dies
+    mid-run (killed from outside, crashed) is restarted and the run done again, once."""
+    try:
+        return _run_in_worker(vmfb, inputs, warmup, repeats, deadline_s, timing)
+    except (EOFError, BrokenPipeError) as e:
+        code = _worker.poll() if _worker is not None else None
+        print(f"rl.mlir.timer: the timing worker died mid-run ({e}; exit status {code}); running again in a "
+              "fresh worker", file=sys.stderr)  # fmt: skip
+        kill_worker()
+    try:
+        return _run_in_worker(vmfb, inputs, warmup, repeats, deadline_s, timing)
+    except (EOFError, BrokenPipeError) as e:
+        kill_worker()
+        raise RuntimeError(f"the timing worker died twice running the same module ({e})") from None
+
+
+def _run_in_worker(vmfb: bytes, inputs: list, warmup: int, repeats: int, deadline_s: float,
+                   timing: str) -> tuple | None:
     w = _get_worker()
     _send(w.stdin, (vmfb, inputs, warmup, repeats, timing))
     _expect(w, "ready", None)

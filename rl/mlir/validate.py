@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from distilbert_jax.clitools import need_writable, run_cli
+
 from .. import evaluate as model_eval
 from ..cost_model import Machine
 from ..env import SchedState, SchedulingEnv
@@ -161,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/cost_model")
     args = ap.parse_args(argv)
+    need_writable(args.out, "--out")
     logging.basicConfig(level=logging.ERROR)
     os.makedirs(args.out, exist_ok=True)
     env = SchedulingEnv(validation_programs())
@@ -209,4 +212,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sys.exit(run_cli(main))
