@@ -476,21 +476,24 @@ def main(argv: list[str] | None = None) -> None:
     if args.remeasure_job:
         _remeasure_job(args.remeasure_job)
         return
+    from distilbert_jax.clitools import InputError, need_file, need_writable
+
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     if args.budget < 1 or args.k < 1 or args.repeats < 1:
         ap.error("--budget, --k and --repeats must be ≥ 1")
+    need_writable(args.out, "--out")
+    if args.spec:
+        need_file(args.spec, "--spec")
     try:
         table = load_program_spec(args.spec) if args.spec else program_table(args.programs or "test")
         table = select_programs(table, args.program)
         network, params = load_policy(args.policy)
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        raise InputError(str(e)) from None
     try:
         import iree.compiler  # noqa: F401
     except ImportError:
-        print("error: the measured backend needs IREE: pip install -e '.[mlir]'", file=sys.stderr)
-        sys.exit(2)
+        raise InputError("the measured backend needs IREE: pip install -e '.[mlir]'") from None
     t0 = time.time()
     results = tune_table(table, network, params, args.budget, args.repeats, args.timing, args.out,
                          fresh=not args.no_fresh, seed=args.seed)
@@ -523,4 +526,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from distilbert_jax.clitools import run_cli
+
+    sys.exit(run_cli(main))

@@ -171,12 +171,12 @@ def test_tune_cli_errors(tmp_path, capsys):
 
     bad = tmp_path / "bad.json"
     bad.write_text('[{"name": "x", "ops": [{"op": "fft", "args": [4]}]}]')
-    with pytest.raises(SystemExit) as e:
-        tune.main(["--spec", str(bad)])
-    assert e.value.code == 2 and "'op' must be one of" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as e:
-        tune.main(["--programs", "test", "--policy", str(tmp_path / "nope")])
-    assert e.value.code == 2 and "missing config.json" in capsys.readouterr().err
+    from distilbert_jax.clitools import run_cli
+
+    assert run_cli(tune.main, ["--spec", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "'op' must be one of" in capsys.readouterr().err
+    assert run_cli(tune.main, ["--programs", "test", "--policy", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "missing config.json" in capsys.readouterr().err
 
 
 def test_evaluate_cli_measures_only_the_named_programs(tmp_path, monkeypatch, capsys):
