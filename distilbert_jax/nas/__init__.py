@@ -14,6 +14,7 @@ whole pipeline as one command.
 from .candidates import CandidateSet, Constraint, ConstraintError, read_candidates, select_candidates, write_candidates
 from .fitness import CachedFitness, SearchSetup, SearchSetupError, load_search_setup
 from .io import SuperNetDirError, extract_to_dir, load_supernet, save_supernet
+from .layer_latency import LayerSumPredictor
 from .latency import REFERENCE, LatencyDataError, candidates_from_latency, measure_latencies, run_latency
 from .pipeline import PipelineConfig, run_pipeline
 from .predictor import FlopsBaseline, LatencyPredictor, Predictor, load_predictor
@@ -24,7 +25,7 @@ from .supernet import ArchArrays, Bucket, SuperNet, SuperNetOutput
 # training (`.train.train_supernet`, `.config`) and the jitted steps / `ArchEvaluator` (`.step`) build on
 # the training stack and are imported from their modules
 __all__ = ["Arch", "ArchArrays", "ArchError", "Bucket", "CachedFitness", "CandidateSet", "Constraint", "ConstraintError",
-           "Evaluation", "FlopsBaseline", "LatencyDataError", "LatencyPredictor", "PipelineConfig", "Predictor", "REFERENCE",
+           "Evaluation", "FlopsBaseline", "LatencyDataError", "LatencyPredictor", "LayerSumPredictor", "PipelineConfig", "Predictor", "REFERENCE",
            "SearchError", "SearchResult", "SearchSetup", "SearchSetupError", "SearchSpace", "SuperNet",
            "SuperNetDirError", "SuperNetOutput", "arch_from_dict", "candidates_from_latency", "compare_methods",
            "extract_to_dir", "load_predictor", "load_search_setup", "load_supernet", "measure_latencies", "parse_arch",

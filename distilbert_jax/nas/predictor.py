@@ -167,6 +167,9 @@ def _train_mlp(x: np.ndarray, y: np.ndarray, settings: MLPSettings, seed: int) -
     return [(np.asarray(p[f"Dense_{i}"]["kernel"]), np.asarray(p[f"Dense_{i}"]["bias"])) for i in range(s.depth + 1)]
 
 
+KIND_CLASSES: dict[str, type] = {}
+
+
 class Predictor:
     """Predicted latency (ms) of archs of one search space on the machine that measured them. `meta` holds
     `reference_ms`, `device`, `batch`, `seq` (and whatever else the fit recorded). Subclasses set `kind`
@@ -174,6 +177,10 @@ class Predictor:
     `_from_files` (what `load_predictor` reads back)."""
 
     kind = ""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        KIND_CLASSES[cls.kind] = cls          # `load_predictor` dispatches on the saved kind
     space: SearchSpace | None  # None: archs are parsed but not checked (a baseline fitted without a space)
     meta: dict[str, Any]
 
@@ -240,10 +247,7 @@ def load_predictor(path: str | os.PathLike) -> Predictor:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError) as e:
         raise PredictorFileError(f"{weights_file} is malformed: {type(e).__name__}: {e}") from None
-    if kind == "layer_sum":
-        from .layer_latency import LayerSumPredictor as cls
-    else:
-        cls = {"mlp": LatencyPredictor, "flops": FlopsBaseline}[kind]
+    cls = KIND_CLASSES[kind]      # every kind's module is imported by the `nas` package
     try:
         return cls._from_files(config, arrays, space, meta)
     except (KeyError, TypeError, ValueError) as e:

@@ -196,17 +196,18 @@ def program_spec_text(results: list[OpResult]) -> str:
 
 # ---- re-measuring the chosen spec in a fresh process -----------------------------------------------------
 def remeasure(specs: list[OpSpec], spec_text: str, data_tiling: bool, repeats: int, timing: str,
-              rounds: int = 3) -> dict:
+              rounds: int = 3, wants: list[dict | None] | None = None) -> dict:
     """Compile every op with the program's spec file (and flags) and with nothing, in a fresh process, and
     time both `rounds` times alternately, uncached → {"default_s": [per op], "tuned_s": [per op], "ok": bool}
-    (per op the timing's estimator over the rounds, as within a measurement)."""
+    (per op the timing's estimator over the rounds, as within a measurement). `wants`: per op the lowering
+    config codegen must have used under the spec file (None: not checked), else "ok" is False."""
     import pickle
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="rl_tune_") as tmp:
         job = os.path.join(tmp, "job.pkl")
         with open(job, "wb") as f:
-            pickle.dump((specs, spec_text, data_tiling, repeats, timing, rounds), f)
+            pickle.dump((specs, spec_text, data_tiling, repeats, timing, rounds, wants or [None] * len(specs)), f)
         cmd = [sys.executable, "-m", "rl.mlir.tune", "--remeasure-job", job]
         root = os.path.dirname(os.path.dirname(HERE))
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
@@ -221,14 +222,14 @@ def _remeasure_job(path: str) -> None:
     from .measure import measure_source
 
     with open(path, "rb") as f:
-        specs, spec_text, data_tiling, repeats, timing, rounds = pickle.load(f)
+        specs, spec_text, data_tiling, repeats, timing, rounds, wants = pickle.load(f)
     default, tuned, ok = [[] for _ in specs], [[] for _ in specs], True
     for _ in range(rounds):
         for i, spec in enumerate(specs):
             src = R.default_source(spec)
             a = measure_source([spec], spec.name, src, "", None, repeats=repeats, use_cache=False, timing=timing)
             flags = R.DT_FLAGS if data_tiling else ()
-            b = measure_source([spec], spec.name, src, spec_text, None, flags, repeats=repeats, use_cache=False,
+            b = measure_source([spec], spec.name, src, spec_text, wants[i], flags, repeats=repeats, use_cache=False,
                                timing=timing)
             ok &= a.ok and b.ok
             default[i].append(a.time_s)
@@ -345,7 +346,8 @@ def tune_table(table: ProgramTable, network: Any, params: Any, budget: int = 8, 
             with open(pr.spec_path, "w") as f:
                 f.write(text or "// IREE's default is the fastest measured config for every op: no spec needed\n")
         if fresh:
-            pr.remeasured = remeasure(specs[p], text, use_dt, repeats, timing)
+            wants = [R.lowering_levels(r.default, r.chosen) if r.chosen.mode == "config" else None for r in results[p]]
+            pr.remeasured = remeasure(specs[p], text, use_dt, repeats, timing, wants=wants)
         out_results.append(pr)
     return out_results
 
