@@ -1,6 +1,8 @@
 """distilbert_jax: DistilBERT in JAX/Flax — every head, Hugging Face weights both ways, tokenizer."""
 
 from .config import DistilBertConfig, small_config
+from .cpu import CpuInfo, read_cpu
+from .gemm import GemmChoice, configure_cpu
 from .heads import (
     HEADS,
     DistilBertForMaskedLM,
@@ -23,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Answer",
     "Batch",
+    "CpuInfo",
     "DistilBertConfig",
     "DistilBertForMaskedLM",
     "DistilBertForMultipleChoice",
@@ -31,6 +34,7 @@ __all__ = [
     "DistilBertForTokenClassification",
     "DistilBertModel",
     "EncoderOutput",
+    "GemmChoice",
     "HEADS",
     "HeadOutput",
     "LoadReport",
@@ -40,6 +44,7 @@ __all__ = [
     "build_model",
     "check_input_ids",
     "checked_apply",
+    "configure_cpu",
     "decode_answer",
     "embed",
     "from_pretrained",
@@ -47,6 +52,7 @@ __all__ = [
     "init_params",
     "load_state_dict",
     "params_to_hf",
+    "read_cpu",
     "save_pretrained",
     "small_config",
 ]
