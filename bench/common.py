@@ -10,6 +10,8 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from distilbert_jax.gemm import DTYPES as GEMM_DTYPES
+from distilbert_jax.gemm import choose, configure_cpu
 from distilbert_jax.hardware import cpu_description, device_description  # noqa: F401 (re-exported for the benchmarks)
 from distilbert_jax.tables import format_table
 
@@ -110,6 +112,18 @@ def median_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> f
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+def configure_gemm(dtype: str = "fp32") -> str:
+    """Apply the GEMM back end for `dtype` to this process's XLA (call before any JAX computation; every
+    benchmark process does) and describe it, for the report."""
+    return configure_cpu(dtype).describe()
+
+
+def gemm_report() -> str:
+    """The GEMM back end each dtype's benchmark processes use, and why (for the line beside the CPU)."""
+    return "GEMM back end " + ", ".join(f"{d} {c.backend} ({c.source}: {c.reason})" for d in GEMM_DTYPES
+                                        for c in [choose(d)])  # fmt: skip
 
 
 def torch_reference(title: str) -> tuple[object, str]:

@@ -51,6 +51,7 @@ BACKENDS = {b.name: b for b in (
     Backend("ynn_dot", ("--xla_cpu_experimental_ynn_fusion_type=dot",), "YNNPACK fusion type dot (bf16 via f32)"),
 )}  # fmt: skip
 DTYPES = ("fp32", "bf16")
+_ALIASES = {"float32": "fp32", "bfloat16": "bf16"}  # the train / nas configs' names
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,9 @@ def gemm_backend(cpu: CpuInfo, dtype: str = "fp32") -> tuple[str, str]:
       so no flag is worth its risk; `ynn_dot` ran bf16 at 212 GFLOP/s vs ~500–1,500 (AMX Xeon).
     - Anything else (no AVX-512, other vendors, unknown): `xla`, unmeasured — run `python -m bench.gemm`.
     """
+    dtype = _ALIASES.get(dtype, dtype)
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        raise ValueError(f"dtype must be one of {DTYPES} (or {tuple(_ALIASES)}), got {dtype!r}")
     if cpu.is_amd:
         return "xla", "AMD: the default runs at the FMA peak (measured on Zen 4)"
     if cpu.is_intel and cpu.has_avx512:

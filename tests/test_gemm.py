@@ -117,3 +117,12 @@ def test_import_changes_nothing_and_configure_sets_flags_before_xla_starts():
     env.update(XLA_FLAGS="--xla_cpu_enable_fast_math=false", JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_train_cli_reports_an_unknown_backend(monkeypatch, capsys, tmp_path):
+    from distilbert_jax.train.cli import main
+
+    monkeypatch.setenv(ENV_VAR, "mkl")
+    config = os.path.join(ROOT, "distilbert_jax", "train", "configs", "mlm_small.json")
+    assert main(["mlm", "--config", config, "--steps", "1", "--out-dir", str(tmp_path), "--compile-cache", "off"]) == 2
+    assert "unknown GEMM back end 'mkl'" in capsys.readouterr().err
