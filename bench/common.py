@@ -114,10 +114,10 @@ def median_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> f
     return statistics.median(times)
 
 
-def configure_gemm(dtype: str = "fp32") -> str:
-    """Apply the GEMM back end for `dtype` to this process's XLA (call before any JAX computation; every
-    benchmark process does) and describe it, for the report."""
-    return configure_cpu(dtype).describe()
+def configure_gemm(dtype: str = "fp32", backend: str | None = None) -> str:
+    """Apply the GEMM back end for `dtype` (or `backend`) to this process's XLA (call before any JAX computation;
+    every benchmark process does) and describe it, for the report."""
+    return configure_cpu(dtype, backend).describe()
 
 
 def gemm_report() -> str:

@@ -190,6 +190,30 @@ def summarize(results: dict, shapes: list, dtypes: list, cpu, judge: str = "wall
     return tables
 
 
+def model_case(backends: list[str], dtypes: list, batch: int, rounds: int, per_round: int, n_threads: int) -> list[dict]:
+    """Base DistilBERT forward (seq 128, `batch`) with each back end, each in its own worker (bench.speed's
+    builder), alternating rounds per dtype: the back ends' effect on the whole model, not one GEMM."""
+    import tempfile
+
+    from bench.common import hf_model
+    from bench.processes import alternating, medians
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_model("base", "big", randomize=False).save_pretrained(tmp)
+        for dtype in dtypes:
+            if dtype == "bf16_out":
+                continue
+            cases = {b: ("bench.speed:jax_forward", dict(path=tmp, batch=batch, seq=128, dtype=dtype, gemm=b)) for b in backends}
+            cpu: dict[str, list[float]] = {}
+            ms = medians(alternating(cases, rounds, per_round, n_threads, cpu_ms=cpu))
+            cpu_med = medians(cpu)
+            rows.append(dict(dtype=dtype, batch=batch, **{b: round(ms[b], 1) for b in backends}, best=min(backends, key=ms.get),
+                             cpu_ms=" ".join(f"{b}={cpu_med[b]:.0f}" for b in backends),
+                             best_by_cpu=min(backends, key=cpu_med.get)))  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 rounds, without the 2048^3 shape")
@@ -202,10 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--judge", choices=("wall", "cpu", "auto"), default="auto",
                         help="clock the verdict uses: wall time, process CPU time, or auto = CPU time when the load "
                              "average exceeds the core count (other jobs running), else wall")  # fmt: skip
+    parser.add_argument("--model", type=int, nargs="*", default=None, metavar="BATCH",
+                        help="also time the base DistilBERT forward (seq 128) per back end at these batch sizes (default 1)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default="results/gemm", help="writes <out>.json")
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 5)
+    model_batches = None if args.model is None else (args.model or [1])
     shapes = [list(s) for s in (args.shapes or (QUICK_SHAPES if args.quick else SHAPES))]
     cpu = read_cpu()
     print(f"bench.gemm on {cpu.describe()} [{cpu.vendor or 'unknown vendor'}]; back ends {args.backends}"
@@ -214,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     results = measure(args.backends, shapes, args.dtypes, rounds, args.per_round, args.threads, not args.no_torch)
     judge = args.judge if args.judge != "auto" else ("cpu" if load > cpu.cores else "wall")
     tables = summarize(results, shapes, args.dtypes, cpu, judge)
+    if model_batches:
+        tables["model_ms"] = [r for b in model_batches for r in model_case(args.backends, args.dtypes, b, rounds, 2, args.threads)]
 
     print(f"\nGFLOP/s, median wall time of {rounds} rounds x {args.per_round} calls (what the targets use):")
     print(format_table(tables["wall"], list(tables["wall"][0])))
@@ -221,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(tables["per_cpu_second"], list(tables["per_cpu_second"][0])))
     print("\nWhat each back end's flags made of the dot (compiled HLO):")
     print(format_table(tables["lowering"], list(tables["lowering"][0])))
+    if model_batches:
+        print("\nBase DistilBERT forward, seq 128, ms (median wall time; cpu_ms: the worker's CPU time per call), each back end "
+              "in its own process:")  # fmt: skip
+        print(format_table(tables["model_ms"], list(tables["model_ms"][0])))
     loaded = f" (load average {load:.1f} > {cpu.cores} cores: wall times are unreliable)" if judge == "cpu" else ""
     print(f"\nSummary: geometric mean over the shapes of GFLOP/s by {judge} time{loaded}, the fastest back end, and the "
           "rule's choice:")  # fmt: skip

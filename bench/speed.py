@@ -60,9 +60,10 @@ def forward_flops(config: dj.DistilBertConfig, batch: int, seq: int) -> float:
 
 
 # ---- builders, run inside worker processes (bench.processes) -----------------------------------
-def jax_forward(path: str, batch: int, seq: int, dtype: str):
-    """Our jitted forward of the model in `path` (bf16: params cast once at load)."""
-    configure_gemm(dtype)
+def jax_forward(path: str, batch: int, seq: int, dtype: str, gemm: str | None = None):
+    """Our jitted forward of the model in `path` (bf16: params cast once at load), with GEMM back end `gemm`
+    (default: distilbert_jax.gemm's choice)."""
+    configure_gemm(dtype, gemm)
     model, variables = dj.from_pretrained(path, "base", dtype=DTYPES[dtype], param_dtype=DTYPES[dtype])
     ids, mask = _inputs(model.config.vocab_size, batch, seq)
     ids, mask = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
