@@ -123,17 +123,24 @@ def xla_started() -> bool:
     return xla_bridge.backends_are_initialized()
 
 
+_ADDED: list[str] = []  # the flags configure_cpu put into XLA_FLAGS in this process (a later call may replace them)
+
+
 def configure_cpu(dtype: str = "fp32", backend: str | None = None, cpu: CpuInfo | None = None) -> GemmChoice:
-    """Choose the GEMM back end (`choose`) and put its flags into `XLA_FLAGS` for this process, if XLA has not
-    started yet; otherwise warn (unless the flags are already there) and return it with applied=False."""
+    """Choose the GEMM back end (`choose`) and put its flags into `XLA_FLAGS` for this process, replacing those an
+    earlier call put there, if XLA has not started yet. Once XLA has started, flags no longer take effect: it
+    changes nothing and, unless the choice is already what XLA runs with, warns and returns applied=False."""
     choice = choose(dtype, backend, cpu)
     current = os.environ.get("XLA_FLAGS", "")
-    merged = merged_xla_flags(current, choice.flags)
-    if merged == current.strip():
+    ours = [f for f in current.split() if f not in _ADDED]  # the user's flags
+    merged = merged_xla_flags(" ".join(ours), choice.flags)
+    if merged.split() == current.split():
         return GemmChoice(choice.backend, choice.source, choice.reason, True)
     if xla_started():
-        warnings.warn(f"configure_cpu: XLA has already started, so {choice.flags} cannot take effect in this "
-                      "process; call distilbert_jax.configure_cpu() before the first JAX computation", stacklevel=2)  # fmt: skip
+        warnings.warn(f"configure_cpu: XLA has already started with XLA_FLAGS={current!r}, so GEMM back end "
+                      f"{choice.backend} {choice.flags} cannot take effect in this process; call "
+                      "distilbert_jax.configure_cpu() before the first JAX computation", stacklevel=2)  # fmt: skip
         return GemmChoice(choice.backend, choice.source, choice.reason, False)
+    _ADDED[:] = [f for f in choice.flags if f in merged.split()]
     os.environ["XLA_FLAGS"] = merged
     return GemmChoice(choice.backend, choice.source, choice.reason, True)

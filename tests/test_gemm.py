@@ -103,7 +103,10 @@ def test_import_changes_nothing_and_configure_sets_flags_before_xla_starts():
     code = (
         "import os, warnings, distilbert_jax as dj\n"
         "assert os.environ.get('XLA_FLAGS', '') == '--xla_cpu_enable_fast_math=false', os.environ.get('XLA_FLAGS')\n"
-        "c = dj.configure_cpu(backend='onednn')\n"
+        "c = dj.configure_cpu(backend='eigen')\n"
+        "assert '--xla_cpu_experimental_ynn_fusion_type=' in os.environ['XLA_FLAGS']\n"
+        "c = dj.configure_cpu(backend='onednn')\n"  # replaces the flags the first call added, keeps the user's
+        "assert 'ynn_fusion_type' not in os.environ['XLA_FLAGS'] and 'fast_math' in os.environ['XLA_FLAGS']\n"
         "assert c.applied and '--xla_cpu_use_onednn=true' in os.environ['XLA_FLAGS'], os.environ['XLA_FLAGS']\n"
         "import jax.numpy as jnp; jnp.ones(2).block_until_ready()\n"
         "with warnings.catch_warnings(record=True) as w:\n"
