@@ -122,8 +122,11 @@ def configure_gemm(dtype: str = "fp32", backend: str | None = None) -> str:
 
 def gemm_report() -> str:
     """The GEMM back end each dtype's benchmark processes use, and why (for the line beside the CPU)."""
-    return "GEMM back end " + ", ".join(f"{d} {c.backend} ({c.source}: {c.reason})" for d in GEMM_DTYPES
-                                        for c in [choose(d)])  # fmt: skip
+    choices = {d: choose(d) for d in GEMM_DTYPES}
+    if len(set(choices.values())) == 1:
+        c = choices[GEMM_DTYPES[0]]
+        return f"GEMM back end {c.backend} for {' and '.join(GEMM_DTYPES)} ({c.source}: {c.reason})"
+    return "GEMM back end " + ", ".join(f"{d} {c.backend} ({c.source}: {c.reason})" for d, c in choices.items())
 
 
 def torch_reference(title: str) -> tuple[object, str]:

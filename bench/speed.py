@@ -7,6 +7,8 @@ For each case (DistilBERT size small|big and BERT-base, batch 1|8, seq 128, fp32
   worker process (`bench.processes`), same thread count, alternating rounds of calls; medians.
 - **interleaved in one process** (one JAX call, one torch call, repeat): shown for comparison — on a
   2-core machine the two thread pools slow each other, inflating both.
+Each worker applies its dtype's XLA:CPU GEMM back end (`distilbert_jax.configure_cpu`) before XLA starts; the
+interleaved rows share this process, which uses the fp32 choice (a bf16 choice that differs is warned about).
 bf16 rows: our forward with bf16 params cast once at load (`param_dtype=jnp.bfloat16`, LayerNorm and
 softmax in float32) against torch under CPU autocast bf16. Each time comes with GFLOP/s, beside the
 machine's measured matmul peak (2048³ `jnp.dot` / `torch.matmul`, fp32 and bf16). Also: checkpoint load
