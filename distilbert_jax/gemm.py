@@ -8,16 +8,18 @@ choice must be applied before that, and per process. Nothing here runs at import
     distilbert_jax.configure_cpu(backend="xla")   # explicit (wins over the variable and the rule)
 
 at its start (the benchmarks and the train / nas CLIs do). It adds the chosen back end's flags to
-`XLA_FLAGS` if XLA has not started yet; if it has, it changes nothing and warns. Flags the user already
+`XLA_FLAGS` (replacing those an earlier call added) if XLA has not started yet; if it has, it changes
+nothing and warns. Flags the user already
 put in `XLA_FLAGS` win over ours. `python -m bench.gemm` measures every back end at the model's GEMM
 shapes beside `torch.matmul` and says whether the rule's choice is the fastest on that CPU.
 
 Back ends (checked against jaxlib 0.10.2: each flag set is accepted and changes the compiled dots as
-described; `gemm_lowering` in bench.gemm reads it back from the compiled HLO):
+described; `bench.gemm.lowering` reads it back from the compiled HLO):
 - `xla`: XLA:CPU's default. In JAX 0.10 every dot becomes a YNNPACK fusion (`__ynn_fusion`, fusion type
   `individual_dot`); bf16 × bf16 → f32 dots run on bf16 operands.
-- `onednn`: oneDNN fusions for dots whose operands and result share one dtype (fp32; bf16 → bf16 with
-  AVX-512 BF16). The model's bf16 dots (bf16 in, f32 out) are not taken by oneDNN and stay on YNNPACK.
+- `onednn`: oneDNN fusions for dots whose operands and result share one dtype (fp32). The model's bf16 dots
+  (bf16 in, f32 out) are not taken by oneDNN and stay on YNNPACK; bf16 → bf16 dots were converted to f32
+  before oneDNN on our Zen 4 (AMX Xeons not measured).
 - `eigen`: no library fusion (`--xla_cpu_experimental_ynn_fusion_type=`): XLA's own dot runtime (Eigen);
   bf16 dots are converted to f32 first.
 - `ynn_dot`: YNNPACK fusion type `dot`; bf16 dots are converted to f32 first (half the bf16 rate).
