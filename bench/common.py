@@ -10,6 +10,8 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from distilbert_jax.gemm import DTYPES as GEMM_DTYPES
+from distilbert_jax.gemm import choose, configure_cpu
 from distilbert_jax.hardware import cpu_description, device_description  # noqa: F401 (re-exported for the benchmarks)
 from distilbert_jax.tables import format_table
 
@@ -145,6 +147,21 @@ def median_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> f
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+def configure_gemm(dtype: str = "fp32", backend: str | None = None) -> str:
+    """Apply the GEMM back end for `dtype` (or `backend`) to this process's XLA (call before any JAX computation;
+    every benchmark process does) and describe it, for the report."""
+    return configure_cpu(dtype, backend).describe()
+
+
+def gemm_report() -> str:
+    """The GEMM back end each dtype's benchmark processes use, and why (for the line beside the CPU)."""
+    choices = {d: choose(d) for d in GEMM_DTYPES}
+    if len(set(choices.values())) == 1:
+        c = choices[GEMM_DTYPES[0]]
+        return f"GEMM back end {c.backend} for {' and '.join(GEMM_DTYPES)} ({c.source}: {c.reason})"
+    return "GEMM back end " + ", ".join(f"{d} {c.backend} ({c.source}: {c.reason})" for d, c in choices.items())
 
 
 def torch_reference(title: str) -> tuple[object, str]:

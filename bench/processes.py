@@ -55,12 +55,13 @@ def _serve() -> None:
                     fn()
                 reply: dict = {"ok": True}
             elif msg["op"] == "time":
-                times = []
+                times, cpu = [], []
                 for _ in range(msg["n"]):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     fn()
                     times.append((time.perf_counter() - t0) * 1e3)
-                reply = {"ms": times}
+                    cpu.append((time.process_time() - c0) * 1e3)
+                reply = {"ms": times, "cpu_ms": cpu}  # cpu_ms: this process's CPU time, all threads
             elif msg["op"] == "run":
                 reply = {"result": call_builder(msg["builder"], msg["kwargs"])}
             else:
@@ -111,9 +112,10 @@ def run_in_fresh_process(builder: str, threads: int, **kwargs) -> dict:
 
 
 def alternating(cases: dict[str, tuple[str, dict]], rounds: int, per_round: int, threads: int,
-                warmup: int = 2) -> dict[str, list[float]]:  # fmt: skip
+                warmup: int = 2, cpu_ms: dict[str, list[float]] | None = None) -> dict[str, list[float]]:  # fmt: skip
     """{case: all timed ms}: each case built in its own worker process and called `warmup` times, then
-    `rounds` rounds in which every case in turn runs `per_round` timed calls."""
+    `rounds` rounds in which every case in turn runs `per_round` timed calls. A `cpu_ms` dict is filled with
+    each case's process CPU ms per call (steadier than wall time when other jobs load the machine)."""
     workers = {name: Worker(threads) for name in cases}
     try:
         for name, (builder, kwargs) in cases.items():
@@ -121,7 +123,10 @@ def alternating(cases: dict[str, tuple[str, dict]], rounds: int, per_round: int,
         times: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(rounds):
             for name, worker in workers.items():
-                times[name] += worker.ask(op="time", n=per_round)["ms"]
+                reply = worker.ask(op="time", n=per_round)
+                times[name] += reply["ms"]
+                if cpu_ms is not None:
+                    cpu_ms.setdefault(name, []).extend(reply["cpu_ms"])
         return times
     finally:
         for worker in workers.values():

@@ -7,6 +7,8 @@ For each case (DistilBERT size small|big and BERT-base, batch 1|8, seq 128, fp32
   worker process (`bench.processes`), same thread count, alternating rounds of calls; medians.
 - **interleaved in one process** (one JAX call, one torch call, repeat): shown for comparison — on a
   2-core machine the two thread pools slow each other, inflating both.
+Each worker applies its dtype's XLA:CPU GEMM back end (`distilbert_jax.configure_cpu`) before XLA starts; the
+interleaved rows share this process, which uses the fp32 choice (a bf16 choice that differs is warned about).
 bf16 rows: our forward with bf16 params cast once at load (`param_dtype=jnp.bfloat16`, LayerNorm and
 softmax in float32) against torch under CPU autocast bf16. Each time comes with GFLOP/s, beside the
 machine's measured matmul peak (2048³ `jnp.dot` / `torch.matmul`, fp32 and bf16). Also: checkpoint load
@@ -32,7 +34,7 @@ import distilbert_jax as dj
 from distilbert_jax.nas.predictor import encoder_flops
 from distilbert_jax.nas.space import Arch
 from distilbert_jax.tables import markdown_table
-from bench.common import cpu_description, hf_model, print_table, torch_reference
+from bench.common import configure_gemm, cpu_description, gemm_report, hf_model, print_table, torch_reference
 from distilbert_jax.clitools import need_writable, run_cli
 from bench.corpus import sentences, train_vocab
 from bench.processes import alternating, call_builder, medians, reset_peak_rss, run_in_fresh_process, threads, vm_kib
@@ -61,8 +63,10 @@ def forward_flops(config: dj.DistilBertConfig, batch: int, seq: int) -> float:
 
 
 # ---- builders, run inside worker processes (bench.processes) -----------------------------------
-def jax_forward(path: str, batch: int, seq: int, dtype: str):
-    """Our jitted forward of the model in `path` (bf16: params cast once at load)."""
+def jax_forward(path: str, batch: int, seq: int, dtype: str, gemm: str | None = None):
+    """Our jitted forward of the model in `path` (bf16: params cast once at load), with GEMM back end `gemm`
+    (default: distilbert_jax.gemm's choice)."""
+    configure_gemm(dtype, gemm)
     model, variables = dj.from_pretrained(path, "base", dtype=DTYPES[dtype], param_dtype=DTYPES[dtype])
     ids, mask = _inputs(model.config.vocab_size, batch, seq)
     ids, mask = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
@@ -96,6 +100,7 @@ def _inputs(vocab: int, batch: int, seq: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def jax_matmul(n: int, dtype: str):
+    configure_gemm(dtype)
     a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), DTYPES[dtype])
     f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
     return lambda: f(a, a).block_until_ready()
@@ -218,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     need_writable(args.out + ".json", "--out")  # before minutes of timing
     rounds = args.rounds or (3 if args.quick else 7)
+    configure_gemm("fp32")  # this process (the interleaved rows); each worker applies its own dtype's choice
+    gemm = gemm_report()
     torch, device = torch_reference("distilbert_jax forward speed")
     cpu = cpu_description()
     print(f"CPU: {cpu}", file=sys.stderr)
@@ -250,15 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     print_table([tok], list(tok))
     checks = [r for r in rows if r["met"]] + ([load] if load else [])
     missed = [r for r in checks if r["met"] == "NO"]
-    print(f"\nCPU: {cpu}; {device}; targets met: {len(checks) - len(missed)}/{len(checks)}")
+    print(f"\nCPU: {cpu}; {gemm}; {device}; targets met: {len(checks) - len(missed)}/{len(checks)}")
 
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    result = dict(cpu=cpu, device=device, jax=jax.__version__, torch=torch.__version__, threads=args.threads, rounds=rounds,
+    result = dict(cpu=cpu, gemm=gemm, device=device, jax=jax.__version__, torch=torch.__version__, threads=args.threads, rounds=rounds,
                   per_round=args.per_round, forward=rows, matmul_peak=peak, load=load, tokenizer=tok)  # fmt: skip
     with open(args.out + ".json", "w") as f:
         json.dump(result, f, indent=2)
     with open(args.out + ".md", "w") as f:
-        f.write(f"# distilbert_jax speed\n\nCPU: {cpu}\n\n" + markdown_table(rows, FORWARD_COLUMNS))
+        f.write(f"# distilbert_jax speed\n\nCPU: {cpu}; {gemm}\n\n" + markdown_table(rows, FORWARD_COLUMNS))
     print(f"wrote {args.out}.json and {args.out}.md")
     return 0
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import distilbert_jax as dj
-from bench.common import SIZES, cpu_description, hf_model, print_table, torch_reference
+from bench.common import SIZES, configure_gemm, cpu_description, gemm_report, hf_model, print_table, torch_reference
 from distilbert_jax.clitools import need_writable, run_cli
 from bench.processes import alternating, call_builder, medians
 from bench.speed import _interleaved, forward_flops
@@ -54,6 +54,7 @@ def _max_predictions(seq_len: int) -> int:
 # ---- builders, run inside worker processes (bench.processes) or in this one ----------------------
 def jax_step(path: str, size: str, batch_size: int, seq_len: int, dtype: str, projection: str):
     """A closure running one of our optimizer steps (blocking) from the checkpoint in `path`."""
+    configure_gemm(dtype)
     model, variables = dj.from_pretrained(path, "masked_lm", dtype={"fp32": jnp.float32, "bf16": jnp.bfloat16}[dtype])
     tx, schedule = make_optimizer(OPTIM, 1000)
     box = {"state": create_state(variables["params"], tx, 0, compute_dtype=model.dtype)}
@@ -161,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     need_writable(args.out + ".json", "--out")  # before minutes of timing
     rounds = args.rounds or (3 if args.quick else 7)
+    configure_gemm("fp32")  # this process (the interleaved rows); each worker applies its own dtype's choice
+    gemm = gemm_report()
     torch, device = torch_reference("MLM training step")
     cpu = cpu_description()
     rows = []
@@ -176,10 +179,10 @@ def main(argv: list[str] | None = None) -> int:
                        "ours_tok_s", "torch_tok_s", "ours_gflops", "interleaved_ours_ms", "interleaved_torch_ms"])  # fmt: skip
     print("\nLoader throughput:")
     print_table([loader], list(loader))
-    print(f"\nCPU: {cpu}; {device}")
+    print(f"\nCPU: {cpu}; {gemm}; {device}")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out + ".json", "w") as f:
-        json.dump(dict(cpu=cpu, device=device, jax=jax.__version__, torch=torch.__version__, threads=args.threads, rounds=rounds,
+        json.dump(dict(cpu=cpu, gemm=gemm, device=device, jax=jax.__version__, torch=torch.__version__, threads=args.threads, rounds=rounds,
                        quick=args.quick, train_step=rows, loader=loader), f, indent=2)  # fmt: skip
     print(f"wrote {args.out}.json")
     return 0

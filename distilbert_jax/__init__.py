@@ -2,6 +2,8 @@
 RoBERTa / XLM-RoBERTa / CamemBERT and ELECTRA checkpoints in the same encoder code."""
 
 from .config import DistilBertConfig, small_config
+from .cpu import CpuInfo, read_cpu
+from .gemm import GemmChoice, configure_cpu
 from .heads import (
     ALL_HEADS,
     HEADS,
@@ -28,6 +30,7 @@ __all__ = [
     "ALL_HEADS",
     "Answer",
     "Batch",
+    "CpuInfo",
     "DistilBertConfig",
     "DistilBertForMaskedLM",
     "DistilBertForMultipleChoice",
@@ -37,6 +40,7 @@ __all__ = [
     "DistilBertModel",
     "ElectraForPreTraining",
     "EncoderOutput",
+    "GemmChoice",
     "HEADS",
     "HeadOutput",
     "LoadReport",
@@ -46,6 +50,7 @@ __all__ = [
     "build_model",
     "check_input_ids",
     "checked_apply",
+    "configure_cpu",
     "decode_answer",
     "embed",
     "from_pretrained",
@@ -54,6 +59,7 @@ __all__ = [
     "init_params",
     "load_state_dict",
     "params_to_hf",
+    "read_cpu",
     "save_pretrained",
     "small_config",
 ]

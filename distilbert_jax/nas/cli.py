@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> int:
-    from distilbert_jax.train.cli import metrics_table, overrides_from_args, training_failed
+    from distilbert_jax.train.cli import gemm_configured, metrics_table, overrides_from_args, training_failed
     from distilbert_jax.train.config import ConfigError
     from distilbert_jax.train.loop import TrainingDiverged
 
@@ -95,6 +95,7 @@ def _train(args) -> int:
     overrides = overrides_from_args(args)
     try:
         settings, cfg = load_nas_config(args.config, overrides)
+        gemm_configured(cfg.dtype)
         result = train_supernet(settings, cfg)
     except (ConfigError, TrainingDiverged) as e:
         return training_failed(e)
@@ -242,6 +243,14 @@ def _pipeline(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; exit 2 on bad input, 1 on divergence."""
     args = build_parser().parse_args(argv)
+    if args.command != "train":  # `train` applies its config's dtype's choice
+        from distilbert_jax.train.cli import gemm_configured, training_failed
+        from distilbert_jax.train.config import ConfigError
+
+        try:
+            gemm_configured("fp32")
+        except ConfigError as e:
+            return training_failed(e)
     commands = {"train": _train, "extract": _extract, "latency": _latency, "candidates": _candidates,
                 "search": _search, "compare": _search, "pipeline": _pipeline}  # fmt: skip
     return commands[args.command](args)

@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.task, args.config, overrides)
+        gemm_configured(cfg.dtype)
         result = train(cfg)
     except (ConfigError, TrainingDiverged) as e:
         return training_failed(e)
@@ -71,6 +72,17 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + metrics_table(result.history, result.final_eval))
         print(f"\nmodel exported to {result.export_dir}; plot {result.plot_path}")
     return 0
+
+
+def gemm_configured(dtype: str) -> None:
+    """Apply the GEMM back end for `dtype` (distilbert_jax.configure_cpu) before XLA starts; a bad
+    $DISTILBERT_JAX_GEMM becomes a ConfigError (exit 2)."""
+    from ..gemm import configure_cpu
+
+    try:
+        configure_cpu(dtype)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def training_failed(error: Exception) -> int:
