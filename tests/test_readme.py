@@ -10,7 +10,9 @@ from bench.common import hf_model
 from bench.corpus import sentences, train_vocab
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PLACEHOLDERS = {"path/to/hf_dir": ("masked_lm", "distilbert"), "path/to/bert_dir": ("base", "bert")}
+PLACEHOLDERS = {"path/to/hf_dir": ("masked_lm", "distilbert"), "path/to/bert_dir": ("base", "bert"),
+                "path/to/xlm_roberta_dir": ("sequence_classification", "xlm-roberta"),
+                "path/to/electra_dir": ("discriminator", "electra")}
 
 
 def python_blocks(path: str) -> list[tuple[int, str]]:
@@ -28,7 +30,14 @@ def model_dirs(tmp_path_factory) -> dict[str, str]:
     for placeholder, (head, arch) in PLACEHOLDERS.items():
         path = tmp_path_factory.mktemp(arch)
         hf_model(head, "small", arch=arch).save_pretrained(path)
-        (path / "vocab.txt").write_text(vocab.read_text())
+        if arch == "xlm-roberta":      # a SentencePiece-style Unigram tokenizer.json, as XLM-R ships
+            import transformers
+
+            from tests.test_families import _unigram
+
+            transformers.XLMRobertaTokenizerFast(tokenizer_object=_unigram(), model_max_length=128).save_pretrained(path)
+        else:
+            (path / "vocab.txt").write_text(vocab.read_text())
         dirs[placeholder] = str(path)
     return dirs
 

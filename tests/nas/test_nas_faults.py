@@ -77,10 +77,10 @@ def test_pipeline_killed_at_every_step_reruns_to_completion(tmp_path, monkeypatc
     """Every step killed once, just after its work and before it is recorded (so the rerun redoes it over its
     own leftovers); each rerun goes one step further; the last one completes with every step recorded, the
     three models and no temporary or torn file left."""
-    from distilbert_jax.nas import pipeline
+    from distilbert_jax.nas import pipeline, pipeline_state
     from distilbert_jax.nas.candidates import ConstraintError
     from distilbert_jax.nas.latency import PREDICTOR_DIR
-    from distilbert_jax.nas.predictor import LatencyPredictor
+    from distilbert_jax.nas.predictor import load_predictor
 
     from .test_pipeline import tiny_pipeline
 
@@ -90,7 +90,7 @@ def test_pipeline_killed_at_every_step_reruns_to_completion(tmp_path, monkeypatc
         if name == f"pipeline:{target.get('name')}":
             raise Killed(target["name"])
 
-    monkeypatch.setattr(pipeline, "kill_point", kill_point)
+    monkeypatch.setattr(pipeline_state, "kill_point", kill_point)
     fewer = dict(latency_rounds=1, search_evaluations=2, supernet_set={"total_steps": 2},
                  further_mlm_set={"total_steps": 1}, finetune_set={"total_steps": 1, "eval_batches": 1, "progress": False,
                                                                    "checkpoint_every": 0, "data": {**DATA, "num_labels": 3}})  # fmt: skip
@@ -101,7 +101,7 @@ def test_pipeline_killed_at_every_step_reruns_to_completion(tmp_path, monkeypatc
         if name == "candidates":  # redo (and record) the killed latency step, then take a reachable constraint
             with pytest.raises(ConstraintError):
                 pipeline.run_pipeline(tiny_pipeline(tmp_path, constraint="1e6", **fewer), lambda line: None)
-            predictor = LatencyPredictor.load(tmp_path / "run" / "latency" / PREDICTOR_DIR)
+            predictor = load_predictor(tmp_path / "run" / "latency" / PREDICTOR_DIR)
             ms = sorted(predictor.predict(list(predictor.space.archs())))
             cfg = tiny_pipeline(tmp_path, constraint=f"{ms[len(ms) // 2]:.6g}ms", **fewer)
         log = []

@@ -18,12 +18,17 @@ ROOT = Path(__file__).resolve().parents[2]
 ARCHS = {"searched": {"layers": 2, "hidden": 224, "heads": 2, "qkv": 128, "ffn": 128},
          "random": {"layers": 2, "hidden": 224, "heads": 1, "qkv": 64, "ffn": 320},
          "distilbert_ratios": {"layers": 2, "hidden": 128, "heads": 2, "qkv": 128, "ffn": 512}}  # fmt: skip
-ERR = {"mape": 0.04, "spearman": 0.98}
-REPORT = {"mlp": {"mape": 0.0438, "spearman": 0.979}, "mlp_linear_target": ERR, "flops": {"mape": 0.0831, "spearman": 0.96},
-          "noise_floor": {"mape": 0.0759, "spearman": 0.988}, "noise_floor_drift_removed": {"mape": 0.0401, "spearman": 0.988},
-          "seconds": {"total": 91, "measure": 80, "fit": 3}, "n": 150, "n_train": 120, "n_held_out": 30, "batch": 1,
-          "seq": 128, "rounds": 10, "quantile": 0.25, "reference_ms": 132.1, "reference_spread": 0.02, "median_spread": 0.1,
-          "pass_drift": 1.072, "mlp_over_noise": 1.09, "device": "test CPU"}  # fmt: skip
+ERR = {"mape": 0.04, "within_10": 0.9, "spearman": 0.98}
+REPORT = {"mlp": {"mape": 0.0438, "within_10": 0.9, "spearman": 0.979}, "mlp_linear_target": ERR,
+          "flops": {"mape": 0.0831, "within_10": 0.6, "spearman": 0.96},
+          "layer_sum": {"mape": 0.05, "within_10": 0.85, "spearman": 0.97}, "chosen": "mlp",
+          "noise_floor": {"mape": 0.0759, "within_10": 0.7, "spearman": 0.988},
+          "noise_floor_drift_removed": {"mape": 0.0401, "within_10": 0.9, "spearman": 0.988},
+          "seconds": {"total": 91, "measure": 80, "layer_table": 5, "fit": 3}, "n": 150, "n_train": 120, "n_held_out": 30,
+          "batch": 1, "seq": 128, "rounds": 10, "quantile": 0.25, "reference_ms": 132.1, "reference_spread": 0.02,
+          "median_spread": 0.1, "pass_drift": 1.072, "mlp_over_noise": 1.09, "chosen_over_noise": 1.09,
+          "layer_table": {"sublayers_timed": 50, "dispatch_ms": 0.01, "c0": 0.0, "c1": 1.0, "c2": 0.0},
+          "device": "test CPU"}  # fmt: skip
 
 
 @pytest.fixture
