@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget", type=int, default=8, help="policy proposals measured per op (default 8)")
     ap.add_argument("--policy", default=DEFAULT_POLICY, help="policy directory (default: the shipped one)")
     ap.add_argument("--timing", choices=("cpu", "wall"), default="cpu", help="see rl.mlir.timer.TIMINGS")
-    ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (reduced by the timing's estimator: median for wall, minimum for cpu)")
     ap.add_argument("--out", default="results/tune", help="where specs and results.json go")
     ap.add_argument("--compare", action="store_true", help="also random search (best of 1/8/k) and greedy")
     ap.add_argument("--k", type=int, default=32, help="random schedules per program with --compare")
