@@ -2,8 +2,8 @@
 
 `measure_op(spec, sched)` → `Measurement` with `status`:
 * `ok`: compiled, the dumped executable configuration carries exactly the requested tile sizes, the result
-  equals the numpy reference, timed (median of `repeats` runs after `warmup`; `spread` = (max − min) / median;
-  an op whose first run exceeds `timer.SLOW_S` = 0.5 s is timed by that one run);
+  equals the numpy reference, timed (median of `repeats` runs after `warmup`, the minimum with "cpu" timing;
+  `spread` = (max − min) / that time; an op whose first run exceeds `timer.SLOW_S` = 0.5 s is timed by that one run);
 * `slow` (only with a `deadline_s`): compiled and verified, but its first run took longer than the deadline,
   so it was stopped (`lower_bound_s` = the deadline; not numpy-checked) — used by random search, where a
   schedule slower than the best so far cannot be the best of k;
@@ -243,13 +243,13 @@ def measure_source(specs: list[OpSpec], label: str, src: str, spec_text: str, wa
             out, times = run
             ref = chain_reference(specs, inputs)
             err = float(np.abs(out.astype(np.float64) - ref).max()) if out.shape == ref.shape else float("inf")
-            med = float(TIMINGS[timing][2](times))          # the timing's estimator (median / min)
+            t = float(TIMINGS[timing][2](times))            # the timing's estimator (median / min)
             if not err <= tolerance(spec, ref):
                 log.warning("wrong result for %s: max |err| %.3g", label, err)
                 m = Measurement("wrong", config=got, max_abs_err=err, compile_s=compile_s, times=times,
                                 error=f"max |err| {err:.3g} > tol {tolerance(spec, ref):.3g}")
             else:
-                m = Measurement("ok", med, float((max(times) - min(times)) / med), times, got, err,
+                m = Measurement("ok", t, float((max(times) - min(times)) / t), times, got, err,
                                 compile_s=compile_s)
     _store(path, m, use_cache)
     return m

@@ -33,6 +33,8 @@ import os
 
 import numpy as np
 
+from distilbert_jax.atomicfile import CorruptFileError, read_checked_json, write_checked_json
+
 from .emit import OpSpec, chain_module
 
 log = logging.getLogger("rl.mlir")
@@ -118,15 +120,16 @@ def default_config(spec: OpSpec, use_cache: bool = True) -> DefaultConfig:
     from .measure import compile_dump, parse_config, parse_operand_types, parse_pipeline
 
     src = default_source(spec)
-    path = _cache_path("defaults-v2", src)
-    if use_cache and os.path.exists(path):
+    path = _cache_path("defaults-v3", src)
+    if use_cache:
         try:
-            with open(path) as f:
-                d = json.load(f)
+            d = read_checked_json(path)
             return DefaultConfig(d["pipeline"], d["levels"], tuple(d["bounds"]), tuple(d["reduction"]),
                                  d["data_tiling"], tuple(d["operand_types"]), _cache_reduction_ok(spec))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            log.warning("default-config cache entry %s is corrupt (%s): rebuilding it", path, e)
+        except FileNotFoundError:
+            pass
+        except (CorruptFileError, KeyError, TypeError) as e:
+            log.warning("default-config cache entry %s cannot be trusted (%s): compiling again", path, e)
     _, text, _ = compile_dump(src)
     levels, pipeline = parse_config(text), parse_pipeline(text)
     bounds, red = collapsed_loops(spec)
@@ -134,11 +137,7 @@ def default_config(spec: OpSpec, use_cache: bool = True) -> DefaultConfig:
     cfg = DefaultConfig(pipeline or "?", levels or {}, bounds, red,
                         spec.kind in DT_KINDS and pipeline == "DoubleTilingExpert", tuple(types), _cache_reduction_ok(spec))
     if use_cache:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(dataclasses.asdict(cfg), f)
-        os.replace(tmp, path)
+        write_checked_json(path, dataclasses.asdict(cfg))
     return cfg
 
 

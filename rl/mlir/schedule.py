@@ -115,9 +115,9 @@ def lowering_config(spec: OpSpec, sched: OpSchedule) -> dict[str, list[int]]:
 
 
 def config_attr(cfg: dict[str, list[int]]) -> str:
-    body = ", ".join(f"{k} = [{', '.join(map(str, v))}]" for k, v in cfg.items())
-    return (f"#iree_codegen.compilation_info<lowering_config = #iree_cpu.lowering_config<{body}>, "
-            "translation_info = #iree_codegen.translation_info<pipeline = #iree_cpu.pipeline<DoubleTilingExpert>>>")
+    from .refine import config_attr as compilation_info
+
+    return compilation_info(cfg, "DoubleTilingExpert")
 
 
 def tuning_spec(cfg: dict[str, list[int]], root_only: bool = False) -> str:

@@ -149,6 +149,15 @@ class OpResult:
     def n_failed(self) -> int:
         return sum(1 for _, t in self.candidates if np.isnan(t))
 
+    @property
+    def greedy_failed(self) -> bool:
+        return bool(self.candidates) and bool(np.isnan(self.candidates[0][1]))
+
+    @property
+    def greedy_s(self) -> float:
+        """The greedy proposal's time (the first candidate); IREE's default where it failed or none was made."""
+        return self.default_s if not self.candidates or self.greedy_failed else self.candidates[0][1]
+
 
 def measure(spec: OpSpec, d: R.DefaultConfig, r: R.Refinement, repeats: int, timing: str) -> float:
     m = R.measure_refinement(spec, d, r, repeats, timing=timing)
@@ -421,13 +430,11 @@ def compare(table: ProgramTable, network: Any, params: Any, k: int = 32, budget:
     for pr in tuned:
         p = table.names.index(pr.name)
         rand, failed = random_search(program_specs(table, p), k, repeats, timing, rng, bar)
-        greedy = sum(r.default_s if (not r.candidates or np.isnan(r.candidates[0][1])) else r.candidates[0][1]
-                     for r in pr.ops)
+        greedy = sum(r.greedy_s for r in pr.ops)
         rows[pr.name] = {"IREE default": 1.0, "IREE data tiling": pr.default_s / pr.data_tiling_s,
                          **{f"random best of {n}": pr.default_s / rand[:n].min() for n in RANDOM_KS if n <= k},
                          "policy greedy": pr.default_s / greedy, f"policy budget {budget}": pr.default_s / pr.tuned_s,
-                         "_random_failed": failed, "_greedy_failed": sum(1 for r in pr.ops if r.candidates
-                                                                        and np.isnan(r.candidates[0][1])),
+                         "_random_failed": failed, "_greedy_failed": sum(r.greedy_failed for r in pr.ops),
                          "_default_ms": pr.default_s * 1e3}
     bar.close()
     return rows
@@ -446,8 +453,7 @@ def evaluate_policy(network: Any, params: Any, budget: int = 8, seed: int = 0, p
     """Held-out evaluation for `rl.train` (env "refine"): geomean speedups over IREE's default, measured."""
     table = program_table(programs)
     res = tune_table(table, network, params, budget, fresh=False, seed=seed, progress=False)
-    greedy = [pr.default_s / sum(r.default_s if (not r.candidates or np.isnan(r.candidates[0][1]))
-                                 else r.candidates[0][1] for r in pr.ops) for pr in res]
+    greedy = [pr.default_s / sum(r.greedy_s for r in pr.ops) for pr in res]
     return {"greedy ×IREE": geomean(greedy), f"budget {budget} ×IREE": geomean([pr.default_s / pr.tuned_s for pr in res]),
             "greedy worst": float(min(greedy))}
 
