@@ -36,6 +36,7 @@ import numpy as np
 from distilbert_jax.atomicfile import CorruptFileError, read_checked_json, write_checked_json
 
 from .emit import OpSpec, chain_module
+from .schedule import config_attr
 
 log = logging.getLogger("rl.mlir")
 
@@ -334,12 +335,6 @@ def operand_types(spec: OpSpec) -> list[str]:
     """Static tensor types of the op's operands (loads, then the init) as emitted (IREE may collapse dims:
     `DefaultConfig.operand_types` has the dispatch's)."""
     return ["tensor<" + "x".join(map(str, spec.shape(t))) + "xf32>" for t in range(len(spec.maps))]
-
-
-def config_attr(levels: dict[str, list[int]], pipeline: str) -> str:
-    body = ", ".join(f"{k} = [{', '.join(map(str, v))}]" for k, v in levels.items())
-    return (f"#iree_codegen.compilation_info<lowering_config = #iree_cpu.lowering_config<{body}>, "
-            f"translation_info = #iree_codegen.translation_info<pipeline = #iree_cpu.pipeline<{pipeline}>>>")
 
 
 def tuning_spec(entries: list[tuple[list[str], dict[str, list[int]], str]]) -> str:

@@ -114,10 +114,11 @@ def lowering_config(spec: OpSpec, sched: OpSchedule) -> dict[str, list[int]]:
     return _collapse(spec, cfg, perm)
 
 
-def config_attr(cfg: dict[str, list[int]]) -> str:
-    from .refine import config_attr as compilation_info
-
-    return compilation_info(cfg, "DoubleTilingExpert")
+def config_attr(cfg: dict[str, list[int]], pipeline: str = "DoubleTilingExpert") -> str:
+    """`#iree_codegen.compilation_info` of the lowering-config levels `cfg` on codegen pipeline `pipeline`."""
+    body = ", ".join(f"{k} = [{', '.join(map(str, v))}]" for k, v in cfg.items())
+    return (f"#iree_codegen.compilation_info<lowering_config = #iree_cpu.lowering_config<{body}>, "
+            f"translation_info = #iree_codegen.translation_info<pipeline = #iree_cpu.pipeline<{pipeline}>>>")
 
 
 def tuning_spec(cfg: dict[str, list[int]], root_only: bool = False) -> str:
