@@ -23,6 +23,10 @@ described; `bench.gemm.lowering` reads it back from the compiled HLO):
 - `eigen`: no library fusion (`--xla_cpu_experimental_ynn_fusion_type=`): XLA's own dot runtime (Eigen);
   bf16 dots are converted to f32 first.
 - `ynn_dot`: YNNPACK fusion type `dot`; bf16 dots are converted to f32 first (half the bf16 rate).
+- `mkl`: no flag; the model's 2-D matmuls (`modeling.matmul`, fp32 and bf16 → f32, forward and backward)
+  become XLA FFI calls into Intel MKL (`distilbert_jax.mkl_gemm`: `cblas_gemm_bf16bf16f32` runs on the AMX
+  tiles, `cblas_sgemm` on AVX-512). Needs the `mkl` wheel (`[mkl]` extra) and a C++ compiler (the handlers
+  are compiled once into a cache). Attention's batched matmuls and everything else stay on XLA.
 Not offered: `--xla_cpu_experimental_xnn_fusion_type=dot` (with or without YNNPACK off) is accepted but left
 every dot unchanged in jaxlib 0.10.2 (no `__xnn_fusion` in the compiled HLO).
 """
@@ -51,7 +55,10 @@ BACKENDS = {b.name: b for b in (
             "oneDNN fusions for same-dtype dots (fp32); bf16-in/f32-out dots stay on YNNPACK"),
     Backend("eigen", ("--xla_cpu_experimental_ynn_fusion_type=",), "no library fusion: XLA's own dot (Eigen), bf16 via f32"),
     Backend("ynn_dot", ("--xla_cpu_experimental_ynn_fusion_type=dot",), "YNNPACK fusion type dot (bf16 via f32)"),
+    Backend("mkl", (), "the model's 2-D matmuls (fp32 and bf16 -> f32) as FFI calls into Intel MKL (AMX); "
+                       "the rest XLA's default"),
 )}  # fmt: skip
+LIBRARY_BACKENDS = ("mkl",)  # back ends that replace the model's matmuls by FFI calls (no XLA flags)
 DTYPES = ("fp32", "bf16")
 _ALIASES = {"float32": "fp32", "bfloat16": "bf16"}  # the train / nas configs' names
 
@@ -75,16 +82,18 @@ class GemmChoice:
         return f"GEMM back end {self.backend} ({self.source}: {self.reason}){state}"
 
 
-def gemm_backend(cpu: CpuInfo, dtype: str = "fp32") -> tuple[str, str]:
+def gemm_backend(cpu: CpuInfo, dtype: str = "fp32", mkl: bool = False) -> tuple[str, str]:
     """The rule: (back end, reason) for `cpu` and the model's matmul dtype ("fp32" | "bf16"). Pure.
 
     - AMD (measured on Zen 4 with AVX-512 BF16): `xla`. The default ran at the cores' FMA peak, fp32 and
       bf16; oneDNN gave the same per-core rates and `ynn_dot` halved bf16.
-    - Intel with AVX-512, fp32: `onednn`. Measured on a 2-core Xeon with AMX (issue 20): oneDNN fusions
-      252/276/272/350/357 GFLOP/s vs the default's 212/254/256/307/352 at the model's shapes. fp32 GEMMs do
-      not use AMX, so the same oneDNN AVX-512 kernels serve Xeons without AMX (not measured there).
-    - Intel, bf16: `xla`. The model's bf16 dots (bf16 in, f32 out) stay on YNNPACK under either flag set,
-      so no flag is worth its risk; `ynn_dot` ran bf16 at 212 GFLOP/s vs ~500–1,500 (AMX Xeon).
+    - Intel with AMX and MKL installed (`mkl`: `mkl_gemm.available()`): `mkl` for fp32 and bf16. No XLA flag
+      reaches the AMX tiles with the model's bf16 dots (bf16 in, f32 out); MKL's GEMMs do, and its sgemm beat
+      XLA's fp32 dots at every model shape (measured on a 2-core Xeon with AMX; docs/performance.md).
+    - Intel with AVX-512 and MKL, no AMX: `mkl` for fp32 (the same AVX-512 sgemm as on the AMX Xeon; not
+      measured on such a CPU), `xla` for bf16 (nothing measured).
+    - Intel without MKL: `xla`. On the AMX Xeon oneDNN's fusions won some single fp32 GEMMs but lost the model
+      (base forward fp32 b1 64.2 vs 51.5 ms, b8 397 vs 327 ms), and no flag changes the bf16 dots.
     - Anything else (no AVX-512, other vendors, unknown): `xla`, unmeasured — run `python -m bench.gemm`.
     """
     dtype = _ALIASES.get(dtype, dtype)
@@ -92,10 +101,14 @@ def gemm_backend(cpu: CpuInfo, dtype: str = "fp32") -> tuple[str, str]:
         raise ValueError(f"dtype must be one of {DTYPES} (or {tuple(_ALIASES)}), got {dtype!r}")
     if cpu.is_amd:
         return "xla", "AMD: the default runs at the FMA peak (measured on Zen 4)"
-    if cpu.is_intel and cpu.has_avx512:
+    if cpu.is_intel and cpu.has_avx512 and mkl:
+        if cpu.has_amx:
+            return "mkl", "Intel with AMX: MKL's GEMMs (AMX tiles for bf16) beat XLA's in the model"
         if dtype == "fp32":
-            return "onednn", "Intel AVX-512 fp32: oneDNN beat the default at every model shape (AMX Xeon)"
-        return "xla", "Intel bf16: the model's bf16 dots stay on YNNPACK under any flag set"
+            return "mkl", "Intel AVX-512 fp32: MKL's sgemm (measured on the AMX Xeon, same AVX-512 kernels)"
+        return "xla", "Intel without AMX, bf16: not measured, the default"
+    if cpu.is_intel and cpu.has_avx512:
+        return "xla", "Intel without MKL: no XLA flag beat the default in the model (pip install distilbert_jax[mkl])"
     return "xla", "no measurement for this CPU type: default (run python -m bench.gemm)"
 
 
@@ -108,7 +121,9 @@ def choose(dtype: str = "fp32", backend: str | None = None, cpu: CpuInfo | None 
                 where = "backend argument" if source == "argument" else f"${ENV_VAR}"
                 raise ValueError(f"unknown GEMM back end {name!r} in {where}; choose one of {sorted(BACKENDS)} or 'auto'")
             return GemmChoice(name, source, BACKENDS[name].what)
-    name, reason = gemm_backend(cpu or read_cpu(), dtype)
+    from . import mkl_gemm
+
+    name, reason = gemm_backend(cpu or read_cpu(), dtype, mkl=mkl_gemm.available()[0])
     return GemmChoice(name, "rule", reason)
 
 
@@ -116,6 +131,21 @@ def merged_xla_flags(current: str, flags: tuple[str, ...]) -> str:
     """`current` XLA_FLAGS plus those of `flags` whose flag name it does not set already (the user's win)."""
     present = {f.split("=")[0] for f in current.split()}
     return " ".join([current.strip()] + [f for f in flags if f.split("=")[0] not in present]).strip()
+
+
+_LIBRARY: dict[str, str] = {}  # "backend": the library back end configure_cpu switched on in this process
+
+
+def library_dot(dtype) -> bool:
+    """Whether `modeling.matmul` runs its 2-D matmuls of `dtype` through the MKL FFI calls: the `mkl` back end
+    was configured in this process, MKL is loaded, JAX computes on the CPU, and dtype is bf16 or float32.
+    Read at trace time: functions jitted before `configure_cpu` keep what they were traced with."""
+    if _LIBRARY.get("backend") != "mkl":
+        return False
+    import jax
+    import jax.numpy as jnp
+
+    return jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)) and jax.default_backend() == "cpu"
 
 
 def xla_started() -> bool:
@@ -133,6 +163,19 @@ def configure_cpu(dtype: str = "fp32", backend: str | None = None, cpu: CpuInfo 
     earlier call put there, if XLA has not started yet. Once XLA has started, flags no longer take effect: it
     changes nothing and, unless the choice is already what XLA runs with, warns and returns applied=False."""
     choice = choose(dtype, backend, cpu)
+    _LIBRARY.pop("backend", None)
+    if choice.backend in LIBRARY_BACKENDS:
+        from . import mkl_gemm
+
+        try:
+            mkl_gemm.load()
+        except mkl_gemm.MklUnavailable as e:
+            if choice.source != "rule":
+                raise
+            warnings.warn(f"configure_cpu: {e}; using XLA's default GEMMs", stacklevel=2)
+            choice = GemmChoice("xla", "rule", f"MKL unavailable ({e})")
+        else:
+            _LIBRARY["backend"] = choice.backend
     current = os.environ.get("XLA_FLAGS", "")
     ours = [f for f in current.split() if f not in _ADDED]  # the user's flags
     merged = merged_xla_flags(" ".join(ours), choice.flags)

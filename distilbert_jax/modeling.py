@@ -25,7 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
+from . import mkl_gemm
 from .config import DistilBertConfig
+from .gemm import library_dot
 
 Array = jax.Array
 Dtype = Any
@@ -82,8 +84,19 @@ def sinusoidal_table(n_pos: int, dim: int) -> np.ndarray:
 
 def _dot(a: Array, b: Array, transpose_b: bool) -> Array:
     # a [n, i] @ (b [i, o] | b [o, i] transposed) -> [n, o], accumulated in float32
+    if library_dot(a.dtype):  # the `mkl` GEMM back end (distilbert_jax.configure_cpu)
+        return mkl_gemm.dot(a, b, transpose_b=transpose_b)
     contract = ((1,), (1,)) if transpose_b else ((1,), (0,))
     return jax.lax.dot_general(a, b, (contract, ((), ())), preferred_element_type=jnp.float32)
+
+
+def _dot_t(a: Array, b: Array) -> Array:
+    # aᵀ b for a [n, i], b [n, o] -> [i, o] float32 (a weight gradient). MKL takes the transposed operand as
+    # is; XLA:CPU's GEMM library does not take a contraction over both operands' rows (it upcasts to f32 and
+    # runs a generic GEMM at ~40% of the bf16 rate), so there a materialised transpose is multiplied.
+    if library_dot(a.dtype):
+        return mkl_gemm.dot(a, b, transpose_a=True)
+    return _dot(_transposed_16bit(a), b, False)
 
 
 def _row_sums(g: Array) -> Array:
@@ -122,12 +135,7 @@ def _low_precision_dot_bwd(dtype, transpose_b, residuals, g):
     a_low, b_low, (a_dtype, b_dtype, bias_dtype) = residuals
     g_low = g.astype(dtype)  # backward matmuls in `dtype` too (as torch autocast), accumulated in float32
     da = _dot(g_low, b_low, not transpose_b)
-    # the weight gradient as a plain [., n] @ [n, .] matmul of a materialised transpose: contracting both
-    # operands' rows, XLA:CPU upcasts to f32 and runs a generic GEMM at ~40% of the bf16 rate
-    if transpose_b:  # b [o, i]: db = gᵀ a
-        db = _dot(_transposed_16bit(g_low), a_low, False)
-    else:  # b [i, o]: db = aᵀ g
-        db = _dot(_transposed_16bit(a_low), g_low, False)
+    db = _dot_t(g_low, a_low) if transpose_b else _dot_t(a_low, g_low)  # b [o, i]: gᵀ a; b [i, o]: aᵀ g
     dbias = None if bias_dtype is None else _row_sums(g_low).astype(bias_dtype.dtype)
     return da.astype(a_dtype.dtype), db.astype(b_dtype.dtype), None, dbias  # the copy b_low: no gradient
 
@@ -161,7 +169,7 @@ def matmul(x: Array, w: Array, dtype: Dtype, transpose_w: bool = False, w_low: A
     the same cast cotangent), so bf16 speeds up training as well. `w_low`: `w` already cast to `dtype`
     (see `compute_copies`), used instead of casting `w` on every call; the gradient still goes to `w`."""
     flat = x.reshape(-1, x.shape[-1])
-    if jnp.dtype(dtype) == jnp.float32:
+    if jnp.dtype(dtype) == jnp.float32 and not library_dot(dtype):
         y = _dot(flat.astype(jnp.float32), w.astype(jnp.float32), transpose_w)
         y = y if bias is None else add_bias(y, bias)
     else:
