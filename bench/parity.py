@@ -28,7 +28,7 @@ import numpy as np
 
 import distilbert_jax as dj
 from distilbert_jax.clitools import need_dir, run_cli
-from bench.common import (ARCHS, arch_heads, device_description, hf_class_name, hf_model, max_seq_len,
+from bench.common import (ARCHS, arch_heads, configure_gemm, device_description, hf_class_name, hf_model, max_seq_len,
                           print_table, random_inputs, random_token_types)  # fmt: skip
 from distilbert_jax.heads import ALL_HEADS
 
@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch < 1 or args.seq_len < 2:
         parser.error("--batch must be ≥ 1 and --seq-len ≥ 2")
 
-    print(f"distilbert_jax parity vs transformers — device {device_description()}", file=sys.stderr)
+    gemm = configure_gemm("fp32")  # parity holds for the GEMM back end the benchmarks and CLIs run with
+    print(f"distilbert_jax parity vs transformers — device {device_description()}; {gemm}", file=sys.stderr)
     if args.model_dir is not None:
         rows = run_model_dir(args.model_dir, args.batch, args.seq_len, args.tol, args.seed)
     else:
