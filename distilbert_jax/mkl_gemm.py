@@ -89,9 +89,9 @@ def build(out_dir: Path | None = None) -> Path:
     return lib
 
 
-def load(threads: int | None = None) -> None:
-    """Build (if needed) and load the handlers, load MKL with `threads` OpenMP threads (default: the CPUs
-    this process may run on) and register the FFI targets. Idempotent. Raises MklUnavailable."""
+def load() -> None:
+    """Build (if needed) and load the handlers, load MKL (sequential: each GEMM is split over XLA's intra-op
+    thread pool) and register the FFI targets. Idempotent. Raises MklUnavailable."""
     if "lib" in _STATE:
         return
     mkl = find_mkl()
@@ -101,9 +101,8 @@ def load(threads: int | None = None) -> None:
     if not mkl.exists():
         raise MklUnavailable(f"MKL library {mkl} does not exist (from ${LIB_ENV} or the mkl wheel's file list)")
     lib = ctypes.CDLL(str(build()))
-    lib.dj_mkl_load.argtypes, lib.dj_mkl_error.restype = [ctypes.c_char_p, ctypes.c_int], ctypes.c_char_p
-    threads = threads or len(os.sched_getaffinity(0))
-    rc = lib.dj_mkl_load(str(mkl).encode(), threads)
+    lib.dj_mkl_load.argtypes, lib.dj_mkl_error.restype = [ctypes.c_char_p], ctypes.c_char_p
+    rc = lib.dj_mkl_load(str(mkl).encode())
     if rc != 0:
         why = (lib.dj_mkl_error() or b"").decode() if rc == 1 else "cblas_gemm_bf16bf16f32 / cblas_sgemm missing"
         raise MklUnavailable(f"loading {mkl} failed: {why}")

@@ -38,6 +38,28 @@ def test_dot_matches_numpy_for_every_transpose(dtype, ta, tb):
 
 
 @needs_mkl
+def test_dot_is_right_after_pytorch_loaded_its_openmp():
+    """With MKL's OpenMP layer, GEMMs returned garbage once torch (libgomp) was loaded first (as in a parity run
+    or a test process); MKL now runs sequentially, split over XLA's threads."""
+    code = (
+        "import torch, numpy as np, jax, jax.numpy as jnp\n"
+        "from distilbert_jax import mkl_gemm\n"
+        "mkl_gemm.load()\n"
+        "rng = np.random.default_rng(0)\n"
+        "for dt in (jnp.float32, jnp.bfloat16):\n"
+        "    for m, k, n in ((64, 768, 768), (64, 768, 3000), (300, 256, 200)):\n"
+        "        a, b = (jnp.asarray(rng.standard_normal(s), dt) for s in ((m, k), (n, k)))\n"
+        "        out = jax.jit(lambda a, b: mkl_gemm.dot(a, b, transpose_b=True))(a, b)\n"
+        "        ref = np.asarray(a, np.float64) @ np.asarray(b, np.float64).T\n"
+        "        assert np.abs(np.asarray(out) - ref).max() < 1e-3, (dt, m, k, n, np.abs(np.asarray(out) - ref).max())\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", (out.stdout + out.stderr)[-3000:]
+
+
+@needs_mkl
 def test_dot_rejects_bad_operands():
     import jax.numpy as jnp
 

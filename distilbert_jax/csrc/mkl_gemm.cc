@@ -1,12 +1,19 @@
 // GEMMs through Intel MKL as XLA FFI handlers: bf16 x bf16 -> f32 (cblas_gemm_bf16bf16f32: AMX tiles, else
 // AVX-512 BF16) and f32 x f32 -> f32 (cblas_sgemm). Built on first use by distilbert_jax/mkl_gemm.py.
 //
-// MKL runs each GEMM on its own OpenMP team (`dj_mkl_load(path, threads)`); cutting GEMMs into blocks for
-// XLA's intra-op pool instead ran the model's shapes at about half the rate (each block repacks its operand).
+// MKL runs sequentially: MKL's OpenMP threading layer (libiomp5) computed garbage in a process where PyTorch
+// had loaded libgomp first, and its spinning threads took cores from XLA's own ops. Instead a GEMM is cut
+// into one block of rows (or columns, whichever dimension is longer) per thread of XLA's intra-op pool;
+// the pool's tasks and the calling thread claim blocks from a shared counter, so the caller never waits on
+// a task that has not started (a busy pool only means the caller does more blocks itself).
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -22,9 +29,61 @@ SgemmFn g_sgemm = nullptr;
 Bf16GemmFn g_bf16 = nullptr;
 
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+constexpr int64_t kMinBlock = 64;  // rows / columns: smaller GEMMs run on the calling thread alone
+
+// Shared by the caller and the pool tasks of one GEMM; the last one to finish frees it.
+struct Job {
+  int64_t blocks, block, m, n, k;
+  bool split_rows;
+  std::atomic<int64_t> next{0}, done{0};
+  std::mutex mu;
+  std::condition_variable cv;
+};
+
+template <typename RunBlock>
+void RunBlocks(const std::shared_ptr<Job>& job, const RunBlock& run) {
+  for (int64_t i; (i = job->next.fetch_add(1)) < job->blocks;) {
+    int64_t lo = i * job->block, hi = std::min(lo + job->block, job->split_rows ? job->m : job->n);
+    run(lo, hi);
+    if (job->done.fetch_add(1) + 1 == job->blocks) {
+      std::lock_guard<std::mutex> lock(job->mu);
+      job->cv.notify_all();
+    }
+  }
+}
+
+// C[m, n] = op(A) op(B); A is [m, k] ([k, m] if ta), B is [k, n] ([n, k] if tb), all row-major.
+template <typename T, typename Call>
+void ParallelGemm(ffi::ThreadPool pool, int64_t m, int64_t n, int64_t k, bool ta, bool tb, const T* a,
+                  const T* b, float* c, const Call& call) {
+  int64_t lda = ta ? m : k, ldb = tb ? k : n;
+  int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  bool split_rows = m >= n;
+  int64_t len = split_rows ? m : n;
+  int64_t block = std::max<int64_t>(kMinBlock, (len + threads - 1) / threads);  // one block a thread
+  block = (block + 15) / 16 * 16;
+  auto job = std::make_shared<Job>();
+  job->blocks = (len + block - 1) / block;
+  job->block = block;
+  job->m = m, job->n = n, job->k = k, job->split_rows = split_rows;
+  auto run = [=](int64_t lo, int64_t hi) {
+    if (split_rows) {  // rows lo..hi of A and C
+      const T* a0 = ta ? a + lo : a + lo * lda;
+      call(ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, hi - lo, n, k, a0, lda, b, ldb, c + lo * n, n);
+    } else {  // columns lo..hi of B and C
+      const T* b0 = tb ? b + lo * ldb : b + lo;
+      call(ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, m, hi - lo, k, a, lda, b0, ldb, c + lo, n);
+    }
+  };
+  int64_t helpers = std::min<int64_t>(threads, job->blocks) - 1;
+  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([job, run] { RunBlocks(job, run); });
+  RunBlocks(job, run);
+  std::unique_lock<std::mutex> lock(job->mu);
+  job->cv.wait(lock, [&] { return job->done.load() == job->blocks; });
+}
 
 template <ffi::DataType D>
-ffi::Error Gemm(ffi::Buffer<D> a, ffi::Buffer<D> b, ffi::ResultBuffer<ffi::F32> c,
+ffi::Error Gemm(ffi::ThreadPool pool, ffi::Buffer<D> a, ffi::Buffer<D> b, ffi::ResultBuffer<ffi::F32> c,
                 bool ta, bool tb) {
   auto ad = a.dimensions(), bd = b.dimensions();
   if (ad.size() != 2 || bd.size() != 2) return ffi::Error::InvalidArgument("MKL GEMM: operands must be 2-D");
@@ -42,30 +101,34 @@ ffi::Error Gemm(ffi::Buffer<D> a, ffi::Buffer<D> b, ffi::ResultBuffer<ffi::F32> 
   const T* bp = b.typed_data();
   if constexpr (D == ffi::DataType::F32) {
     if (!g_sgemm) return ffi::Error::Internal("MKL GEMM: MKL is not loaded (call dj_mkl_load first)");
-    g_sgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, m, n, k, 1.0f, ap, ta ? m : k, bp,
-            tb ? k : n, 0.0f, c->typed_data(), n);
+    ParallelGemm<T>(pool, m, n, k, ta, tb, ap, bp, c->typed_data(),
+                    [](int tA, int tB, int64_t mm, int64_t nn, int64_t kk, const T* a0, int64_t lda, const T* b0,
+                       int64_t ldb, float* c0, int64_t ldc) {
+                      g_sgemm(kRowMajor, tA, tB, mm, nn, kk, 1.0f, a0, lda, b0, ldb, 0.0f, c0, ldc);
+                    });
   } else {
     if (!g_bf16) return ffi::Error::Internal("MKL GEMM: MKL is not loaded (call dj_mkl_load first)");
-    g_bf16(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, m, n, k, 1.0f, ap, ta ? m : k, bp,
-           tb ? k : n, 0.0f, c->typed_data(), n);
+    ParallelGemm<T>(pool, m, n, k, ta, tb, ap, bp, c->typed_data(),
+                    [](int tA, int tB, int64_t mm, int64_t nn, int64_t kk, const T* a0, int64_t lda, const T* b0,
+                       int64_t ldb, float* c0, int64_t ldc) {
+                      g_bf16(kRowMajor, tA, tB, mm, nn, kk, 1.0f, a0, lda, b0, ldb, 0.0f, c0, ldc);
+                    });
   }
   return ffi::Error::Success();
 }
 
 }  // namespace
 
-// Loads MKL's single dynamic library (libmkl_rt) with its Intel OpenMP threading layer and `threads` threads.
-// 0: ok; 1: dlopen failed (see dj_mkl_error); 2: a symbol is missing.
-extern "C" int dj_mkl_load(const char* path, int threads) {
+// Loads MKL's single dynamic library (libmkl_rt) with its sequential threading layer (the parallelism is
+// XLA's pool). 0: ok; 1: dlopen failed (see dj_mkl_error); 2: a symbol is missing.
+extern "C" int dj_mkl_load(const char* path) {
   void* lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (!lib) return 1;
   auto set_layer = reinterpret_cast<int (*)(int)>(dlsym(lib, "MKL_Set_Threading_Layer"));
-  auto set_threads = reinterpret_cast<void (*)(int)>(dlsym(lib, "MKL_Set_Num_Threads"));
   g_sgemm = reinterpret_cast<SgemmFn>(dlsym(lib, "cblas_sgemm"));
   g_bf16 = reinterpret_cast<Bf16GemmFn>(dlsym(lib, "cblas_gemm_bf16bf16f32"));
-  if (!set_layer || !set_threads || !g_sgemm || !g_bf16) return 2;
-  set_layer(threads > 1 ? 0 : 1);  // MKL_THREADING_INTEL (OpenMP) or MKL_THREADING_SEQUENTIAL
-  set_threads(threads);
+  if (!set_layer || !g_sgemm || !g_bf16) return 2;
+  set_layer(1);  // MKL_THREADING_SEQUENTIAL: no OpenMP runtime in the process
   return 0;
 }
 
@@ -73,6 +136,7 @@ extern "C" const char* dj_mkl_error() { return dlerror(); }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DjMklGemmBf16, Gemm<ffi::DataType::BF16>,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::BF16>>()
                                   .Arg<ffi::Buffer<ffi::BF16>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
@@ -81,6 +145,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DjMklGemmBf16, Gemm<ffi::DataType::BF16>,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DjMklGemmF32, Gemm<ffi::DataType::F32>,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
