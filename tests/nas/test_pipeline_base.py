@@ -28,7 +28,7 @@ BASE = os.path.join(ROOT, "distilbert_jax", "nas", "configs", "pipeline_base.jso
 BERT_BASE = Arch(layers=12, hidden=768, heads=12, qkv=768, ffn=3072)
 DATA = {"source": "synthetic", "batch_size": 8, "seq_len": 16, "vocab_size": 100}
 TINY_MODEL = {"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64, "max_position_embeddings": 32}
-QUIET = {"log_every": 1, "eval_batches": 1, "checkpoint_every": 0, "progress": False}
+QUIET = {"log_every": 1, "eval_batches": 1, "checkpoint_every": 0, "progress": False, "dtype": "float32"}
 
 
 def _config_path(name: str) -> str:
@@ -60,8 +60,8 @@ def _tiny_sets(tmp_path) -> list[str]:
     sets = {
         "out_dir": str(tmp_path / "run"),
         "teacher_set": {**QUIET, "total_steps": 2, "model": TINY_MODEL, "data": DATA},
-        "supernet_set": {**QUIET, "total_steps": 2, "space": TINY_SPACE, "buckets": 1, "data": DATA,
-                         "model": {"max_position_embeddings": 32}},
+        "supernet_set": {**QUIET, "total_steps": 2, "space": TINY_SPACE, "buckets": 1, "random_archs": 0, "data": DATA,
+                         "model": {"max_position_embeddings": 32}},  # sandwich: the largest + the smallest
         "further_mlm_set": {**QUIET, "total_steps": 2, "data": DATA},
         "finetune_set": {**QUIET, "total_steps": 2, "data": {**DATA, "num_labels": 3}},
         "latency_n": 12, "latency_batch": 1, "latency_seq": 16, "latency_rounds": 2, "search_evaluations": 3,
@@ -80,7 +80,7 @@ def test_base_pipeline_runs_end_to_end_with_tiny_sizes(tmp_path, monkeypatch):
     assert "output of teacher" in state["_inputs"]["supernet"]
     nas = json.loads((tmp_path / "run" / "supernet" / "nas_config.json").read_text())
     assert nas["objective"] == "distill" and nas["teacher"] == state["teacher"]["model"]
-    assert nas["sandwich"] is True and nas["dtype"] == "bfloat16"  # the base config's settings, sizes overridden
+    assert nas["sandwich"] is True and nas["optim"]["learning_rate"] == 1e-4  # the base config's, sizes overridden
     assert [r["model"] for r in rows] == list(MODELS)
     for r in rows:
         assert float(r["measured ms"]) > 0 and 0 <= float(r["accuracy"]) <= 1
