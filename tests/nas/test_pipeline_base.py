@@ -22,6 +22,7 @@ from distilbert_jax.train.config import ConfigError, TrainConfig, read_json_obje
 from distilbert_jax.train.models import model_config
 
 from .conftest import TINY_SPACE
+from .test_pipeline_rerun import config, fake_steps  # noqa: F401  (a fixture)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BASE = os.path.join(ROOT, "distilbert_jax", "nas", "configs", "pipeline_base.json")
@@ -136,3 +137,30 @@ def test_data_parallel_step_matches_one_device(tmp_path):
     assert len(leaves) == len(two["params"])
     for a, b in zip(two["params"], leaves):
         np.testing.assert_allclose(a, np.asarray(b).ravel(), atol=1e-5)
+
+
+def test_teacher_changes_rerun_the_teacher_and_supernet(tmp_path, fake_steps, monkeypatch):
+    """With every step faked: the teacher step runs first and the SuperNet gets its model; another
+    `teacher_set` re-runs both (and what follows); a given `teacher` directory is an input of the SuperNet."""
+    from distilbert_jax.nas import pipeline
+
+    teachers = []
+    monkeypatch.setattr(pipeline, "_train_teacher", lambda cfg, out: fake_steps.append("teacher") or {
+        "model": out + "/model", "final_eval": {"loss": 3.0}})  # fmt: skip
+    monkeypatch.setattr(pipeline, "_train_supernet", lambda cfg, d, teacher="": teachers.append(teacher) or
+                        fake_steps.append("supernet") or {"run_dir": d, "supernet_dir": d + "/supernet",
+                                                          "final_eval": {"loss": 5.7}, "compilations": 8})  # fmt: skip
+    (tmp_path / "teacher.json").write_text(json.dumps({"total_steps": 3}))
+    cfg = config(tmp_path, teacher_config=str(tmp_path / "teacher.json"))
+    run_pipeline(cfg, [].append)
+    assert fake_steps[:2] == ["teacher", "supernet"] and teachers == [str(tmp_path / "run" / "teacher" / "model")]
+    fake_steps.clear()
+    run_pipeline(cfg, [].append)
+    assert fake_steps == []
+    log = []
+    run_pipeline(config(tmp_path, teacher_config=cfg.teacher_config, teacher_set={"total_steps": 4}), log.append)
+    assert fake_steps[:3] == ["teacher", "supernet", "latency"]
+    assert any(line.startswith("[supernet] inputs changed: output of teacher changed") for line in log), log
+    fake_steps.clear()
+    run_pipeline(config(tmp_path, teacher="some/bert"), log.append)  # a directory instead: no teacher step
+    assert fake_steps[:2] == ["supernet", "latency"] and teachers[-1] == "some/bert"
