@@ -40,7 +40,7 @@ class PipelineConfig:
     out_dir: str = "runs/nas_pipeline"
     seed: int = 0
     teacher: str = ""  # a teacher directory (`from_pretrained` loads it as a masked LM): the SuperNet distils from it
-    teacher_config: str = ""  # or a training config (masked LM) of a teacher the pipeline trains first, into OUT_DIR/teacher
+    teacher_config: str = ""  # or the training config (masked LM) of a teacher trained first, into OUT_DIR/teacher
     teacher_set: dict = dataclasses.field(default_factory=dict)  # overrides of teacher_config
     supernet_config: str = "distilbert_jax/nas/configs/supernet_small.json"
     supernet_set: dict = dataclasses.field(default_factory=dict)
