@@ -1,6 +1,8 @@
-"""The whole AutoTinyBERT pipeline as one resumable command: SuperNet training → latency dataset and
-predictor → candidates under the constraint → search → extraction → further masked-LM training →
-fine-tuning on the default corpus's 8-way classification task → measured latency → results table.
+"""The whole AutoTinyBERT pipeline as one resumable command: [teacher training →] SuperNet training
+(distilling from the teacher when one is given) → latency dataset and predictor → candidates under the
+constraint → search → extraction → further masked-LM training → fine-tuning on the default corpus's 8-way
+classification task → measured latency → results table. The training steps run data-parallel over every
+local device (the training stack's 1-D mesh); on one CPU device that is a plain run.
 
 Each step records its result in `OUT_DIR/pipeline_state.json` when it finishes; a rerun skips finished
 steps (training steps also resume from their own checkpoints mid-way). The final table compares the
@@ -37,6 +39,9 @@ class PipelineConfig:
 
     out_dir: str = "runs/nas_pipeline"
     seed: int = 0
+    teacher: str = ""  # a teacher directory (`from_pretrained` loads it as a masked LM): the SuperNet distils from it
+    teacher_config: str = ""  # or the training config (masked LM) of a teacher trained first, into OUT_DIR/teacher
+    teacher_set: dict = dataclasses.field(default_factory=dict)  # overrides of teacher_config
     supernet_config: str = "distilbert_jax/nas/configs/supernet_small.json"
     supernet_set: dict = dataclasses.field(default_factory=dict)
     latency_n: int = 120  # sampled archs measured for the predictor
@@ -60,6 +65,8 @@ class PipelineConfig:
 
         if self.search_method not in METHODS:
             p.append(f"search_method must be one of {METHODS}, got {self.search_method!r}")
+        if self.teacher and self.teacher_config:
+            p.append("give either teacher (a model directory) or teacher_config (a teacher to train), not both")
         if p:
             raise ConfigError("invalid pipeline config: " + "; ".join(p))
 
@@ -127,11 +134,21 @@ def params_mb(path: str) -> float:
     return n * 4 / 2**20
 
 
-def _train_supernet(cfg: PipelineConfig, run_dir: str) -> dict:
+def _train_teacher(cfg: PipelineConfig, out_dir: str) -> dict:
+    data = _set(read_config(cfg.teacher_config), cfg.teacher_set)
+    if data.get("task", "mlm") != "mlm":
+        raise ConfigError(f"teacher_config {cfg.teacher_config}: task must be 'mlm' (the teacher is a masked LM), "
+                          f"got {data['task']!r}")  # fmt: skip
+    return _train({**data, "task": "mlm", "out_dir": out_dir})
+
+
+def _train_supernet(cfg: PipelineConfig, run_dir: str, teacher_dir: str = "") -> dict:
     from .config import load_nas_config
     from .train import train_supernet
 
-    settings, tcfg = load_nas_config(cfg.supernet_config, _overrides(cfg.supernet_set) + [f"out_dir={json.dumps(run_dir)}"])
+    distill = {"objective": "distill", "teacher": teacher_dir} if teacher_dir else {}
+    overrides = _overrides({**cfg.supernet_set, **distill, "out_dir": run_dir})
+    settings, tcfg = load_nas_config(cfg.supernet_config, overrides)
     result = train_supernet(settings, tcfg)
     return {"run_dir": run_dir, "supernet_dir": result.supernet_dir, "final_eval": result.final_eval,
             "compilations": result.compilations}  # fmt: skip
@@ -291,8 +308,15 @@ def _run_steps(cfg: PipelineConfig, state: PipelineState, log) -> None:
     out = lambda *p: os.path.join(cfg.out_dir, *p)  # noqa: E731
     timing = dict(latency_batch=cfg.latency_batch, latency_seq=cfg.latency_seq, latency_rounds=cfg.latency_rounds,
                   seed=cfg.seed, latency_reference=cfg.latency_reference)  # fmt: skip
-    sn = state.run("supernet", lambda: _train_supernet(cfg, out("supernet")), log, [out("supernet")],
-                   state.inputs_of(supernet_config=read_config(cfg.supernet_config), supernet_set=cfg.supernet_set))
+    teacher, teacher_step = cfg.teacher, ("teacher",) if cfg.teacher_config else ()
+    if cfg.teacher_config:
+        teacher = state.run("teacher", lambda: _train_teacher(cfg, out("teacher")), log, [out("teacher")],
+                            state.inputs_of(teacher_config=read_config(cfg.teacher_config),
+                                            teacher_set=cfg.teacher_set))["model"]  # fmt: skip
+    given = {"teacher": cfg.teacher} if cfg.teacher else {}  # (absent without one: older runs' inputs unchanged)
+    sn = state.run("supernet", lambda: _train_supernet(cfg, out("supernet"), teacher), log, [out("supernet")],
+                   state.inputs_of(*teacher_step, supernet_config=read_config(cfg.supernet_config),
+                                   supernet_set=cfg.supernet_set, **given))  # fmt: skip
     state.run("latency", lambda: in_fresh_process(_latency, cfg, sn["supernet_dir"], out("latency")), log,
               [out("latency")], state.inputs_of("supernet", latency_n=cfg.latency_n, **timing))  # fmt: skip
     state.run("candidates", lambda: _candidates(cfg, out("latency"), out("candidates.jsonl")), log,

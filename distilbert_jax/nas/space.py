@@ -27,8 +27,9 @@ MODES = ("mlm", "kd")
 AUTOTINYBERT_KEYS = ("sample_layer_num", "sample_hidden_size", "sample_num_attention_heads", "sample_qkv_sizes",
                      "sample_intermediate_sizes")  # fmt: skip
 # upper bounds of every space: the original's maxima (its space: layers 1–8, hidden 128–768, qkv 180–768,
-# FFN 128–3072, heads 1–12 — the defaults below); minima may go lower, for tiny test SuperNets
-LIMITS = {"layers": (1, 8), "hidden": (1, 768), "qkv": (1, 768), "ffn": (1, 3072), "heads": (1, 12)}
+# FFN 128–3072, heads 1–12 — the defaults below), layers up to BERT-base's 12 (configs/supernet_base.json);
+# minima may go lower, for tiny test SuperNets
+LIMITS = {"layers": (1, 12), "hidden": (1, 768), "qkv": (1, 768), "ffn": (1, 3072), "heads": (1, 12)}
 
 
 class ArchError(ValueError):

@@ -63,7 +63,7 @@ def fake_steps(monkeypatch):
 
     monkeypatch.setattr(fitness, "load_search_setup", lambda run_dir: None)
     monkeypatch.setattr(cands_module, "read_candidates", lambda path: None)
-    monkeypatch.setattr(pipeline, "_train_supernet", lambda cfg, d: rec("supernet", {
+    monkeypatch.setattr(pipeline, "_train_supernet", lambda cfg, d, teacher="": rec("supernet", {
         "run_dir": d, "supernet_dir": d + "/supernet", "final_eval": {"loss": 5.7}, "compilations": 8}))
     monkeypatch.setattr(pipeline, "in_fresh_process", fresh)
     monkeypatch.setattr(pipeline, "_candidates", candidates)

@@ -59,8 +59,8 @@ def test_kd_mode_errors_and_bad_space():
         SearchSpace(mode="kd").check(Arch(2, 256, 4, 240, 512))
     with pytest.raises(ArchError, match=r"qkv \(sample_qkv_sizes\)=204 is not|heads=12 must divide qkv=200"):
         SearchSpace(mode="kd").check(Arch(2, 256, 12, 200, 512))
-    with pytest.raises(ArchError, match=r"layer_num_space \[1, 9\] must satisfy 1 <= min <= max <= 8"):
-        SearchSpace.from_dict({"layer_num_space": [1, 9]})
+    with pytest.raises(ArchError, match=r"layer_num_space \[1, 13\] must satisfy 1 <= min <= max <= 12"):
+        SearchSpace.from_dict({"layer_num_space": [1, 13]})
     with pytest.raises(ArchError, match="hidden_size_space max 200 is not on the grid 128"):
         SearchSpace.from_dict({"hidden_size_space": [128, 200]})
     with pytest.raises(ArchError, match=r"unknown search-space key\(s\) \['hiden'\]"):
