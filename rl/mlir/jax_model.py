@@ -124,16 +124,15 @@ def compile_model(src: str, stablehlo: bool, flags: tuple[str, ...] = (), spec_t
     """`iree-compile` `src` (StableHLO or IREE's own input) for the host CPU in a subprocess stopped after
     `timeout_s` of CPU time, with extra `flags` and a tuning spec; `dump_dir` gets `cfg/` (executable
     configurations) and `bench/` (one benchmark module per dispatch). Raises `CompileError`."""
-    import resource
-
-    def limit_cpu():
-        resource.setrlimit(resource.RLIMIT_CPU, (int(timeout_s), int(timeout_s) + 1))
+    import shutil
 
     with tempfile.TemporaryDirectory(prefix="rl_jax_model_") as tmp:
         inp, out = os.path.join(tmp, "in.mlir"), os.path.join(tmp, "out.vmfb")
         with open(inp, "w") as f:
             f.write(src)
-        cmd = [_iree_compile_tool(), inp, "--iree-hal-target-backends=llvm-cpu", "--iree-llvmcpu-target-cpu=host",
+        # the CPU-time limit via util-linux `prlimit` (a preexec_fn would fork a multithreaded JAX process)
+        limit = [shutil.which("prlimit"), f"--cpu={int(timeout_s)}"] if shutil.which("prlimit") else []
+        cmd = [*limit, _iree_compile_tool(), inp, "--iree-hal-target-backends=llvm-cpu", "--iree-llvmcpu-target-cpu=host",
                *(["--iree-input-type=stablehlo"] if stablehlo else []), *flags, "-o", out]
         if spec_text:
             spec = os.path.join(tmp, "spec.mlir")
@@ -144,12 +143,11 @@ def compile_model(src: str, stablehlo: bool, flags: tuple[str, ...] = (), spec_t
             cmd += [f"--iree-hal-dump-executable-configurations-to={os.path.join(dump_dir, 'cfg')}",
                     f"--iree-hal-dump-executable-benchmarks-to={os.path.join(dump_dir, 'bench')}"]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s * WALL_FACTOR,
-                                  preexec_fn=limit_cpu)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s * WALL_FACTOR)
         except subprocess.TimeoutExpired:
             raise CompileError(f"iree-compile ran past {timeout_s * WALL_FACTOR:.0f} s") from None
-        if proc.returncode < 0:
-            raise CompileError(f"iree-compile stopped by signal {-proc.returncode} (CPU-time limit {timeout_s:.0f} s)")
+        if proc.returncode < 0:                               # prlimit execs iree-compile: its signal
+            raise CompileError(f"iree-compile stopped (exit status {proc.returncode}; CPU-time limit {timeout_s:.0f} s)")
         if proc.returncode != 0:
             lines = proc.stderr.splitlines() or [f"exit status {proc.returncode}"]
             raise CompileError(next((ln.strip() for ln in lines if "error:" in ln), lines[0])[:500])
