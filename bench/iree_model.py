@@ -74,7 +74,7 @@ def torch_model(size: str, batch: int, seq: int, seed: int):
     config = transformers.DistilBertConfig(**model.config.to_hf())
     config._attn_implementation = "eager"
     hf = transformers.DistilBertModel(config).eval()
-    state = {k: torch.from_numpy(v) for k, v in params_to_hf(variables, model).items()}
+    state = {k: torch.from_numpy(np.array(v)) for k, v in params_to_hf(variables, model).items()}
     missing, unexpected = hf.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise RuntimeError(f"weights do not fit transformers' DistilBertModel: missing {missing}, unexpected {unexpected}")
