@@ -352,7 +352,7 @@ def candidates(d: R.DefaultConfig, budget: int, rng: np.random.Generator) -> lis
     out: list[R.Refinement] = []
     for _ in range(50 * budget):
         r = R.random_refinement(d, rng)
-        if r.mode == "config" and r not in out and simd_ok(d, r):
+        if r.mode == "config" and r.key() != "cfg:" and r not in out and simd_ok(d, r):   # "cfg:": IREE's own
             out.append(r)
             if len(out) == budget:
                 break
