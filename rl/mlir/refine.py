@@ -337,15 +337,23 @@ def operand_types(spec: OpSpec) -> list[str]:
     return ["tensor<" + "x".join(map(str, spec.shape(t))) + "xf32>" for t in range(len(spec.maps))]
 
 
-def tuning_spec(entries: list[tuple[list[str], dict[str, list[int]], str]]) -> str:
-    """Transform library for `--iree-codegen-tuning-spec-path`: for each (operand types, levels, pipeline), a
-    matcher that takes a `linalg.generic` with exactly those operand types and annotates the config (IREE's
-    tuner does the same), so one file configures every tuned op of a program and leaves the rest alone."""
+def tuning_spec(entries: list[tuple]) -> str:
+    """Transform library for `--iree-codegen-tuning-spec-path`: for each (operand types, levels, pipeline[, op
+    name]), a matcher that takes an op of that name (default `linalg.generic`) with exactly those operand types
+    and annotates the config (IREE's tuner does the same), so one file configures every tuned op of a program
+    and leaves the rest alone."""
     matchers, names = [], []
-    for i, (types, levels, pipeline) in enumerate(entries):
+    for i, (types, levels, pipeline, *op_name) in enumerate(entries):
+        op = op_name[0] if op_name else "linalg.generic"
         lines = [f"transform.named_sequence @match_{i}(%op: !transform.any_op {{transform.readonly}})",
                  "    -> (!transform.any_op, !transform.any_param) {",
-                 '  transform.match.operation_name %op ["linalg.generic"] : !transform.any_op']
+                 f'  transform.match.operation_name %op ["{op}"] : !transform.any_op']
+        lines += ["  %n_ops = transform.match.structured failures(propagate) %op : (!transform.any_op) -> !transform.param<i64> {",
+                  "  ^bb0(%s: !transform.any_op):",
+                  "    %n = transform.match.structured.num_inputs %s : (!transform.any_op) -> !transform.param<i64>",
+                  "    transform.match.structured.yield %n : !transform.param<i64>", "  }",
+                  f"  %n_want = transform.param.constant {len(types) - 1} : i64 -> !transform.param<i64>",
+                  "  transform.match.param.cmpi eq %n_ops, %n_want : !transform.param<i64>"]
         for t, ty in enumerate(types):
             lines += [f"  %v{t} = transform.get_operand %op[{t}] : (!transform.any_op) -> !transform.any_value",
                       f"  transform.iree.match.cast_compatible_type %v{t} = {ty} : !transform.any_value"]
