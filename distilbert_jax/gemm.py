@@ -61,6 +61,7 @@ BACKENDS = {b.name: b for b in (
 LIBRARY_BACKENDS = ("mkl",)  # back ends that replace the model's matmuls by FFI calls (no XLA flags)
 DTYPES = ("fp32", "bf16")
 _ALIASES = {"float32": "fp32", "bfloat16": "bf16"}  # the train / nas configs' names
+_NAMES = {"fp32": "float32", "bf16": "bfloat16"}
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,13 @@ def gemm_backend(cpu: CpuInfo, dtype: str = "fp32", mkl: bool = False) -> tuple[
 
     - AMD (measured on Zen 4 with AVX-512 BF16): `xla`. The default ran at the cores' FMA peak, fp32 and
       bf16; oneDNN gave the same per-core rates and `ynn_dot` halved bf16.
-    - Intel with AMX and MKL installed (`mkl`: `mkl_gemm.available()`): `mkl` for fp32 and bf16. No XLA flag
-      reaches the AMX tiles with the model's bf16 dots (bf16 in, f32 out); MKL's GEMMs do, and its sgemm beat
-      XLA's fp32 dots at every model shape (measured on a 2-core Xeon with AMX; docs/performance.md).
-    - Intel with AVX-512 and MKL, no AMX: `mkl` for fp32 (the same AVX-512 sgemm as on the AMX Xeon; not
-      measured on such a CPU), `xla` for bf16 (nothing measured).
+    - Intel with AVX-512 and MKL installed (`mkl`: `mkl_gemm.available()`), fp32: `mkl`. MKL's sgemm beat
+      XLA's fp32 dots at every model shape and the model with it (2-core Xeon with AMX: base forward b1 57.4
+      vs 67.9 ms, b8 329.6 vs 406.0; fp32 train step 2568 vs 3178 ms). fp32 GEMMs do not use AMX, so the same
+      AVX-512 sgemm serves Xeons without AMX (not measured there).
+    - Intel, bf16: `xla`, MKL or not. MKL's bf16 GEMMs (AMX) beat XLA's one by one (geomean 884 vs 787
+      GFLOP/s) but not in the model, where XLA fuses the casts and bias adds around its dots (base forward b1
+      29.8 vs 25.9 ms, b8 119.8 vs 116.4; bf16 train step 1149 vs 1193 ms: a tie).
     - Intel without MKL: `xla`. On the AMX Xeon oneDNN's fusions won some single fp32 GEMMs but lost the model
       (base forward fp32 b1 64.2 vs 51.5 ms, b8 397 vs 327 ms), and no flag changes the bf16 dots.
     - Anything else (no AVX-512, other vendors, unknown): `xla`, unmeasured — run `python -m bench.gemm`.
@@ -101,14 +104,12 @@ def gemm_backend(cpu: CpuInfo, dtype: str = "fp32", mkl: bool = False) -> tuple[
         raise ValueError(f"dtype must be one of {DTYPES} (or {tuple(_ALIASES)}), got {dtype!r}")
     if cpu.is_amd:
         return "xla", "AMD: the default runs at the FMA peak (measured on Zen 4)"
-    if cpu.is_intel and cpu.has_avx512 and mkl:
-        if cpu.has_amx:
-            return "mkl", "Intel with AMX: MKL's GEMMs (AMX tiles for bf16) beat XLA's in the model"
-        if dtype == "fp32":
-            return "mkl", "Intel AVX-512 fp32: MKL's sgemm (measured on the AMX Xeon, same AVX-512 kernels)"
-        return "xla", "Intel without AMX, bf16: not measured, the default"
     if cpu.is_intel and cpu.has_avx512:
-        return "xla", "Intel without MKL: no XLA flag beat the default in the model (pip install distilbert_jax[mkl])"
+        if dtype == "bf16":
+            return "xla", "Intel bf16: XLA's fused bf16 dots tie MKL's AMX GEMMs in the model"
+        if mkl:
+            return "mkl", "Intel AVX-512 fp32: MKL's sgemm beat XLA's dots in the model"
+        return "xla", "Intel fp32 without MKL: no XLA flag beat the default in the model (pip install distilbert_jax[mkl])"
     return "xla", "no measurement for this CPU type: default (run python -m bench.gemm)"
 
 
@@ -133,19 +134,18 @@ def merged_xla_flags(current: str, flags: tuple[str, ...]) -> str:
     return " ".join([current.strip()] + [f for f in flags if f.split("=")[0] not in present]).strip()
 
 
-_LIBRARY: dict[str, str] = {}  # "backend": the library back end configure_cpu switched on in this process
+_LIBRARY: dict[str, tuple[str, ...]] = {}  # "dtypes": the matmul dtypes configure_cpu routed to MKL in this process
 
 
 def library_dot(dtype) -> bool:
     """Whether `modeling.matmul` runs its 2-D matmuls of `dtype` through the MKL FFI calls: the `mkl` back end
-    was configured in this process, MKL is loaded, JAX computes on the CPU, and dtype is bf16 or float32.
-    Read at trace time: functions jitted before `configure_cpu` keep what they were traced with."""
-    if _LIBRARY.get("backend") != "mkl":
-        return False
+    was configured for that dtype in this process (the rule's `mkl` for the dtype it was chosen for, an explicit
+    `backend="mkl"` or `$DISTILBERT_JAX_GEMM=mkl` for fp32 and bf16) and JAX computes on the CPU. Read at trace
+    time: functions jitted before `configure_cpu` keep what they were traced with."""
     import jax
     import jax.numpy as jnp
 
-    return jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)) and jax.default_backend() == "cpu"
+    return jnp.dtype(dtype).name in _LIBRARY.get("dtypes", ()) and jax.default_backend() == "cpu"
 
 
 def xla_started() -> bool:
@@ -163,7 +163,7 @@ def configure_cpu(dtype: str = "fp32", backend: str | None = None, cpu: CpuInfo 
     earlier call put there, if XLA has not started yet. Once XLA has started, flags no longer take effect: it
     changes nothing and, unless the choice is already what XLA runs with, warns and returns applied=False."""
     choice = choose(dtype, backend, cpu)
-    _LIBRARY.pop("backend", None)
+    _LIBRARY.pop("dtypes", None)
     if choice.backend in LIBRARY_BACKENDS:
         from . import mkl_gemm
 
@@ -175,7 +175,8 @@ def configure_cpu(dtype: str = "fp32", backend: str | None = None, cpu: CpuInfo 
             warnings.warn(f"configure_cpu: {e}; using XLA's default GEMMs", stacklevel=2)
             choice = GemmChoice("xla", "rule", f"MKL unavailable ({e})")
         else:
-            _LIBRARY["backend"] = choice.backend
+            both = choice.source != "rule"
+            _LIBRARY["dtypes"] = ("float32", "bfloat16") if both else (_NAMES[_ALIASES.get(dtype, dtype)],)
     current = os.environ.get("XLA_FLAGS", "")
     ours = [f for f in current.split() if f not in _ADDED]  # the user's flags
     merged = merged_xla_flags(" ".join(ours), choice.flags)

@@ -114,7 +114,7 @@ def run(dtype):
     loss = jax.jit(jax.grad(lambda p: (model.apply(p, ids, mask).last_hidden_state ** 2).mean()))
     return fwd.lower(params).compile().as_text(), np.asarray(fwd(params)), jax.tree.leaves(loss(params))
 for dtype, tol in ((jnp.bfloat16, 2e-2), (jnp.float32, 1e-4)):
-    gemm._LIBRARY["backend"] = "mkl"
+    gemm._LIBRARY["dtypes"] = (jnp.dtype(dtype).name,)
     hlo, out, grads = run(dtype)
     assert "distilbert_jax_mkl_gemm" in hlo, "the forward does not call MKL"
     gemm._LIBRARY.clear()  # the same model on XLA's dots (a fresh trace)
@@ -135,3 +135,25 @@ def test_model_forward_and_gradients_on_mkl_equal_xla():
     out = subprocess.run([sys.executable, "-c", _MODEL_CHECK], capture_output=True, text=True, env=env, cwd=ROOT,
                          timeout=300)  # fmt: skip
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), (out.stdout + out.stderr)[-3000:]
+
+
+@needs_mkl
+def test_the_rule_routes_fp32_to_mkl_and_leaves_bf16_on_xla_for_an_amx_xeon():
+    from distilbert_jax import gemm
+    from distilbert_jax.cpu import CpuInfo
+
+    xeon = CpuInfo("GenuineIntel", "Intel(R) Xeon(R)", frozenset({"avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}), 2)
+    saved = dict(gemm._LIBRARY)
+    env = os.environ.pop(gemm.ENV_VAR, None)
+    try:
+        assert gemm.configure_cpu("fp32", cpu=xeon).backend == "mkl"
+        assert gemm.library_dot("float32") and not gemm.library_dot("bfloat16")
+        assert gemm.configure_cpu("bf16", cpu=xeon).backend == "xla"  # a later call replaces the choice
+        assert not gemm.library_dot("float32") and not gemm.library_dot("bfloat16")
+        assert gemm.configure_cpu("bf16", backend="mkl").backend == "mkl"  # explicit: both dtypes
+        assert gemm.library_dot("float32") and gemm.library_dot("bfloat16")
+    finally:
+        gemm._LIBRARY.clear()
+        gemm._LIBRARY.update(saved)
+        if env is not None:
+            os.environ[gemm.ENV_VAR] = env
