@@ -33,6 +33,7 @@ every dot unchanged in jaxlib 0.10.2 (no `__xnn_fusion` in the compiled HLO).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -146,6 +147,18 @@ def library_dot(dtype) -> bool:
     import jax.numpy as jnp
 
     return jnp.dtype(dtype).name in _LIBRARY.get("dtypes", ()) and jax.default_backend() == "cpu"
+
+
+@contextlib.contextmanager
+def xla_dots():
+    """Within this block, functions traced run every matmul as an XLA dot even where the `mkl` back end is
+    configured: for a program exported to run elsewhere (StableHLO for IREE), which has no MKL FFI target."""
+    saved = _LIBRARY.pop("dtypes", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            _LIBRARY["dtypes"] = saved
 
 
 def xla_started() -> bool:

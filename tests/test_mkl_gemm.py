@@ -157,3 +157,20 @@ def test_the_rule_routes_fp32_to_mkl_and_leaves_bf16_on_xla_for_an_amx_xeon():
         gemm._LIBRARY.update(saved)
         if env is not None:
             os.environ[gemm.ENV_VAR] = env
+
+
+@needs_mkl
+def test_an_export_for_iree_has_no_mkl_calls_where_mkl_is_configured():
+    pytest.importorskip("iree.compiler")
+    from distilbert_jax import gemm
+    from rl.mlir.jax_model import ModelCase, export
+
+    saved = dict(gemm._LIBRARY)
+    try:
+        gemm._LIBRARY["dtypes"] = ("float32", "bfloat16")  # as after configure_cpu chose mkl
+        exported = export(ModelCase("tiny", batch=1))
+        assert "distilbert_jax_mkl" not in exported.text and "stablehlo.dot_general" in exported.text
+        assert gemm._LIBRARY["dtypes"] == ("float32", "bfloat16")  # restored after the export
+    finally:
+        gemm._LIBRARY.clear()
+        gemm._LIBRARY.update(saved)
