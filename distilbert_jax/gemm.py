@@ -59,10 +59,9 @@ BACKENDS = {b.name: b for b in (
     Backend("mkl", (), "the model's 2-D matmuls (fp32 and bf16 -> f32) as FFI calls into Intel MKL (AMX); "
                        "the rest XLA's default"),
 )}  # fmt: skip
-LIBRARY_BACKENDS = ("mkl",)  # back ends that replace the model's matmuls by FFI calls (no XLA flags)
 DTYPES = ("fp32", "bf16")
 _ALIASES = {"float32": "fp32", "bfloat16": "bf16"}  # the train / nas configs' names
-_NAMES = {"fp32": "float32", "bf16": "bfloat16"}
+_NAMES = {v: k for k, v in _ALIASES.items()}  # "fp32" -> "float32": jnp dtype names
 
 
 @dataclass(frozen=True)
@@ -177,7 +176,7 @@ def configure_cpu(dtype: str = "fp32", backend: str | None = None, cpu: CpuInfo 
     changes nothing and, unless the choice is already what XLA runs with, warns and returns applied=False."""
     choice = choose(dtype, backend, cpu)
     _LIBRARY.pop("dtypes", None)
-    if choice.backend in LIBRARY_BACKENDS:
+    if choice.backend == "mkl":  # no XLA flag: the model's matmuls call MKL (library_dot)
         from . import mkl_gemm
 
         try:

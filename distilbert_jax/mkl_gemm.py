@@ -51,6 +51,17 @@ def find_mkl() -> Path | None:
     return None
 
 
+def _mkl_or_why() -> tuple[Path | None, str]:
+    """(libmkl_rt.so, "") or (None, why it cannot be used)."""
+    mkl = find_mkl()
+    if mkl is None:
+        return None, (f"MKL not found: install it with pip install 'distilbert_jax[mkl]' (the mkl wheel) "
+                      f"or point ${LIB_ENV} at libmkl_rt.so")  # fmt: skip
+    if not mkl.exists():
+        return None, f"MKL library {mkl} does not exist (from ${LIB_ENV} or the mkl wheel's file list)"
+    return mkl, ""
+
+
 def _compiler() -> str | None:
     for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
         if name and shutil.which(name):
@@ -94,12 +105,9 @@ def load() -> None:
     thread pool) and register the FFI targets. Idempotent. Raises MklUnavailable."""
     if "lib" in _STATE:
         return
-    mkl = find_mkl()
-    if mkl is None:
-        raise MklUnavailable(f"MKL not found: install it with pip install 'distilbert_jax[mkl]' (the mkl wheel) "
-                             f"or point ${LIB_ENV} at libmkl_rt.so")  # fmt: skip
-    if not mkl.exists():
-        raise MklUnavailable(f"MKL library {mkl} does not exist (from ${LIB_ENV} or the mkl wheel's file list)")
+    mkl, missing = _mkl_or_why()
+    if missing:
+        raise MklUnavailable(missing)
     lib = ctypes.CDLL(str(build()))
     lib.dj_mkl_load.argtypes, lib.dj_mkl_error.restype = [ctypes.c_char_p], ctypes.c_char_p
     rc = lib.dj_mkl_load(str(mkl).encode())
@@ -116,9 +124,9 @@ def available() -> tuple[bool, str]:
     present (or the library already built or loaded)."""
     if "lib" in _STATE:
         return True, "loaded"
-    mkl = find_mkl()
-    if mkl is None or not mkl.exists():
-        return False, f"MKL not found (pip install 'distilbert_jax[mkl]' or set ${LIB_ENV})"
+    mkl, missing = _mkl_or_why()
+    if missing:
+        return False, missing
     if _compiler() is None:
         return False, "no C++ compiler to build the MKL FFI library (set $CXX)"
     return True, f"MKL at {mkl}"

@@ -33,7 +33,7 @@ constexpr int64_t kMinBlock = 64;  // rows / columns: smaller GEMMs run on the c
 
 // Shared by the caller and the pool tasks of one GEMM; the last one to finish frees it.
 struct Job {
-  int64_t blocks, block, m, n, k;
+  int64_t blocks, block, m, n;
   bool split_rows;
   std::atomic<int64_t> next{0}, done{0};
   std::mutex mu;
@@ -52,10 +52,24 @@ void RunBlocks(const std::shared_ptr<Job>& job, const RunBlock& run) {
   }
 }
 
+// One MKL call, C = op(A) op(B) (row-major), by operand type: cblas_sgemm for float32 ...
+void MklGemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+             int64_t ldb, float* c, int64_t ldc) {
+  g_sgemm(kRowMajor, ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+}
+
+// ... and cblas_gemm_bf16bf16f32 for bf16 (the FFI's 16-bit native type).
+template <typename T>
+void MklGemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb,
+             float* c, int64_t ldc) {
+  static_assert(sizeof(T) == 2, "bf16 operands");
+  g_bf16(kRowMajor, ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+}
+
 // C[m, n] = op(A) op(B); A is [m, k] ([k, m] if ta), B is [k, n] ([n, k] if tb), all row-major.
-template <typename T, typename Call>
+template <typename T>
 void ParallelGemm(ffi::ThreadPool pool, int64_t m, int64_t n, int64_t k, bool ta, bool tb, const T* a,
-                  const T* b, float* c, const Call& call) {
+                  const T* b, float* c) {
   int64_t lda = ta ? m : k, ldb = tb ? k : n;
   int64_t threads = std::max<int64_t>(1, pool.num_threads());
   bool split_rows = m >= n;
@@ -65,14 +79,13 @@ void ParallelGemm(ffi::ThreadPool pool, int64_t m, int64_t n, int64_t k, bool ta
   auto job = std::make_shared<Job>();
   job->blocks = (len + block - 1) / block;
   job->block = block;
-  job->m = m, job->n = n, job->k = k, job->split_rows = split_rows;
+  job->m = m, job->n = n, job->split_rows = split_rows;
+  int op_a = ta ? kTrans : kNoTrans, op_b = tb ? kTrans : kNoTrans;
   auto run = [=](int64_t lo, int64_t hi) {
     if (split_rows) {  // rows lo..hi of A and C
-      const T* a0 = ta ? a + lo : a + lo * lda;
-      call(ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, hi - lo, n, k, a0, lda, b, ldb, c + lo * n, n);
+      MklGemm(op_a, op_b, hi - lo, n, k, ta ? a + lo : a + lo * lda, lda, b, ldb, c + lo * n, n);
     } else {  // columns lo..hi of B and C
-      const T* b0 = tb ? b + lo * ldb : b + lo;
-      call(ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, m, hi - lo, k, a, lda, b0, ldb, c + lo, n);
+      MklGemm(op_a, op_b, m, hi - lo, k, a, lda, tb ? b + lo * ldb : b + lo, ldb, c + lo, n);
     }
   };
   int64_t helpers = std::min<int64_t>(threads, job->blocks) - 1;
@@ -96,24 +109,9 @@ ffi::Error Gemm(ffi::ThreadPool pool, ffi::Buffer<D> a, ffi::Buffer<D> b, ffi::R
     return ffi::Error::Success();
   }
   if (std::max({m, n, k}) > INT32_MAX) return ffi::Error::InvalidArgument("MKL GEMM: dimension over 2^31");
-  using T = ffi::NativeType<D>;
-  const T* ap = a.typed_data();
-  const T* bp = b.typed_data();
-  if constexpr (D == ffi::DataType::F32) {
-    if (!g_sgemm) return ffi::Error::Internal("MKL GEMM: MKL is not loaded (call dj_mkl_load first)");
-    ParallelGemm<T>(pool, m, n, k, ta, tb, ap, bp, c->typed_data(),
-                    [](int tA, int tB, int64_t mm, int64_t nn, int64_t kk, const T* a0, int64_t lda, const T* b0,
-                       int64_t ldb, float* c0, int64_t ldc) {
-                      g_sgemm(kRowMajor, tA, tB, mm, nn, kk, 1.0f, a0, lda, b0, ldb, 0.0f, c0, ldc);
-                    });
-  } else {
-    if (!g_bf16) return ffi::Error::Internal("MKL GEMM: MKL is not loaded (call dj_mkl_load first)");
-    ParallelGemm<T>(pool, m, n, k, ta, tb, ap, bp, c->typed_data(),
-                    [](int tA, int tB, int64_t mm, int64_t nn, int64_t kk, const T* a0, int64_t lda, const T* b0,
-                       int64_t ldb, float* c0, int64_t ldc) {
-                      g_bf16(kRowMajor, tA, tB, mm, nn, kk, 1.0f, a0, lda, b0, ldb, 0.0f, c0, ldc);
-                    });
-  }
+  if (D == ffi::DataType::F32 ? !g_sgemm : !g_bf16)
+    return ffi::Error::Internal("MKL GEMM: MKL is not loaded (call dj_mkl_load first)");
+  ParallelGemm(pool, m, n, k, ta, tb, a.typed_data(), b.typed_data(), c->typed_data());
   return ffi::Error::Success();
 }
 
