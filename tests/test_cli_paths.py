@@ -43,6 +43,7 @@ def cases(tmp) -> list[tuple[str, list[str], str]]:
     c += [("rl.train", ["--config", p], p) for p in (missing, empty_file)]
     c += [("rl.mlir.evaluate", ["--out", under_file], under_file), ("rl.mlir.validate", ["--out", under_file], under_file)]
     c += [("rl.mlir.tune", ["--spec", p], p) for p in (missing, empty_file)] + [("rl.mlir.tune", ["--out", under_file], under_file)]
+    c.append(("rl.mlir.dataset", ["--n", "1", "--out", under_file], under_file))
     for m in ("bench.speed", "bench.throughput", "bench.train_speed", "bench.gemm", "bench.iree_model"):
         c.append((m, ["--out", under_file], under_file))
     for m in ("bench.nas_speed", "bench.nas_sandwich"):

@@ -182,11 +182,11 @@ def chain_reference(specs: list[OpSpec], inputs: list[np.ndarray]) -> np.ndarray
 
 
 def measure_op(spec: OpSpec | list[OpSpec], sched: OpSchedule | None, repeats: int = 5, warmup: int = 2,
-               use_cache: bool = True, deadline_s: float | None = None) -> Measurement:
+               use_cache: bool = True, deadline_s: float | None = None, timing: str = "wall") -> Measurement:
     """Compile, verify, check and time `spec` under `sched` (None = IREE default); cached on disk. A list
     of specs is a chain fused into its producer's dispatch (`sources`). With `deadline_s`, the runs happen in
     a worker process that is stopped when the first run takes longer: status "slow" (a cached "slow" entry
-    is reused only for a deadline no larger than the one it was stopped at)."""
+    is reused only for a deadline no larger than the one it was stopped at). `timing`: see `timer.TIMINGS`."""
     specs = spec if isinstance(spec, list) else [spec]
     label = "+".join(s.name for s in specs) + f" schedule {sched.key() if sched else 'IREE-default'}"
     try:
@@ -196,7 +196,7 @@ def measure_op(spec: OpSpec | list[OpSpec], sched: OpSchedule | None, repeats: i
         return Measurement("rejected", error=str(e))
     want = None if sched is None else lowering_config(specs[0], sched)
     return measure_source(specs, label, src, spec_text, want, repeats=repeats, warmup=warmup,
-                          use_cache=use_cache, deadline_s=deadline_s)
+                          use_cache=use_cache, deadline_s=deadline_s, timing=timing)
 
 
 def measure_source(specs: list[OpSpec], label: str, src: str, spec_text: str, want: dict | None,

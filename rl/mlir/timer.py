@@ -17,6 +17,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import threading
 import time
 from typing import Callable
 
@@ -108,24 +109,28 @@ def serve() -> None:
             _send(out, ("error", f"{type(e).__name__}: {e}"))
 
 
-_worker: subprocess.Popen | None = None
+_local = threading.local()      # one worker per thread: threads measuring in parallel never share a pipe
+
+
+def _current() -> subprocess.Popen | None:
+    return getattr(_local, "worker", None)
 
 
 def _get_worker() -> subprocess.Popen:
-    global _worker
-    if _worker is None or _worker.poll() is not None:
-        _worker = subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, bufsize=0)
-    return _worker
+    w = _current()
+    if w is None or w.poll() is not None:
+        w = _local.worker = subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, bufsize=0)
+    return w
 
 
 def kill_worker() -> None:
-    """Stop the worker (it is restarted on the next call)."""
-    global _worker
-    if _worker is not None:
-        _worker.kill()
-        _worker.wait()
-        _worker = None
+    """Stop this thread's worker (it is restarted on the next call)."""
+    w = _current()
+    if w is not None:
+        w.kill()
+        w.wait()
+        _local.worker = None
 
 
 def _expect(w: subprocess.Popen, tag: str, timeout: float | None):
@@ -149,7 +154,7 @@ def run_with_deadline(vmfb: bytes, inputs: list, warmup: int, repeats: int, dead
     try:
         return _run_in_worker(vmfb, inputs, warmup, repeats, deadline_s, timing)
     except (EOFError, BrokenPipeError) as e:
-        code = _worker.poll() if _worker is not None else None
+        code = _current().poll() if _current() is not None else None
         print(f"rl.mlir.timer: the timing worker died mid-run ({e}; exit status {code}); running again in a "
               "fresh worker", file=sys.stderr)  # fmt: skip
         kill_worker()

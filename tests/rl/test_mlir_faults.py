@@ -99,5 +99,5 @@ def test_killed_timing_worker_is_replaced_and_the_measurement_completes(cache, m
     m = measure.measure_op(spec, sched, repeats=2, deadline_s=60.0)
     assert killed and m.ok and len(m.times) == 2, m
     assert "timing worker died mid-run" in capfd.readouterr().err
-    assert timer._worker is not None and timer._worker.pid != killed[0]
+    assert timer._current() is not None and timer._current().pid != killed[0]
     timer.kill_worker()
