@@ -49,16 +49,32 @@ def _table(split: str):
     return {"train": train_programs, "val": validation_programs, "test": test_programs}[split]()
 
 
+TABLE_FIELDS = ("n_loops", "bounds", "is_reduction", "coef", "tensor_valid", "arith")
+
+
 @functools.lru_cache(maxsize=None)
-def _spec(split: str, program: str, op_index: int):
+def _from_tables(split: str, program: str, op_index: int) -> tuple[dict, tuple, tuple, tuple]:
     from ..mlir.emit import program_specs
 
     table = _table(split)
     if program not in table.names:
-        raise ValueError(f"program {program!r} is not in the {split} program table: the analytic model cannot "
-                         "rebuild its ops")
+        raise ValueError(f"program {program!r} is not in the {split} program table and its record carries no "
+                         "op table: the analytic model cannot rebuild its ops")
     p = table.names.index(program)
-    return table, p, program_specs(table, p)[op_index]
+    spec = program_specs(table, p)[op_index]
+    arrays = {f: np.asarray(getattr(table, f)[p, op_index]) for f in TABLE_FIELDS}
+    return arrays, tuple(spec.collapse_groups()), tuple(spec.bounds), tuple(spec.env_loops)
+
+
+def op_description(record: dict) -> tuple[dict, tuple, tuple, tuple]:
+    """(env-level op arrays `TABLE_FIELDS`, collapse groups, emitted loop bounds, env loop of each emitted loop):
+    from the record's `op` (the dataset writes `table`, `collapse_groups`, `bounds`, `env_loops`), else
+    rebuilt from the program tables by program name and op index."""
+    op = record.get("op") or {}
+    if isinstance(op.get("table"), dict) and all(k in op for k in ("collapse_groups", "bounds", "env_loops")):
+        arrays = {f: np.asarray(op["table"][f]) for f in TABLE_FIELDS}
+        return arrays, tuple(map(tuple, op["collapse_groups"])), tuple(op["bounds"]), tuple(op["env_loops"])
+    return _from_tables(record["split"], record["program"], int(record["op_index"]))
 
 
 def _spread(tile: int, bounds: list[int]) -> list[int]:
@@ -74,31 +90,29 @@ def _spread(tile: int, bounds: list[int]) -> list[int]:
 
 
 def analytic_inputs(record: dict) -> tuple:
-    """(table, program index, op index, env tile [L], parallel, vectorize, perm [L] or None) of a record."""
+    """(op arrays, env tile [L], parallel, vectorize, perm [L] or None) of a record."""
     from ..programs import MAX_LOOPS
 
-    table, p, spec = _spec(record["split"], record["program"], int(record["op_index"]))
-    k = int(record["op_index"])
-    n = int(table.n_loops[p, k])
-    tile = [int(b) for b in table.bounds[p, k]]
+    arrays, groups, emitted, env_loops = op_description(record)
+    n = int(arrays["n_loops"])
+    tile = [int(b) for b in arrays["bounds"]]
     s = record["schedule"]
     if record["space"] == "scalar":
         tiles = list(s.get("tiles") or tile[:n])
         tile[: len(tiles)] = [int(t) for t in tiles]
         perm = s.get("perm")
         perm = None if perm is None else list(range(len(perm), MAX_LOOPS)) + [int(x) for x in perm]
-        return table, p, k, tile, bool(s.get("parallel")), bool(s.get("vectorize")), perm
+        return arrays, tile, bool(s.get("parallel")), bool(s.get("vectorize")), perm
     d = F.default_from(record["default_config"])
     r = F.refinement_from(s)
     dist = list(r.distribution) if r.mode == "config" and r.distribution is not None else d.level("distribution")
-    groups = spec.collapse_groups()
     for g, t in zip(groups, dist):
-        bounds = [spec.bounds[j] for j in g]
+        bounds = [emitted[j] for j in g]
         for j, tj in zip(g, _spread(int(t) or int(np.prod(bounds)), bounds)):
-            e = spec.env_loops[j] if spec.env_loops else j
-            if e >= 0:
+            e = env_loops[j] if env_loops else j
+            if 0 <= e < n:
                 tile[e] = tj
-    return table, p, k, tile, True, True, None
+    return arrays, tile, True, True, None
 
 
 class Analytic:
@@ -117,10 +131,10 @@ class Analytic:
         rows = [analytic_inputs(r) for r in records]
         m = Machine(cores=1)
 
-        def one(table, p, k, tile, par, vec, perm):
-            return (table.bounds[p, k], table.is_reduction[p, k], table.coef[p, k], table.tensor_valid[p, k],
-                    table.arith[p, k], np.asarray(tile, np.int32), par, vec,
-                    np.asarray(default_perm(int(table.n_loops[p, k])) if perm is None else perm, np.int32))
+        def one(a, tile, par, vec, perm):
+            return (a["bounds"].astype(np.int32), a["is_reduction"].astype(bool), a["coef"].astype(np.int32),
+                    a["tensor_valid"].astype(bool), a["arith"].astype(np.int32), np.asarray(tile, np.int32), par,
+                    vec, np.asarray(default_perm(int(a["n_loops"])) if perm is None else perm, np.int32))
 
         cols = [np.stack(c) for c in zip(*(one(*row) for row in rows))]
         fn = jax.jit(jax.vmap(lambda b, red, coef, valid, arith, tile, par, vec, perm: op_cost(
