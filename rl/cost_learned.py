@@ -57,11 +57,11 @@ def summary_table(rows: dict[str, dict]) -> str:
     return markdown_table([{"model": n, **fmt(m)} for n, m in rows.items()], head)
 
 
-def train_models(cfg: C.CostNetConfig, train: list[dict], progress: bool = True):
+def train_models(cfg: C.CostNetConfig, train: list[dict], progress: bool = True, tree_iters: int = 300):
     """(model, params, stats, history) of the cost model and fitted trees on `train`."""
     data = ScheduleSet.build(train, lambda rs: C.encode(rs, cfg.n_buckets))
     model, state, stats, hist = C.fit(cfg, data, progress)
-    return model, state.params, stats, hist, baselines.Trees(seed=cfg.seed).fit(train)
+    return model, state.params, stats, hist, baselines.Trees(tree_iters, seed=cfg.seed).fit(train)
 
 
 def predictors(model, params, stats, cfg: C.CostNetConfig, trees, analytic) -> dict[str, Callable]:
@@ -129,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     for frac in fractions:
         t0 = time.time()
         train = subsample(parts["train"], frac, args.seed) if frac < 1 else parts["train"]
-        model, params, stats, hist, trees = train_models(cfg, train, progress=not args.quiet)
+        model, params, stats, hist, trees = train_models(cfg, train, not args.quiet, args.tree_iters)
         preds = predictors(model, params, stats, cfg, trees, analytic)
         res = {"fraction": frac, "train_records": len(train), "seconds": time.time() - t0,
                "test": evaluate_all(preds, heldout), "history": hist}
@@ -244,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--dim", type=int, default=64)
     tr.add_argument("--layers", type=int, default=2)
     tr.add_argument("--curve", type=_fractions, default=list(CURVE), help="train percentages (default 10,25,50,100)")
+    tr.add_argument("--tree-iters", type=int, default=300, help="boosting iterations of the trees baseline")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     for name, helptext in (("evaluate", "held-out ranking table"), ("search", "measurements vs speedup")):

@@ -115,6 +115,21 @@ def analytic_inputs(record: dict) -> tuple:
     return arrays, tile, True, True, None
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_op_times():
+    import jax
+
+    from ..cost_model import Machine, op_cost
+
+    m = Machine(cores=1)
+    return jax.jit(jax.vmap(lambda b, red, coef, valid, arith, tile, par, vec, perm: op_cost(
+        b, red, coef, valid, arith, tile, par, perm, vec, m).time))
+
+
+def _op_times(*cols):
+    return _jitted_op_times()(*cols)
+
+
 class Analytic:
     """`rl.cost_model` on one core, calibrated: log t ≈ a · log t_model + b (fitted on training records)."""
 
@@ -123,13 +138,11 @@ class Analytic:
 
     def raw(self, records: Sequence[dict]) -> np.ndarray:
         """Uncalibrated log seconds [N] of the analytic model."""
-        import jax
         import jax.numpy as jnp
 
-        from ..cost_model import Machine, default_perm, op_cost
+        from ..cost_model import default_perm
 
         rows = [analytic_inputs(r) for r in records]
-        m = Machine(cores=1)
 
         def one(a, tile, par, vec, perm):
             return (a["bounds"].astype(np.int32), a["is_reduction"].astype(bool), a["coef"].astype(np.int32),
@@ -137,9 +150,11 @@ class Analytic:
                     vec, np.asarray(default_perm(int(a["n_loops"])) if perm is None else perm, np.int32))
 
         cols = [np.stack(c) for c in zip(*(one(*row) for row in rows))]
-        fn = jax.jit(jax.vmap(lambda b, red, coef, valid, arith, tile, par, vec, perm: op_cost(
-            b, red, coef, valid, arith, tile, par, perm, vec, m).time))
-        t = np.asarray(fn(*[jnp.asarray(c) for c in cols]), np.float64)
+        n, size = len(rows), 256
+        pad = -n % size                                  # whole chunks of `size`: one compiled shape
+        cols = [np.concatenate([c, np.repeat(c[:1], pad, 0)]) for c in cols]
+        t = np.concatenate([np.asarray(_op_times(*[jnp.asarray(c[s:s + size]) for c in cols]), np.float64)
+                            for s in range(0, n + pad, size)])[:n]
         return np.log(np.maximum(t, 1e-12))
 
     def fit(self, records: Sequence[dict]) -> "Analytic":

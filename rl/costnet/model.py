@@ -98,7 +98,7 @@ class TrainState(NamedTuple):
 def init(cfg: CostNetConfig, key: Array) -> tuple[CostNet, Any]:
     model = CostNet(cfg.bert())
     ids = jnp.zeros((1, F.n_features(cfg.space) + 2), jnp.int32)
-    return model, model.init(key, ids)
+    return model, jax.jit(model.init)(key, ids)
 
 
 def optimizer(cfg: CostNetConfig) -> optax.GradientTransformation:
@@ -141,7 +141,7 @@ def fit(cfg: CostNetConfig, data: ScheduleSet, progress: bool = False) -> tuple[
     stats = Stats(float(data.log_t.mean()), float(max(data.log_t.std(), 1e-3)))
     model, params = init(cfg, jax.random.PRNGKey(cfg.seed))
     tx = optimizer(cfg)
-    state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+    state = TrainState(params, jax.jit(tx.init)(params), jnp.zeros((), jnp.int32))
     step = make_step(model, tx, cfg, stats)
     batches = data.batches(cfg.groups, cfg.per_group, cfg.seed)
     history, window = [], []
@@ -160,13 +160,12 @@ def _apply(model: CostNet, params: Any, ids: Array) -> Array:
     return model.apply(params, ids)
 
 
-def predict(model: CostNet, params: Any, ids: np.ndarray, stats: Stats, batch: int = 512) -> np.ndarray:
+def predict(model: CostNet, params: Any, ids: np.ndarray, stats: Stats, batch: int = 256) -> np.ndarray:
     """Predicted log seconds [N] of token ids [N, S] (padded to whole batches: one compiled shape)."""
     out = []
     for s in range(0, len(ids), batch):
         chunk = ids[s:s + batch]
-        pad = np.zeros((batch - len(chunk), ids.shape[1]), np.int32) if len(ids) > batch else \
-            np.zeros((0, ids.shape[1]), np.int32)
+        pad = np.zeros((batch - len(chunk), ids.shape[1]), np.int32)
         z = np.asarray(_apply(model, params, jnp.asarray(np.concatenate([chunk, pad]))))[: len(chunk)]
         out.append(z * stats.std + stats.mean)
     return np.concatenate(out) if out else np.zeros(0, np.float32)
