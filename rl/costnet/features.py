@@ -72,9 +72,10 @@ def refinement_from(s: dict | R.Refinement) -> R.Refinement:
     return R.Refinement(mode, **lv)
 
 
-def candidate_record(op_type: str, d: R.DefaultConfig, r: R.Refinement) -> dict:
-    """The fields of a record that `features` reads, for a refine-space schedule not measured yet."""
-    return {"op_type": op_type, "space": "refine", "default_config": dataclasses.asdict(d),
+def candidate_record(kind: str, d: R.DefaultConfig, r: R.Refinement) -> dict:
+    """The fields of a record that `features` reads, for a refine-space schedule (of an op of `OpSpec.kind`
+    `kind`) not measured yet."""
+    return {"op_type": kind, "op": {"kind": kind}, "space": "refine", "default_config": dataclasses.asdict(d),
             "schedule": {"mode": r.mode, **{k: getattr(r, k) for k in LEVELS}}}
 
 
@@ -134,13 +135,19 @@ def scalar_features(op_type: str, op: dict, s: dict) -> list[float]:
     return f
 
 
+def op_kind(record: dict) -> str:
+    """The op's `OpSpec.kind` (bias_gelu, exp_sum, …: the record's `op.kind`) where the record has it, else
+    its `op_type`."""
+    return (record.get("op") or {}).get("kind") or record["op_type"]
+
+
 def features(record: dict) -> np.ndarray:
     """[F] float32 features of a record (F depends on its space only)."""
     if record["space"] == "refine":
-        f = refine_features(record["op_type"], default_from(record["default_config"]),
+        f = refine_features(op_kind(record), default_from(record["default_config"]),
                             refinement_from(record["schedule"]))
     elif record["space"] == "scalar":
-        f = scalar_features(record["op_type"], record.get("op") or {}, record["schedule"])
+        f = scalar_features(op_kind(record), record.get("op") or {}, record["schedule"])
     else:
         raise ValueError(f"unknown space {record['space']!r}; expected one of {SPACES}")
     return np.asarray(f, np.float32)

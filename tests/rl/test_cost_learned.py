@@ -1,6 +1,7 @@
 """The learned cost model (issue 18 item 2): records → splits → tokens → DistilBERT ranking model; metrics,
 baselines, save/load, the CLI and its errors. Tiny synthetic records in the dataset schema (no IREE)."""
 
+import dataclasses
 import json
 import os
 
@@ -16,6 +17,7 @@ from rl import costnet as C
 from rl.costnet import baselines, search
 from rl.costnet import features as F
 from rl.costnet.metrics import group_metrics, ranking_metrics
+from rl.costnet.model import init
 
 from .costnet_synth import make_records, write_records
 
@@ -171,3 +173,32 @@ def test_cli_bad_data_is_a_clear_error(tmp_path, records):
     only_test = write_records(str(tmp_path / "d"), [r for r in records if r["split"] == "test"])
     with pytest.raises(InputError, match="no usable 'refine' records of training programs"):
         CL.main(["train", "--data", only_test, "--out", str(tmp_path / "o")])
+
+
+def test_ranker_measures_only_the_predicted_top_k(tmp_path, trained):
+    from rl.costnet.rank import Ranker
+    from rl.mlir import refine as R
+    from rl.mlir.emit import program_specs
+    from rl.programs import test_programs
+
+    from .costnet_synth import fake_default
+
+    parts, model, params, stats, _ = trained
+    C.save(str(tmp_path), TINY, params, stats)
+    ranker = Ranker.load(str(tmp_path))
+    table = test_programs()
+    ops = [(s, fake_default(s)) for s in program_specs(table, table.names.index("bert_qkv_b2s128"))]
+    extra = [[R.Refinement("keep")], []]
+    top = ranker.top_k(ops, k=3, n_random=20, extra=extra, seed=0)
+    assert [len(t) for t in top] == [3, 3]
+    for (spec, d), picks in zip(ops, top):
+        assert all(p.mode == "config" for p in picks) and len(set(picks)) == 3
+        pred = ranker.predict(spec.kind, d, picks)
+        assert (np.diff(pred) >= 0).all()                         # best predicted first
+        for p in picks:                                           # legal: every level divides as IREE needs
+            levels = R.lowering_levels(d, p)
+            assert all(b % t == 0 for b, t in zip(d.bounds, levels["distribution"]) if t)
+    bad = dataclasses.replace(TINY, space="scalar")
+    C.save(str(tmp_path / "s"), bad, init(bad, jax.random.PRNGKey(0))[1], stats)
+    with pytest.raises(ValueError, match="scalar"):
+        Ranker.load(str(tmp_path / "s"))
