@@ -44,6 +44,11 @@ def cases(tmp) -> list[tuple[str, list[str], str]]:
     c += [("rl.mlir.evaluate", ["--out", under_file], under_file), ("rl.mlir.validate", ["--out", under_file], under_file)]
     c += [("rl.mlir.tune", ["--spec", p], p) for p in (missing, empty_file)] + [("rl.mlir.tune", ["--out", under_file], under_file)]
     c.append(("rl.mlir.dataset", ["--n", "1", "--out", under_file], under_file))
+    c += [("rl.mlir.tune", ["--rank-with", p], p) for p in (missing, empty)]
+    c += [("rl.cost_learned", ["train", "--data", missing], missing),
+          ("rl.cost_learned", ["train", "--data", a_file, "--out", under_file], under_file),
+          ("rl.cost_learned", ["evaluate", "--model", missing, "--data", a_file], missing),
+          ("rl.cost_learned", ["search", "--model", empty, "--data", a_file], empty)]
     for m in ("bench.speed", "bench.throughput", "bench.train_speed", "bench.gemm", "bench.iree_model"):
         c.append((m, ["--out", under_file], under_file))
     for m in ("bench.nas_speed", "bench.nas_sandwich"):

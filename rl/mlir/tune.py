@@ -3,10 +3,14 @@
     python -m rl.mlir.tune --programs test --budget 8            # the 18 held-out programs
     python -m rl.mlir.tune --spec my_program.json --budget 8     # your own ops (format: `load_program_spec`)
     python -m rl.mlir.tune --programs test --compare --k 32      # + random search and greedy: the comparison table
+    python -m rl.mlir.tune --programs test --rank-with runs/costnet --budget 8   # a learned cost model ranks
 
 For each op: IREE's default config and time, IREE with data tiling + ukernels (matmul-like ops), the policy's
 proposals (greedy first, then distinct samples, `--budget` in all), every measured candidate and the chosen
-one — IREE's default is a candidate, so the result is never slower than the default beyond noise. Per program
+one — IREE's default is a candidate, so the result is never slower than the default beyond noise. With
+`--rank-with` a learned cost model (`python -m rl.cost_learned train`) ranks `--candidates` random legal
+refinements per op (plus the policy's proposals when `--policy` is given) and only its top `--budget` are
+measured, best predicted first. Per program
 the data-tiling flag is one decision (it is a compiler flag): on when it lowers the program's total. The
 chosen configs go into one tuning spec per program (`<out>/<program>.spec.mlir`, ops matched by operand
 types) to pass to `iree-compile --iree-codegen-tuning-spec-path=…` (plus the printed flags); the whole
@@ -320,15 +324,19 @@ class ProgramResult:
 
 def tune_table(table: ProgramTable, network: Any, params: Any, budget: int = 8, repeats: int = 5,
                timing: str = "cpu", out: str | None = None, fresh: bool = True, seed: int = 0,
-               progress: bool = True) -> list[ProgramResult]:
-    """Tune every program of `table`; see the module docstring."""
+               progress: bool = True, ranker: Any = None, n_candidates: int = 256) -> list[ProgramResult]:
+    """Tune every program of `table`; see the module docstring. `ranker` (`rl.costnet.rank.Ranker`): measure
+    its top `budget` of `n_candidates` random refinements (+ the policy's proposals where `network` is set)."""
     from tqdm import tqdm
 
     picked = list(range(len(table.names)))
     specs = {p: program_specs(table, p) for p in picked}
     flat = [(p, k, s) for p in picked for k, s in enumerate(specs[p])]
     defaults = [R.default_config(s) for _, _, s in flat]
-    props = proposals([(s, d) for (_, _, s), d in zip(flat, defaults)], network, params, budget, seed)
+    ops = [(s, d) for (_, _, s), d in zip(flat, defaults)]
+    props = proposals(ops, network, params, budget, seed) if network is not None else None
+    if ranker is not None:
+        props = ranker.top_k(ops, budget, n_candidates, props, seed)
     bar = tqdm(total=2 * len(flat) + sum(map(len, props)), desc="tuning", unit="meas", disable=not progress,
                file=sys.stdout)
     results: dict[int, list[OpResult]] = {p: [] for p in picked}
@@ -471,7 +479,11 @@ def main(argv: list[str] | None = None) -> None:
     src.add_argument("--spec", help="JSON file of your own programs (see load_program_spec)")
     ap.add_argument("--program", action="append", help="only this program (repeatable)")
     ap.add_argument("--budget", type=int, default=8, help="policy proposals measured per op (default 8)")
-    ap.add_argument("--policy", default=DEFAULT_POLICY, help="policy directory (default: the shipped one)")
+    ap.add_argument("--policy", default=None, help="policy directory (default: the shipped one; with --rank-with: "
+                    "none unless given, else its proposals join the ranked candidates)")
+    ap.add_argument("--rank-with", default=None, help="cost-model directory (`python -m rl.cost_learned train`): "
+                    "measure only its top --budget of --candidates random refinements per op")
+    ap.add_argument("--candidates", type=int, default=256, help="random refinements ranked per op with --rank-with")
     ap.add_argument("--timing", choices=("cpu", "wall"), default="cpu", help="see rl.mlir.timer.TIMINGS")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (reduced by the timing's estimator: median for wall, minimum for cpu)")
     ap.add_argument("--out", default="results/tune", help="where specs and results.json go")
@@ -484,18 +496,26 @@ def main(argv: list[str] | None = None) -> None:
     if args.remeasure_job:
         _remeasure_job(args.remeasure_job)
         return
-    from distilbert_jax.clitools import InputError, need_file, need_writable
+    from distilbert_jax.clitools import InputError, need_dir, need_file, need_writable
 
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    if args.budget < 1 or args.k < 1 or args.repeats < 1:
-        ap.error("--budget, --k and --repeats must be ≥ 1")
+    if args.budget < 1 or args.k < 1 or args.repeats < 1 or args.candidates < 1:
+        ap.error("--budget, --k, --repeats and --candidates must be ≥ 1")
+    if args.rank_with:
+        need_dir(args.rank_with, "--rank-with", ("config.json",))
     need_writable(args.out, "--out")
     if args.spec:
         need_file(args.spec, "--spec")
     try:
         table = load_program_spec(args.spec) if args.spec else program_table(args.programs or "test")
         table = select_programs(table, args.program)
-        network, params = load_policy(args.policy)
+        network, params = (None, None) if args.rank_with and not args.policy else \
+            load_policy(args.policy or DEFAULT_POLICY)
+        ranker = None
+        if args.rank_with:
+            from ..costnet.rank import Ranker
+
+            ranker = Ranker.load(args.rank_with)
     except (ValueError, FileNotFoundError) as e:
         raise InputError(str(e)) from None
     try:
@@ -504,9 +524,11 @@ def main(argv: list[str] | None = None) -> None:
         raise InputError("the measured backend needs IREE: pip install -e '.[mlir]'") from None
     t0 = time.time()
     results = tune_table(table, network, params, args.budget, args.repeats, args.timing, args.out,
-                         fresh=not args.no_fresh, seed=args.seed)
-    print(f"\nmeasured on {cpu_name()}, timing {args.timing!r}, budget {args.budget} per op\n")
-    print(markdown(["program", "op", "IREE default (ms)", "IREE data tiling (ms)", "policy greedy (ms)",
+                         fresh=not args.no_fresh, seed=args.seed, ranker=ranker, n_candidates=args.candidates)
+    how = f"cost model {args.rank_with} ranks {args.candidates} random candidates per op" if ranker else "policy"
+    print(f"\nmeasured on {cpu_name()}, timing {args.timing!r}, budget {args.budget} per op ({how})\n")
+    first = "model top-1 (ms)" if ranker else "policy greedy (ms)"
+    print(markdown(["program", "op", "IREE default (ms)", "IREE data tiling (ms)", first,
                     "candidates", "chosen", "chosen (ms)", "× default"], [r for pr in results for r in op_rows(pr)]))
     table_md, g = summary(results)
     print("\n" + table_md)

@@ -1,0 +1,287 @@
+"""A learned cost model of IREE schedules: train, evaluate on held-out programs, and search with it.
+
+    python -m rl.cost_learned train --data /work/data/sched --out runs/costnet      # + trees, analytic, curve
+    python -m rl.cost_learned evaluate --model runs/costnet --data /work/data/sched # held-out ranking table
+    python -m rl.cost_learned search --model runs/costnet --data /work/data/sched   # measurements vs speedup
+
+`--data` is the directory of `python -m rl.mlir.dataset` (its `records.jsonl`) or the file itself. Records
+are split by their program's split (train / val / test programs): the models learn from the training
+programs only and are scored on the held-out (test) programs. The model is `rl.costnet` (DistilBERT over
+(op, schedule) tokens, pairwise ranking + log-time regression); beside it gradient-boosted trees on the
+same features and the analytic `rl.cost_model`, calibrated on the training records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from loaders.datasets import DataError
+from loaders.schedules import ScheduleSet, by_split, group_ids, read_records, subsample, usable
+
+from . import costnet as C
+from .costnet import baselines, search
+from .costnet.metrics import ranking_metrics
+
+CURVE = (0.1, 0.25, 0.5, 1.0)
+MODEL_NAMES = ("DistilBERT cost model", "gradient-boosted trees", "analytic (calibrated)")
+
+
+def load_splits(data: str, space: str) -> dict[str, list[dict]]:
+    """Usable records of `space` by split; DataError when there are none for training."""
+    parts = by_split(usable(read_records(data), space))
+    if not parts["train"]:
+        raise DataError(f"{data}: no usable {space!r} records of training programs")
+    return parts
+
+
+CLEAR_GAP = float(np.log(1.05))   # pairs more than 5 % apart: beyond the timing noise of a shared machine
+
+
+def metrics_of(pred: np.ndarray, records: Sequence[dict]) -> dict:
+    """`ranking_metrics` over every pair, plus "pairwise_5pct": over pairs whose times differ by > 5 %."""
+    gid, _ = group_ids(records)
+    true = np.log([r["time_s"] for r in records])
+    return {**ranking_metrics(pred, true, gid), "pairwise_5pct": ranking_metrics(pred, true, gid, CLEAR_GAP)["pairwise"]}
+
+
+def summary_table(rows: dict[str, dict]) -> str:
+    from distilbert_jax.tables import markdown_table
+
+    head = ["model", "ops", "schedules", "median Spearman", "pairwise acc.", "pairwise (> 5 % apart)",
+            "top-1 recall", "top-5 recall"]
+    fmt = lambda m: {"ops": m["ops"], "schedules": m["schedules"], "median Spearman": f"{m['spearman_median']:.3f}",  # noqa: E731
+                     "pairwise acc.": f"{m['pairwise']:.3f}", "pairwise (> 5 % apart)": f"{m['pairwise_5pct']:.3f}",
+                     "top-1 recall": f"{m['top1']:.2f}",
+                     "top-5 recall": f"{m['top5']:.2f}"}
+    return markdown_table([{"model": n, **fmt(m)} for n, m in rows.items()], head)
+
+
+def train_models(cfg: C.CostNetConfig, train: list[dict], progress: bool = True, tree_iters: int = 300):
+    """(model, params, stats, history) of the cost model and fitted trees on `train`."""
+    data = ScheduleSet.build(train, lambda rs: C.encode(rs, cfg.n_buckets))
+    model, state, stats, hist = C.fit(cfg, data, progress)
+    return model, state.params, stats, hist, baselines.Trees(tree_iters, seed=cfg.seed).fit(train)
+
+
+def predictors(model, params, stats, cfg: C.CostNetConfig, trees, analytic) -> dict[str, Callable]:
+    return {MODEL_NAMES[0]: lambda rs: C.predict(model, params, C.encode(rs, cfg.n_buckets), stats),
+            MODEL_NAMES[1]: trees.predict, MODEL_NAMES[2]: analytic.predict}
+
+
+def evaluate_all(preds: dict[str, Callable], records: list[dict]) -> dict[str, dict]:
+    out = {}
+    for name, fn in preds.items():
+        try:
+            out[name] = metrics_of(fn(records), records)
+        except ValueError as e:           # the analytic model cannot rebuild an op (e.g. an unknown program)
+            print(f"warning: {name}: {e}", file=sys.stderr)
+    return out
+
+
+def plot_curve(path: str, curve: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, key, label in ((axes[0], "spearman_median", "median Spearman (held-out)"),
+                           (axes[1], "pairwise", "pairwise accuracy (held-out)")):
+        for name in MODEL_NAMES:
+            pts = [(c["train_records"], c["test"][name][key]) for c in curve if name in c["test"]]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("training records")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def curve_table(curve: list[dict]) -> str:
+    from distilbert_jax.tables import markdown_table
+
+    head = ["train fraction", "train records"] + [f"{n} ρ / pairwise" for n in MODEL_NAMES]
+    rows = [{"train fraction": f"{c['fraction']:.0%}", "train records": c["train_records"],
+             **{f"{n} ρ / pairwise": (f"{c['test'][n]['spearman_median']:.3f} / {c['test'][n]['pairwise']:.3f}"
+                                     if n in c["test"] else "—") for n in MODEL_NAMES}} for c in curve]
+    return markdown_table(rows, head)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .mlir.tune import cpu_name
+
+    parts = load_splits(args.data, args.space)
+    heldout = parts["test"] or parts["val"]
+    which = "test" if parts["test"] else "val"
+    if not heldout:
+        raise DataError(f"{args.data}: no usable records of held-out (test or val) programs to score on")
+    cfg = C.CostNetConfig(space=args.space, steps=args.steps, dim=args.dim, n_layers=args.layers, seed=args.seed)
+    print(f"{len(parts['train'])} train / {len(parts['val'])} val / {len(parts['test'])} test records "
+          f"({args.space}); scoring on {which} programs")
+    analytic = baselines.Analytic().fit(parts["train"])
+    curve = []
+    fractions = sorted(set(args.curve) | {1.0})
+    for frac in fractions:
+        t0 = time.time()
+        train = subsample(parts["train"], frac, args.seed) if frac < 1 else parts["train"]
+        model, params, stats, hist, trees = train_models(cfg, train, not args.quiet, args.tree_iters)
+        preds = predictors(model, params, stats, cfg, trees, analytic)
+        res = {"fraction": frac, "train_records": len(train), "seconds": time.time() - t0,
+               "test": evaluate_all(preds, heldout), "history": hist}
+        curve.append(res)
+        print(f"  {frac:.0%} of train ({len(train)} records, {res['seconds']:.0f} s): " + ", ".join(
+            f"{n.split()[0]} ρ {m['spearman_median']:.3f} pw {m['pairwise']:.3f}" for n, m in res["test"].items()))
+    C.save(args.out, cfg, params, stats, {"analytic": analytic.to_dict(), "heldout_split": which,
+                                          "train_records": len(parts["train"]), "data": os.path.abspath(args.data)})
+    with open(os.path.join(args.out, "trees.pkl"), "wb") as f:
+        pickle.dump(trees, f)
+    final = curve[-1]["test"]
+    if parts["val"] and which == "test":
+        final_val = evaluate_all(preds, parts["val"])
+    else:
+        final_val = {}
+    plot_curve(os.path.join(args.out, "learning_curve.png"), curve)
+    md = (f"measured on {cpu_name()}; held-out = {which} programs\n\n" + summary_table(final) + "\n\nlearning curve ("
+          f"{which}):\n\n" + curve_table(curve) + "\n")
+    with open(os.path.join(args.out, "summary.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"heldout": which, "final": final, "val": final_val, "curve": curve}, f, indent=1)
+    print("\n" + md)
+    if final_val:
+        print("validation programs:\n\n" + summary_table(final_val))
+    print(f"model: {args.out} (config.json, params.msgpack, trees.pkl); curve: {args.out}/learning_curve.png")
+
+
+def load_all(path: str):
+    """(cfg, predictors) of a model directory written by `train`."""
+    cfg, model, params, stats, meta = C.load(path)
+    trees_path = os.path.join(path, "trees.pkl")
+    trees = None
+    if os.path.isfile(trees_path):
+        with open(trees_path, "rb") as f:
+            trees = pickle.load(f)
+    analytic = baselines.Analytic()
+    analytic.a, analytic.b = meta.get("analytic", {}).get("a", 1.0), meta.get("analytic", {}).get("b", 0.0)
+    preds = predictors(model, params, stats, cfg, trees, analytic)
+    if trees is None:
+        preds.pop(MODEL_NAMES[1])
+    return cfg, preds
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .mlir.tune import cpu_name
+
+    cfg, preds = load_all(args.model)
+    parts = load_splits(args.data, cfg.space)
+    recs = parts[args.split]
+    if not recs:
+        raise DataError(f"{args.data}: no usable {cfg.space!r} records of {args.split} programs")
+    rows = evaluate_all(preds, recs)
+    print(f"\n{args.split} programs ({len(recs)} records), measured on {cpu_name()}\n\n" + summary_table(rows))
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    cfg, preds = load_all(args.model)
+    parts = load_splits(args.data, cfg.space)
+    recs = parts[args.split]
+    if not search.pools(recs):
+        raise DataError(f"{args.data}: no {args.split} op has both a measured default and candidates")
+    scores = {}
+    for name, fn in preds.items():
+        try:
+            scores[name] = fn(recs)
+        except ValueError as e:
+            print(f"warning: {name}: {e}", file=sys.stderr)
+    res = search.curves(recs, scores, args.ks, args.draws, args.seed)
+    out = args.out or args.model
+    os.makedirs(out, exist_ok=True)
+    n_prog = len(search.pools(recs))
+    search.plot(os.path.join(out, "search.png"), res, f"{args.split} programs ({n_prog}): geomean speedup vs k")
+    md = search.table(res)
+    with open(os.path.join(out, "search.md"), "w") as f:
+        f.write(md + "\n")
+    with open(os.path.join(out, "search.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    print(f"\n{args.split} programs: {n_prog}; random = mean over {args.draws} draws\n\n{md}\n\nfigure: {out}/search.png")
+
+
+def _fractions(s: str) -> list[float]:
+    try:
+        v = [float(x) / 100 for x in s.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--curve: expected percentages like 10,25,50,100, got {s!r}") from None
+    if not v or any(not 0 < x <= 1 for x in v):
+        raise argparse.ArgumentTypeError(f"--curve: percentages must be in (0, 100], got {s!r}")
+    return v
+
+
+def _ks(s: str) -> list[int]:
+    try:
+        v = [int(x) for x in s.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--ks: expected integers like 1,2,4,8, got {s!r}") from None
+    if not v or min(v) < 1:
+        raise argparse.ArgumentTypeError(f"--ks: every k must be ≥ 1, got {s!r}")
+    return v
+
+
+def main(argv: list[str] | None = None) -> None:
+    from distilbert_jax.clitools import InputError, need_dir, need_writable
+
+    ap = argparse.ArgumentParser(prog="python -m rl.cost_learned", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    tr = sub.add_parser("train", help="train the cost model and the baselines; learning curve")
+    tr.add_argument("--data", required=True, help="records.jsonl or its directory")
+    tr.add_argument("--out", default="runs/costnet")
+    tr.add_argument("--space", choices=("refine", "scalar"), default="refine")
+    tr.add_argument("--steps", type=int, default=1500)
+    tr.add_argument("--dim", type=int, default=64)
+    tr.add_argument("--layers", type=int, default=2)
+    tr.add_argument("--curve", type=_fractions, default=list(CURVE), help="train percentages (default 10,25,50,100)")
+    tr.add_argument("--tree-iters", type=int, default=300, help="boosting iterations of the trees baseline")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    for name, helptext in (("evaluate", "held-out ranking table"), ("search", "measurements vs speedup")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--model", required=True, help="directory written by `train`")
+        p.add_argument("--data", required=True, help="records.jsonl or its directory")
+        p.add_argument("--split", choices=("train", "val", "test"), default="test")
+        if name == "search":
+            p.add_argument("--ks", type=_ks, default=list(search.KS))
+            p.add_argument("--draws", type=int, default=200, help="random-search draws averaged per k")
+            p.add_argument("--out", default=None, help="where search.png / .md / .json go (default: --model)")
+            p.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if not os.path.exists(args.data):
+        raise InputError(f"--data: {args.data} does not exist (write records with `python -m rl.mlir.dataset`)")
+    if args.cmd == "train":
+        if args.steps < 1:
+            ap.error("--steps must be ≥ 1")
+        need_writable(args.out, "--out")
+    else:
+        need_dir(args.model, "--model", ("config.json",))
+        if getattr(args, "out", None):
+            need_writable(args.out, "--out")
+    try:
+        {"train": cmd_train, "evaluate": cmd_evaluate, "search": cmd_search}[args.cmd](args)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        raise InputError(str(e)) from None
+
+
+if __name__ == "__main__":
+    from distilbert_jax.clitools import run_cli
+
+    sys.exit(run_cli(main))

@@ -1,0 +1,100 @@
+"""Measurements vs speedup: search with k measurements per op, evaluated on a pool of measured schedules.
+
+The held-out programs' measured records are the candidate pool of each op (IREE's default excluded: it is
+measured anyway, as in the tuner). With k measurements per op:
+* random search: k distinct pool schedules drawn uniformly, averaged over `draws` draws;
+* model-ranked search: the k schedules a model predicts fastest (measure only those);
+* oracle: the pool's fastest (what any search of this pool can reach).
+An op's time is the fastest of the measured ones and IREE's default; a program's speedup is Σ default /
+Σ chosen over its ops; the figure is the geomean over programs. Because measurements are cached, taking the
+model's top k of an already measured pool is exactly "measure only the top k" — the times are the same
+measurements a fresh run would read back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from loaders.schedules import group_key
+
+from ..mlir.tune import geomean
+
+KS = (1, 2, 4, 8, 16, 32)
+
+
+def pools(records: Sequence[dict]) -> dict[str, list[dict]]:
+    """{program: [op pool]} where an op pool is {"default": seconds, "idx": [record indexes of candidates]};
+    ops without a measured default are left out (nothing to compare with)."""
+    ops: dict[tuple, dict] = {}
+    for i, r in enumerate(records):
+        o = ops.setdefault(group_key(r), {"defaults": [], "idx": []})
+        (o["defaults"] if r.get("is_default") else o["idx"]).append(i)
+    out: dict[str, list[dict]] = {}
+    for key, o in ops.items():
+        if o["defaults"] and o["idx"]:
+            t = float(np.median([records[i]["time_s"] for i in o["defaults"]]))
+            out.setdefault(key[0], []).append({"default": t, "idx": np.asarray(o["idx"])})
+    return out
+
+
+def curves(records: Sequence[dict], scores: dict[str, np.ndarray], ks: Sequence[int] = KS, draws: int = 200,
+           seed: int = 0) -> dict[str, dict[int, float]]:
+    """{method: {k: geomean speedup over IREE default}} for "random", each model in `scores` (predicted
+    log time [N] per record, lower = faster; named "ranked: <name>") and "oracle"."""
+    times = np.array([r["time_s"] for r in records], float)
+    progs = pools(records)
+    rng = np.random.default_rng(seed)
+    out: dict[str, dict[int, float]] = {"random": {}, **{f"ranked: {n}": {} for n in scores}, "oracle": {}}
+
+    def speedup(prog: list[dict], chosen: list[np.ndarray]) -> float:
+        base = sum(o["default"] for o in prog)
+        best = sum(min(o["default"], float(times[c].min()) if len(c) else o["default"]) for o, c in zip(prog, chosen))
+        return base / best
+
+    for k in ks:
+        rand = []
+        for prog in progs.values():
+            s = [speedup(prog, [rng.choice(o["idx"], min(k, len(o["idx"])), replace=False) for o in prog])
+                 for _ in range(draws)]
+            rand.append(float(np.mean(s)))
+        out["random"][k] = geomean(rand)
+        for name, pred in scores.items():
+            out[f"ranked: {name}"][k] = geomean([speedup(prog, [o["idx"][np.argsort(pred[o["idx"]], kind="stable")[:k]]
+                                                               for o in prog]) for prog in progs.values()])
+        out["oracle"][k] = geomean([speedup(prog, [o["idx"] for o in prog]) for prog in progs.values()])
+    return out
+
+
+def table(result: dict[str, dict[int, float]]) -> str:
+    """Markdown: one row per method, one column per k."""
+    from distilbert_jax.tables import markdown_table
+
+    ks = list(next(iter(result.values())))
+    head = ["method"] + [f"k={k}" for k in ks]
+    return markdown_table([{"method": m, **{f"k={k}": f"{v[k]:.3f}×" for k in ks}} for m, v in result.items()], head)
+
+
+def plot(path: str, result: dict[str, dict[int, float]], title: str) -> None:
+    """Geomean speedup vs measurements per op (log2 x axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m, v in result.items():
+        ax.plot(list(v), list(v.values()), marker="o", label=m, linestyle="--" if m == "oracle" else "-")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("measurements per op (k)")
+    ax.set_ylabel("geomean speedup over IREE default")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+__all__ = ["KS", "curves", "plot", "pools", "table"]
