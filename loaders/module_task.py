@@ -6,7 +6,8 @@ one has ~2,800 evaluation sentences over 16 classes (standard error <= 0.01).
 Deterministic for a given corpus: sentences in corpus order, the classes with the most sentences (ties
 by name), each docstring's sentences all on one side of the split (by a CRC of the docstring, so every
 docstring of the corpus's own validation split — unseen by masked-LM training — is evaluation data),
-and every sentence text kept once (its first occurrence), so no text is in both splits."""
+and every sentence text kept once (its first occurrence, evaluation docstrings first), so no text is in
+both splits and no sentence of an evaluation docstring is training data."""
 
 from __future__ import annotations
 
@@ -88,8 +89,8 @@ def module_task(classes: int = 16, corpus: DefaultCorpus | None = None) -> Modul
     labels = tuple(sorted(sorted(sizes, key=lambda n: (-sizes[n], n))[:classes]))
     seen: set[str] = set()
     rows: dict[str, list[dict]] = {"train": [], "valid": []}
-    for name, is_eval, sents in docs:
-        if name not in labels:
+    for name, is_eval, sents in sorted(docs, key=lambda d: not d[1]):  # (stable) evaluation docstrings first:
+        if name not in labels:  # a sentence also in a training docstring stays evaluation data
             continue
         for s in sents:
             if s not in seen:

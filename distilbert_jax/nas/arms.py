@@ -35,8 +35,8 @@ class ArmsConfig:
     out_dir: str = "runs/nas_arms"
     pipeline_config: str = "distilbert_jax/nas/configs/pipeline_small.json"
     pipeline_set: dict = dataclasses.field(default_factory=dict)
-    constraints: tuple[str, ...] = ("60", "100")
-    arms: tuple[str, ...] = ARMS
+    constraints: tuple[str, ...] | list = ("50", "100")  # (a JSON list becomes a tuple)
+    arms: tuple[str, ...] | list = ARMS
     seeds: int = 3  # fine-tuning seeds 0..seeds-1 per arm
     task: str = "modules16"
 

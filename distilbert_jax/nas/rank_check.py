@@ -1,0 +1,162 @@
+"""`rank-check`: does the one-shot ranking hold? Over `archs` candidates of one latency window, the rank
+correlation (Kendall τ) between each arch's SuperNet fitness (one-shot held-out masked-LM loss), its loss
+after further masked-LM training as a standalone model, and its downstream accuracy after fine-tuning — per
+SuperNet training variant (e.g. plain sampling, the sandwich rule, in-place distillation: `variants` maps a
+name to `supernet_set` overrides). It runs the pipeline's own steps (`shared_steps`, `candidates_step`,
+`model_steps`) in one resumable state file: one SuperNet per variant, one latency dataset (timed on the
+first variant's SuperNet: latency does not depend on the weights) and one set of archs for all variants."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+
+import numpy as np
+
+from distilbert_jax.tables import format_table, markdown_table
+from distilbert_jax.train.config import ConfigError
+
+from .pipeline import (PipelineConfig, candidates_step, model_steps, read_dataclass_config, shared_steps,
+                       warnings_once)  # fmt: skip
+from .pipeline_state import PipelineState
+from .space import Arch
+
+
+@dataclasses.dataclass(frozen=True)
+class RankConfig:
+    """A `rank-check` run (JSON; every key optional): a pipeline config (`pipeline_config` + `pipeline_set`)
+    whose `out_dir` and `task` this config sets; each arch is fine-tuned once, with `finetune_set`'s seed."""
+
+    out_dir: str = "runs/nas_rank"
+    pipeline_config: str = "distilbert_jax/nas/configs/pipeline_small.json"
+    pipeline_set: dict = dataclasses.field(default_factory=dict)
+    constraint: str = "100"
+    archs: int = 10  # candidates of the window, drawn with the pipeline's seed
+    variants: dict = dataclasses.field(default_factory=lambda: {"plain": {}, "sandwich": {"sandwich": True}})
+    task: str = "modules16"
+
+    def __post_init__(self):
+        object.__setattr__(self, "constraint", str(self.constraint))
+        p = []
+        if not isinstance(self.archs, int) or self.archs < 3:
+            p.append(f"archs must be an int >= 3 (a rank correlation needs several), got {self.archs!r}")
+        if not isinstance(self.variants, dict) or not self.variants:
+            p.append(f"variants must map a name to supernet_set overrides, got {self.variants!r}")
+        else:
+            for name, sets in self.variants.items():
+                if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or not isinstance(sets, dict):
+                    p.append(f"variant {name!r}: a name of letters, digits, _ or - mapping to a dict of "
+                             f"supernet_set overrides, got {sets!r}")  # fmt: skip
+        if p:
+            raise ConfigError("invalid rank-check config: " + "; ".join(p))
+
+    def pipeline(self) -> PipelineConfig:
+        """The pipeline config every step runs with."""
+        sets = {**self.pipeline_set, "out_dir": self.out_dir, "task": self.task}
+        return PipelineConfig.from_json(self.pipeline_config, [f"{k}={json.dumps(v)}" for k, v in sets.items()])
+
+    @classmethod
+    def from_json(cls, path: str, overrides: list[str] = ()) -> "RankConfig":
+        """Read a JSON config and apply `--set key=value` overrides; errors name the file and key."""
+        return read_dataclass_config(cls, path, overrides, "rank-check config")
+
+
+def draw_archs(candidates_path: str, n: int, seed: int) -> list[dict]:
+    """`n` distinct candidates drawn with `seed` (sorted); a clear error when the window holds fewer."""
+    from .candidates import read_candidates
+
+    cands = read_candidates(candidates_path)
+    if len(cands) < n:
+        raise ConfigError(f"archs: the window holds {len(cands)} candidates, fewer than archs={n}; lower archs "
+                          "or widen the constraint")  # fmt: skip
+    picked = np.random.default_rng(seed).choice(len(cands), n, replace=False)
+    return [a.to_json() for a in sorted(cands.archs[int(i)] for i in picked)]
+
+
+def _fitness(run_dir: str, archs: list[dict]) -> dict:
+    from .fitness import load_search_setup
+
+    setup = load_search_setup(run_dir)
+    return {str(Arch(**a)): float(setup.fitness(Arch(**a))) for a in archs}
+
+
+def kendall(x, y) -> dict:
+    """Kendall's τ-b and its two-sided p-value (scipy)."""
+    from scipy.stats import kendalltau
+
+    r = kendalltau(x, y)
+    return {"tau": float(r.statistic), "p": float(r.pvalue)}
+
+
+def variant_summary(records: list[dict]) -> dict:
+    """τ between SuperNet loss, further-trained MLM loss and accuracy over one variant's archs, and the
+    spread of each."""
+    sn, mlm, acc = (np.asarray([r[k] for r in records], np.float64) for k in ("supernet_loss", "mlm_loss", "accuracy"))
+    return {"tau_supernet_mlm": kendall(sn, mlm), "tau_mlm_accuracy": kendall(mlm, acc),
+            "tau_supernet_accuracy": kendall(sn, acc), "supernet_loss_spread": float(sn.max() - sn.min()),
+            "mlm_loss_spread": float(mlm.max() - mlm.min()), "accuracy_spread": float(acc.max() - acc.min())}  # fmt: skip
+
+
+TAU_COLUMNS = ("variant", "archs", "τ(SuperNet loss, MLM loss)", "τ(MLM loss, accuracy)", "τ(SuperNet loss, accuracy)",
+               "SuperNet loss spread", "MLM loss spread", "accuracy spread", "SuperNet final loss")  # fmt: skip
+ARCH_COLUMNS = ("variant", "arch", "SuperNet loss", "MLM loss", "accuracy")
+
+
+def _tau(t: dict) -> str:
+    return f"{t['tau']:+.2f} (p={t['p']:.2g})"
+
+
+def run_rank_check(rcfg: RankConfig, log=print) -> tuple[list[dict[str, str]], dict]:
+    """Run (or resume) every step; write `OUT_DIR/rank.md` and `rank.json`. → (τ rows, summary)."""
+    cfg = rcfg.pipeline()
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    state = PipelineState(cfg.out_dir)
+    names = list(rcfg.variants)
+    summary, tau_rows, arch_rows = {"constraint": rcfg.constraint, "variants": {}}, [], []
+    with warnings_once(log):
+        sns = {}
+        for i, v in enumerate(names):
+            sns[v] = shared_steps(cfg, state, log, f"{v}/", {**cfg.supernet_set, **rcfg.variants[v]}, latency=i == 0)
+        candidates_step(cfg, state, log, rcfg.constraint, latency_prefix=f"{names[0]}/")
+        cands_path = os.path.join(cfg.out_dir, "candidates.jsonl")
+        archs = state.run("archs", lambda: draw_archs(cands_path, rcfg.archs, cfg.seed), log, [],
+                          state.inputs_of("candidates", archs=rcfg.archs, seed=cfg.seed))  # fmt: skip
+        for v in names:
+            fit = state.run(f"{v}/fitness", lambda: _fitness(sns[v]["run_dir"], archs), log, [],
+                            state.inputs_of(f"{v}/supernet", "archs"))  # fmt: skip
+            records = []
+            for a in archs:
+                name = str(Arch(**a))
+                res = model_steps(cfg, state, log, sns[v], name, a, f"{v}/", supernet_step=f"{v}/supernet")
+                (ft,) = res["finetune"].values()
+                records.append({"arch": name, "supernet_loss": fit[name], "mlm_loss": res["further_mlm"]["final_eval"]["loss"],
+                                "accuracy": ft["final_eval"]["accuracy"]})  # fmt: skip
+            s = {**variant_summary(records), "archs": records, "supernet_final_eval": sns[v]["final_eval"],
+                 "supernet_set": rcfg.variants[v]}  # fmt: skip
+            summary["variants"][v] = s
+            tau_rows.append({"variant": v, "archs": str(len(records)), "τ(SuperNet loss, MLM loss)": _tau(s["tau_supernet_mlm"]),
+                             "τ(MLM loss, accuracy)": _tau(s["tau_mlm_accuracy"]),
+                             "τ(SuperNet loss, accuracy)": _tau(s["tau_supernet_accuracy"]),
+                             "SuperNet loss spread": f"{s['supernet_loss_spread']:.3f}",
+                             "MLM loss spread": f"{s['mlm_loss_spread']:.3f}", "accuracy spread": f"{s['accuracy_spread']:.3f}",
+                             "SuperNet final loss": _final_loss(sns[v]["final_eval"])})  # fmt: skip
+            arch_rows += [{"variant": v, "arch": r["arch"], "SuperNet loss": f"{r['supernet_loss']:.3f}",
+                           "MLM loss": f"{r['mlm_loss']:.3f}", "accuracy": f"{r['accuracy']:.3f}"} for r in records]  # fmt: skip
+    out = lambda *p: os.path.join(cfg.out_dir, *p)  # noqa: E731
+    note = (f"constraint {rcfg.constraint}: {len(archs)} candidates of its window; τ is Kendall's τ-b (p: two-sided). "
+            "Lower loss is better, so a ranking that holds shows τ(SuperNet, MLM) > 0 and τ(loss, accuracy) < 0.")  # fmt: skip
+    with open(out("rank.md"), "w", encoding="utf-8") as f:
+        f.write(markdown_table(tau_rows, list(TAU_COLUMNS)) + "\n\n" + note + "\n\n" + markdown_table(arch_rows, list(ARCH_COLUMNS)) + "\n")
+    with open(out("rank.json"), "w", encoding="utf-8") as f:
+        json.dump({"config": dataclasses.asdict(rcfg), "summary": summary, "seconds": state.data.get("_seconds", {})},
+                  f, indent=2)  # fmt: skip
+    log("\n" + format_table(arch_rows, list(ARCH_COLUMNS)) + "\n\n" + format_table(tau_rows, list(TAU_COLUMNS)) + "\n" + note)
+    return tau_rows, summary
+
+
+def _final_loss(final_eval: dict) -> str:
+    """The SuperNet's last held-out losses (one per evaluated arch, e.g. smallest / largest)."""
+    vals = {k: v for k, v in final_eval.items() if "loss" in k and isinstance(v, (int, float))}
+    return ", ".join(f"{k} {v:.3f}" for k, v in sorted(vals.items())) or "-"
