@@ -17,10 +17,11 @@ import numpy as np
 
 from distilbert_jax.tables import format_table, markdown_table
 from distilbert_jax.train.config import ConfigError
+from distilbert_jax.train.config import read_json_object as read_config
 
 from .pipeline import (PipelineConfig, candidates_step, model_steps, read_dataclass_config, shared_steps,
                        warnings_once)  # fmt: skip
-from .pipeline_state import PipelineState
+from .pipeline_state import PipelineState, input_changes
 from .space import Arch
 
 
@@ -36,6 +37,8 @@ class RankConfig:
     archs: int = 10  # candidates of the window, drawn with the pipeline's seed
     variants: dict = dataclasses.field(default_factory=lambda: {"plain": {}, "sandwich": {"sandwich": True}})
     task: str = "modules16"
+    reuse: str = ""  # a pipeline / compare-arms OUT_DIR whose SuperNet and latency steps ran on the first variant's
+    # inputs (same configs): they are adopted, not trained again
 
     def __post_init__(self):
         object.__setattr__(self, "constraint", str(self.constraint))
@@ -61,6 +64,31 @@ class RankConfig:
     def from_json(cls, path: str, overrides: list[str] = ()) -> "RankConfig":
         """Read a JSON config and apply `--set key=value` overrides; errors name the file and key."""
         return read_dataclass_config(cls, path, overrides, "rank-check config")
+
+
+def adopt_shared_steps(state: PipelineState, prefix: str, other_dir: str, supernet_inputs: dict, log) -> None:
+    """Record the `supernet` and `latency` steps of the run in `other_dir` as this run's `PREFIX` steps (its
+    latency directory linked at `PREFIX`latency) when its SuperNet ran on `supernet_inputs`; a clear error
+    when it did not or has not finished them."""
+    other = PipelineState(other_dir)
+    inputs = other.data.get("_inputs", {})
+    missing = [s for s in ("supernet", "latency") if s not in other.data]
+    if missing:
+        raise ConfigError(f"reuse: {other_dir} has not finished step(s) {missing}")
+    if inputs.get("supernet") != supernet_inputs:
+        raise ConfigError(f"reuse: {other_dir}'s SuperNet ran on other inputs than variant {prefix[:-1]!r}: "
+                          + "; ".join(input_changes(inputs.get("supernet", {}), supernet_inputs)))  # fmt: skip
+    state.data[prefix + "supernet"] = other.data["supernet"]
+    state.data.setdefault("_inputs", {})[prefix + "supernet"] = supernet_inputs
+    latency_inputs = {k.replace("output of supernet", f"output of {prefix}supernet"): v for k, v in inputs["latency"].items()}
+    state.data[prefix + "latency"] = other.data["latency"]
+    state.data["_inputs"][prefix + "latency"] = latency_inputs
+    link = os.path.join(os.path.dirname(state.path), prefix, "latency")
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    if not os.path.lexists(link):
+        os.symlink(os.path.abspath(os.path.join(other_dir, "latency")), link)
+    state._save()
+    log(f"[{prefix}supernet] [{prefix}latency] adopted from {other_dir} (same inputs)")
 
 
 def draw_archs(candidates_path: str, n: int, seed: int) -> list[dict]:
@@ -116,24 +144,29 @@ def run_rank_check(rcfg: RankConfig, log=print) -> tuple[list[dict[str, str]], d
     names = list(rcfg.variants)
     summary, tau_rows, arch_rows = {"constraint": rcfg.constraint, "variants": {}}, [], []
     with warnings_once(log):
-        sns = {}
-        for i, v in enumerate(names):
-            sns[v] = shared_steps(cfg, state, log, f"{v}/", {**cfg.supernet_set, **rcfg.variants[v]}, latency=i == 0)
-        candidates_step(cfg, state, log, rcfg.constraint, latency_prefix=f"{names[0]}/")
-        cands_path = os.path.join(cfg.out_dir, "candidates.jsonl")
-        archs = state.run("archs", lambda: draw_archs(cands_path, rcfg.archs, cfg.seed), log, [],
-                          state.inputs_of("candidates", archs=rcfg.archs, seed=cfg.seed))  # fmt: skip
-        for v in names:
-            fit = state.run(f"{v}/fitness", lambda: _fitness(sns[v]["run_dir"], archs), log, [],
+        first = f"{names[0]}/"
+        if rcfg.reuse and first + "supernet" not in state.data:
+            sets = {**cfg.supernet_set, **rcfg.variants[names[0]]}
+            adopt_shared_steps(state, first, rcfg.reuse, state.inputs_of(
+                supernet_config=read_config(cfg.supernet_config), supernet_set=sets), log)  # fmt: skip
+        archs: list[dict] = []
+        for i, v in enumerate(names):  # variant by variant: each one's τ is written as soon as it is done
+            sn = shared_steps(cfg, state, log, f"{v}/", {**cfg.supernet_set, **rcfg.variants[v]}, latency=i == 0)
+            if i == 0:
+                candidates_step(cfg, state, log, rcfg.constraint, latency_prefix=first)
+                cands_path = os.path.join(cfg.out_dir, "candidates.jsonl")
+                archs = state.run("archs", lambda: draw_archs(cands_path, rcfg.archs, cfg.seed), log, [],
+                                  state.inputs_of("candidates", archs=rcfg.archs, seed=cfg.seed))  # fmt: skip
+            fit = state.run(f"{v}/fitness", lambda: _fitness(sn["run_dir"], archs), log, [],
                             state.inputs_of(f"{v}/supernet", "archs"))  # fmt: skip
             records = []
             for a in archs:
                 name = str(Arch(**a))
-                res = model_steps(cfg, state, log, sns[v], name, a, f"{v}/", supernet_step=f"{v}/supernet")
+                res = model_steps(cfg, state, log, sn, name, a, f"{v}/", supernet_step=f"{v}/supernet")
                 (ft,) = res["finetune"].values()
                 records.append({"arch": name, "supernet_loss": fit[name], "mlm_loss": res["further_mlm"]["final_eval"]["loss"],
                                 "accuracy": ft["final_eval"]["accuracy"]})  # fmt: skip
-            s = {**variant_summary(records), "archs": records, "supernet_final_eval": sns[v]["final_eval"],
+            s = {**variant_summary(records), "archs": records, "supernet_final_eval": sn["final_eval"],
                  "supernet_set": rcfg.variants[v]}  # fmt: skip
             summary["variants"][v] = s
             tau_rows.append({"variant": v, "archs": str(len(records)), "τ(SuperNet loss, MLM loss)": _tau(s["tau_supernet_mlm"]),
@@ -141,19 +174,27 @@ def run_rank_check(rcfg: RankConfig, log=print) -> tuple[list[dict[str, str]], d
                              "τ(SuperNet loss, accuracy)": _tau(s["tau_supernet_accuracy"]),
                              "SuperNet loss spread": f"{s['supernet_loss_spread']:.3f}",
                              "MLM loss spread": f"{s['mlm_loss_spread']:.3f}", "accuracy spread": f"{s['accuracy_spread']:.3f}",
-                             "SuperNet final loss": _final_loss(sns[v]["final_eval"])})  # fmt: skip
+                             "SuperNet final loss": _final_loss(sn["final_eval"])})  # fmt: skip
             arch_rows += [{"variant": v, "arch": r["arch"], "SuperNet loss": f"{r['supernet_loss']:.3f}",
                            "MLM loss": f"{r['mlm_loss']:.3f}", "accuracy": f"{r['accuracy']:.3f}"} for r in records]  # fmt: skip
-    out = lambda *p: os.path.join(cfg.out_dir, *p)  # noqa: E731
-    note = (f"constraint {rcfg.constraint}: {len(archs)} candidates of its window; τ is Kendall's τ-b (p: two-sided). "
+            _write(cfg.out_dir, rcfg, summary, tau_rows, arch_rows, state)
+    log("\n" + format_table(arch_rows, list(ARCH_COLUMNS)) + "\n\n" + format_table(tau_rows, list(TAU_COLUMNS)) + "\n"
+        + _note(rcfg))  # fmt: skip
+    return tau_rows, summary
+
+
+def _note(rcfg: RankConfig) -> str:
+    return (f"constraint {rcfg.constraint}: {rcfg.archs} candidates of its window; τ is Kendall's τ-b (p: two-sided). "
             "Lower loss is better, so a ranking that holds shows τ(SuperNet, MLM) > 0 and τ(loss, accuracy) < 0.")  # fmt: skip
-    with open(out("rank.md"), "w", encoding="utf-8") as f:
-        f.write(markdown_table(tau_rows, list(TAU_COLUMNS)) + "\n\n" + note + "\n\n" + markdown_table(arch_rows, list(ARCH_COLUMNS)) + "\n")
-    with open(out("rank.json"), "w", encoding="utf-8") as f:
+
+
+def _write(out_dir: str, rcfg: RankConfig, summary: dict, tau_rows: list, arch_rows: list, state: PipelineState) -> None:
+    with open(os.path.join(out_dir, "rank.md"), "w", encoding="utf-8") as f:
+        f.write(markdown_table(tau_rows, list(TAU_COLUMNS)) + "\n\n" + _note(rcfg) + "\n\n"
+                + markdown_table(arch_rows, list(ARCH_COLUMNS)) + "\n")  # fmt: skip
+    with open(os.path.join(out_dir, "rank.json"), "w", encoding="utf-8") as f:
         json.dump({"config": dataclasses.asdict(rcfg), "summary": summary, "seconds": state.data.get("_seconds", {})},
                   f, indent=2)  # fmt: skip
-    log("\n" + format_table(arch_rows, list(ARCH_COLUMNS)) + "\n\n" + format_table(tau_rows, list(TAU_COLUMNS)) + "\n" + note)
-    return tau_rows, summary
 
 
 def _final_loss(final_eval: dict) -> str:
