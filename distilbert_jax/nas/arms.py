@@ -21,24 +21,21 @@ import numpy as np
 from distilbert_jax.tables import format_table, markdown_table
 from distilbert_jax.train.config import ConfigError
 
-from .pipeline import (PipelineConfig, constraint_steps, finetune_data, module_task_for, read_dataclass_config,
+from .pipeline import (ExperimentConfig, constraint_steps, finetune_data, module_task_for,
                        shared_steps, warnings_once)
 from .pipeline_report import ARMS, results_rows
 from .pipeline_state import PipelineState
 
 
 @dataclasses.dataclass(frozen=True)
-class ArmsConfig:
+class ArmsConfig(ExperimentConfig):
     """A `compare-arms` run (JSON; every key optional): a pipeline config (`pipeline_config`, with
     `pipeline_set` overrides) whose `out_dir` and `task` this config sets."""
 
     out_dir: str = "runs/nas_arms"
-    pipeline_config: str = "distilbert_jax/nas/configs/pipeline_small.json"
-    pipeline_set: dict = dataclasses.field(default_factory=dict)
     constraints: tuple[str, ...] | list = ("50", "100")  # (a JSON list becomes a tuple)
     arms: tuple[str, ...] | list = ARMS
     seeds: int = 3  # fine-tuning seeds 0..seeds-1 per arm
-    task: str = "modules16"
 
     def __post_init__(self):
         object.__setattr__(self, "constraints", tuple(str(c) for c in self.constraints))
@@ -55,16 +52,6 @@ class ArmsConfig:
             p.append(f"seeds must be an int >= 2 (a standard error over seeds needs two), got {self.seeds!r}")
         if p:
             raise ConfigError("invalid compare-arms config: " + "; ".join(p))
-
-    def pipeline(self) -> PipelineConfig:
-        """The pipeline config every step runs with."""
-        sets = {**self.pipeline_set, "out_dir": self.out_dir, "task": self.task}
-        return PipelineConfig.from_json(self.pipeline_config, [f"{k}={json.dumps(v)}" for k, v in sets.items()])
-
-    @classmethod
-    def from_json(cls, path: str, overrides: list[str] = ()) -> "ArmsConfig":
-        """Read a JSON config and apply `--set key=value` overrides; errors name the file and key."""
-        return read_dataclass_config(cls, path, overrides, "compare-arms config")
 
 
 def constraint_prefix(constraint: str) -> str:

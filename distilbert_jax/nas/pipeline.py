@@ -80,6 +80,27 @@ class PipelineConfig:
         return read_dataclass_config(cls, path, overrides, "pipeline config")
 
 
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """The keys an experiment over pipeline steps (`compare-arms`, `rank-check`) shares: a pipeline config
+    (`pipeline_config` + `pipeline_set` overrides) whose `out_dir` and `task` the experiment sets."""
+
+    out_dir: str = "runs/nas_experiment"
+    pipeline_config: str = "distilbert_jax/nas/configs/pipeline_small.json"
+    pipeline_set: dict = dataclasses.field(default_factory=dict)
+    task: str = "modules16"
+
+    def pipeline(self) -> PipelineConfig:
+        """The pipeline config every step runs with."""
+        sets = {**self.pipeline_set, "out_dir": self.out_dir, "task": self.task}
+        return PipelineConfig.from_json(self.pipeline_config, [f"{k}={json.dumps(v)}" for k, v in sets.items()])
+
+    @classmethod
+    def from_json(cls, path: str, overrides: list[str] = ()):
+        """Read a JSON config and apply `--set key=value` overrides; errors name the file and key."""
+        return read_dataclass_config(cls, path, overrides, f"{cls.__name__} config")
+
+
 def read_dataclass_config(cls, path: str | os.PathLike, overrides: list[str] = (), what: str = "config"):
     """A frozen dataclass `cls` from a JSON file (none: the defaults) and `--set key=value` overrides;
     errors name the file (or `what`) and the key."""

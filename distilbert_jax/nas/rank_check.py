@@ -19,24 +19,21 @@ from distilbert_jax.tables import format_table, markdown_table
 from distilbert_jax.train.config import ConfigError
 from distilbert_jax.train.config import read_json_object as read_config
 
-from .pipeline import (PipelineConfig, candidates_step, model_steps, read_dataclass_config, shared_steps,
+from .pipeline import (ExperimentConfig, candidates_step, model_steps, shared_steps,
                        warnings_once)  # fmt: skip
 from .pipeline_state import PipelineState, input_changes
 from .space import Arch
 
 
 @dataclasses.dataclass(frozen=True)
-class RankConfig:
+class RankConfig(ExperimentConfig):
     """A `rank-check` run (JSON; every key optional): a pipeline config (`pipeline_config` + `pipeline_set`)
     whose `out_dir` and `task` this config sets; each arch is fine-tuned once, with `finetune_set`'s seed."""
 
     out_dir: str = "runs/nas_rank"
-    pipeline_config: str = "distilbert_jax/nas/configs/pipeline_small.json"
-    pipeline_set: dict = dataclasses.field(default_factory=dict)
     constraint: str = "100"
     archs: int = 10  # candidates of the window, drawn with the pipeline's seed
     variants: dict = dataclasses.field(default_factory=lambda: {"plain": {}, "sandwich": {"sandwich": True}})
-    task: str = "modules16"
     reuse: str = ""  # a pipeline / compare-arms OUT_DIR whose SuperNet and latency steps ran on the first variant's
     # inputs (same configs): they are adopted, not trained again
 
@@ -54,16 +51,6 @@ class RankConfig:
                              f"supernet_set overrides, got {sets!r}")  # fmt: skip
         if p:
             raise ConfigError("invalid rank-check config: " + "; ".join(p))
-
-    def pipeline(self) -> PipelineConfig:
-        """The pipeline config every step runs with."""
-        sets = {**self.pipeline_set, "out_dir": self.out_dir, "task": self.task}
-        return PipelineConfig.from_json(self.pipeline_config, [f"{k}={json.dumps(v)}" for k, v in sets.items()])
-
-    @classmethod
-    def from_json(cls, path: str, overrides: list[str] = ()) -> "RankConfig":
-        """Read a JSON config and apply `--set key=value` overrides; errors name the file and key."""
-        return read_dataclass_config(cls, path, overrides, "rank-check config")
 
 
 def adopt_shared_steps(state: PipelineState, prefix: str, other_dir: str, supernet_inputs: dict, log) -> None:
