@@ -5,6 +5,7 @@
 """
 from .batching import BatchIterator, local_batch_size
 from .corpus import PACKAGES, TAGS, DefaultCorpus, build_tokenizer, default_corpus, default_root
+from .module_task import ModuleTask, module_task
 from .datasets import DataError, LoadStats, TextDataset
 from .mlm import IGNORE, mask_tokens
 from .prefetch import DevicePrefetcher, prefetch_to_device, to_device
@@ -14,7 +15,7 @@ from .tasks import (
 from .tokenize_cache import TokenStore, tokenizer_fingerprint
 
 __all__ = [
-    "BatchIterator", "DataError", "DefaultCorpus", "DevicePrefetcher", "IGNORE", "LoadStats", "PACKAGES", "TAGS",
+    "BatchIterator", "DataError", "DefaultCorpus", "DevicePrefetcher", "IGNORE", "LoadStats", "ModuleTask", "PACKAGES", "TAGS",
     "TextDataset", "TokenStore", "build_tokenizer", "classification_batches", "clm_batches", "default_corpus",
     "default_root", "local_batch_size", "mask_tokens", "mlm_batches", "prefetch_to_device", "to_device",
     "token_classification_batches", "tokenizer_fingerprint", "qa_batches", "answer_token_span",

@@ -39,6 +39,10 @@ def cases(tmp) -> list[tuple[str, list[str], str]]:
     c += [("distilbert_jax.nas", ["compare", "--supernet", missing, "--candidates", missing, "--evaluations", "2"], missing),
           ("distilbert_jax.nas", ["pipeline", "--config", missing], missing),
           ("distilbert_jax.nas", ["pipeline", "--config", empty_file], empty_file),
+          ("distilbert_jax.nas", ["compare-arms", "--config", missing], missing),
+          ("distilbert_jax.nas", ["compare-arms", "--config", empty_file], empty_file),
+          ("distilbert_jax.nas", ["rank-check", "--config", missing], missing),
+          ("distilbert_jax.nas", ["rank-check", "--config", empty_file], empty_file),
           ("bench.parity", ["--model-dir", ""], "--model-dir")]  # fmt: skip
     c += [("rl.train", ["--config", p], p) for p in (missing, empty_file)]
     c += [("rl.mlir.evaluate", ["--out", under_file], under_file), ("rl.mlir.validate", ["--out", under_file], under_file)]

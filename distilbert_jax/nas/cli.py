@@ -7,6 +7,8 @@
     python -m distilbert_jax.nas search --method {random,fast,evolved} --supernet RUN_DIR --candidates FILE
                                         [--generations G | --evaluations N] [--seed S] [--out DIR]
     python -m distilbert_jax.nas pipeline --config distilbert_jax/nas/configs/pipeline_small.json [--set key=value]
+    python -m distilbert_jax.nas compare-arms --config distilbert_jax/nas/configs/arms_small.json [--set key=value]
+    python -m distilbert_jax.nas rank-check --config distilbert_jax/nas/configs/rank_small.json [--set key=value]
     python -m distilbert_jax.nas compare --supernet RUN_DIR --candidates FILE --evaluations N [--seeds 3] [--out DIR]
 """
 
@@ -57,11 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--latency", required=True, help="a directory written by `latency`")
     c.add_argument("--constraint", required=True, help="speedup over the reference (7 or 7x) or a latency (12ms)")
     c.add_argument("--out", required=True, help="the candidates JSONL file to write")
-    pi = sub.add_parser("pipeline", help="every step, corpus -> SuperNet -> latency -> search -> fine-tuned models")
-    pi.add_argument("--config", help="JSON pipeline config (see distilbert_jax/nas/configs/pipeline_small.json)")
-    pi.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a pipeline config key (value parsed as JSON)")
-    pi.add_argument("--out-dir", help="shorthand for --set out_dir=DIR")
+    for name, help_, example in (
+            ("pipeline", "every step, corpus -> SuperNet -> latency -> search -> fine-tuned models", "pipeline_small"),
+            ("compare-arms", "searched vs random vs DistilBERT-ratio vs TinyBERT-like arms at several constraints, "
+             "fine-tuned over seeds: mean accuracy ± SE", "arms_small"),
+            ("rank-check", "Kendall tau between one-shot SuperNet loss, loss after further training and downstream "
+             "accuracy over archs of one window, per SuperNet training variant", "rank_small")):  # fmt: skip
+        pi = sub.add_parser(name, help=help_)
+        pi.add_argument("--config", required=name != "pipeline",
+                        help=f"JSON config (see distilbert_jax/nas/configs/{example}.json)")
+        pi.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (value parsed as JSON)")
+        pi.add_argument("--out-dir", help="shorthand for --set out_dir=DIR")
     from .search import METHODS
 
     for name, help_ in (("search", "search the candidates of a latency constraint by one-shot fitness"),
@@ -224,19 +233,24 @@ def _pipeline(args) -> int:
     from .candidates import CandidatesFileError, ConstraintError
     from .fitness import SearchSetupError
     from .latency import LatencyDataError
+    from .arms import ArmsConfig, run_compare_arms
     from .pipeline import PipelineConfig, run_pipeline
+    from .rank_check import RankConfig, run_rank_check
     from .search import SearchError
     from .space import ArchError
 
+    config, run, results = {"pipeline": (PipelineConfig, run_pipeline, "results.md"),
+                            "compare-arms": (ArmsConfig, run_compare_arms, "arms.md"),
+                            "rank-check": (RankConfig, run_rank_check, "rank.md")}[args.command]  # fmt: skip
     overrides = args.overrides + ([f"out_dir={json.dumps(args.out_dir)}"] if args.out_dir else [])
     try:
-        cfg = PipelineConfig.from_json(args.config, overrides)
+        cfg = config.from_json(args.config, overrides)
         enable_compile_cache()
-        run_pipeline(cfg)
+        run(cfg)
     except (ConfigError, ConstraintError, CandidatesFileError, LatencyDataError, SearchError, SearchSetupError,
             ArchError, FileNotFoundError, TrainingDiverged) as e:  # fmt: skip
         return training_failed(e)
-    print(f"\nresults: {cfg.out_dir}/results.md; every step's record: {cfg.out_dir}/pipeline_state.json")
+    print(f"\nresults: {cfg.out_dir}/{results}; every step's record: {cfg.out_dir}/pipeline_state.json")
     return 0
 
 
@@ -252,5 +266,6 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as e:
             return training_failed(e)
     commands = {"train": _train, "extract": _extract, "latency": _latency, "candidates": _candidates,
-                "search": _search, "compare": _search, "pipeline": _pipeline}  # fmt: skip
+                "search": _search, "compare": _search, "pipeline": _pipeline, "compare-arms": _pipeline,
+                "rank-check": _pipeline}  # fmt: skip
     return commands[args.command](args)

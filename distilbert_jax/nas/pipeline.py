@@ -18,6 +18,7 @@ import functools
 import json
 import math
 import os
+import re
 import warnings
 
 import numpy as np
@@ -26,7 +27,7 @@ from distilbert_jax.train.config import ConfigError, build_dataclass
 from distilbert_jax.train.config import read_json_object as read_config
 
 from .candidates import CandidateSet
-from .pipeline_report import MODELS, results_markdown, results_rows, summary
+from .pipeline_report import ARMS, MODELS, results_markdown, results_rows, summary
 from .pipeline_state import STATE_FILE, PipelineState  # noqa: F401  (STATE_FILE: re-exported)
 from .space import Arch, SearchSpace
 
@@ -55,6 +56,7 @@ class PipelineConfig:
     further_mlm_config: str = "distilbert_jax/nas/configs/further_mlm.json"
     further_mlm_set: dict = dataclasses.field(default_factory=dict)
     finetune_set: dict = dataclasses.field(default_factory=dict)  # over FINETUNE_DEFAULTS
+    task: str = "packages"  # fine-tuning: "packages" (the default corpus's 8-way task) or "modulesN" (N-way, loaders.module_task)
 
     def __post_init__(self):
         p = []
@@ -65,6 +67,8 @@ class PipelineConfig:
 
         if self.search_method not in METHODS:
             p.append(f"search_method must be one of {METHODS}, got {self.search_method!r}")
+        if self.task != "packages" and not re.fullmatch(r"modules([1-9][0-9]*)", self.task):
+            p.append(f"task must be 'packages' (the 8-way task) or 'modulesN' (e.g. 'modules16'), got {self.task!r}")
         if self.teacher and self.teacher_config:
             p.append("give either teacher (a model directory) or teacher_config (a teacher to train), not both")
         if p:
@@ -73,10 +77,37 @@ class PipelineConfig:
     @classmethod
     def from_json(cls, path: str | os.PathLike, overrides: list[str] = ()) -> PipelineConfig:
         """Read a JSON config and apply `--set key=value` overrides; errors name the file and key."""
-        from distilbert_jax.train.overrides import build_config
+        return read_dataclass_config(cls, path, overrides, "pipeline config")
 
-        return build_config(functools.partial(build_dataclass, cls), read_config(path) if path else {}, path or
-                            "pipeline config", overrides)  # fmt: skip
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """The keys an experiment over pipeline steps (`compare-arms`, `rank-check`) shares: a pipeline config
+    (`pipeline_config` + `pipeline_set` overrides) whose `out_dir` and `task` the experiment sets."""
+
+    out_dir: str = "runs/nas_experiment"
+    pipeline_config: str = "distilbert_jax/nas/configs/pipeline_small.json"
+    pipeline_set: dict = dataclasses.field(default_factory=dict)
+    task: str = "modules16"
+
+    def pipeline(self) -> PipelineConfig:
+        """The pipeline config every step runs with."""
+        sets = {**self.pipeline_set, "out_dir": self.out_dir, "task": self.task}
+        return PipelineConfig.from_json(self.pipeline_config, [f"{k}={json.dumps(v)}" for k, v in sets.items()])
+
+    @classmethod
+    def from_json(cls, path: str, overrides: list[str] = ()):
+        """Read a JSON config and apply `--set key=value` overrides; errors name the file and key."""
+        return read_dataclass_config(cls, path, overrides, f"{cls.__name__} config")
+
+
+def read_dataclass_config(cls, path: str | os.PathLike, overrides: list[str] = (), what: str = "config"):
+    """A frozen dataclass `cls` from a JSON file (none: the defaults) and `--set key=value` overrides;
+    errors name the file (or `what`) and the key."""
+    from distilbert_jax.train.overrides import build_config
+
+    return build_config(functools.partial(build_dataclass, cls), read_config(path) if path else {}, path or what,
+                        overrides)  # fmt: skip
 
 
 FINETUNE_DEFAULTS = {
@@ -85,6 +116,16 @@ FINETUNE_DEFAULTS = {
     "optim": {"learning_rate": 1e-3, "warmup_steps": 15, "schedule": "linear", "weight_decay": 0.01},
     "data": {"source": "default", "batch_size": 32, "seq_len": 64},
 }  # fmt: skip
+
+
+def module_task_for(task: str):
+    """The `loaders.module_task` of a `task` value "modulesN" (built on first use)."""
+    import loaders
+
+    try:
+        return loaders.module_task(int(task.removeprefix("modules")))
+    except ValueError as e:
+        raise ConfigError(f"task {task!r}: {e}") from None
 
 
 def _overrides(d: dict) -> list[str]:
@@ -97,21 +138,45 @@ def _set(data: dict, overrides: dict) -> dict:
     return apply_overrides(data, _overrides(overrides))
 
 
+TINYBERT_FFN_RATIO = 1200 / 312  # TinyBERT-4: 4 layers, hidden 312, FFN 1200, 12 heads (qkv = hidden)
+
+
+def ratio_error(space: SearchSpace, a: Arch, ffn_ratio: float = 4.0) -> float:
+    """How far a uniform arch is from FFN = `ffn_ratio` x hidden, qkv = hidden and (where the mode lets
+    heads vary) head size 64, in summed |log ratio|."""
+    heads_err = 0.0 if space.mode != "mlm" else abs(math.log(a.qkv / a.heads / 64))
+    return abs(math.log(a.ffn / (ffn_ratio * a.hidden))) + abs(math.log(a.qkv / a.hidden)) + heads_err
+
+
+def tinybert_like_arch(space: SearchSpace, candidates: CandidateSet, predict) -> Arch:
+    """A hand-made 4-layer TinyBERT-like arch scaled to the constraint: uniform layers, 4 of them (or the
+    space's nearest layer count), qkv = hidden, FFN = 1200/312 x hidden; of those archs whose predicted
+    latency is inside the candidates' window, the one nearest these ratios, else (none inside) the one
+    nearest the target latency."""
+    layers = min(space.layer_values, key=lambda n: (abs(n - 4), -n))
+    pool = [a for a in space.uniform_archs() if a.layers == layers]
+    ms = np.asarray(predict(pool), np.float64)
+    err = [ratio_error(space, a, TINYBERT_FFN_RATIO) for a in pool]
+    lo, hi = candidates.meta["window_ms"]
+    inside = [i for i in range(len(pool)) if lo <= ms[i] <= hi]
+    if inside:
+        return pool[min(inside, key=lambda i: (err[i], i))]
+    target = candidates.meta["target_ms"]
+    return pool[min(range(len(pool)), key=lambda i: (abs(math.log(ms[i] / target)), err[i]))]
+
+
 def distilbert_ratio_arch(space: SearchSpace, candidates: CandidateSet, predict) -> Arch:
     """The arch closest to DistilBERT's ratios (FFN = 4 x hidden, qkv = hidden, head size 64 where the
     mode lets heads vary) whose predicted latency is nearest the target: among the candidates when one
     has those ratios within a grid step, else among all archs of the space."""
-
-    def ratio_error(a: Arch) -> float:
-        heads_err = 0.0 if space.mode != "mlm" else abs(math.log(a.qkv / a.heads / 64))
-        return abs(math.log(a.ffn / (4 * a.hidden))) + abs(math.log(a.qkv / a.hidden)) + heads_err
+    ratio_error_ = functools.partial(ratio_error, space)
 
     target = candidates.meta["target_ms"]
     pool = [a for a in candidates.archs if a.uniform]  # DistilBERT's layers are alike
-    best_err = min(ratio_error(a) for a in space.uniform_archs())
-    exact = [a for a in pool if ratio_error(a) <= best_err + 1e-9]
+    best_err = min(ratio_error_(a) for a in space.uniform_archs())
+    exact = [a for a in pool if ratio_error_(a) <= best_err + 1e-9]
     if not exact:  # no candidate has the best ratios the space allows: search the whole space
-        exact = [a for a in space.uniform_archs() if ratio_error(a) <= best_err + 1e-9]
+        exact = [a for a in space.uniform_archs() if ratio_error_(a) <= best_err + 1e-9]
     ms = np.asarray(predict(exact), np.float64)
     return exact[int(np.argmin(np.abs(np.log(ms / target))))]
 
@@ -142,12 +207,12 @@ def _train_teacher(cfg: PipelineConfig, out_dir: str) -> dict:
     return _train({**data, "task": "mlm", "out_dir": out_dir})
 
 
-def _train_supernet(cfg: PipelineConfig, run_dir: str, teacher_dir: str = "") -> dict:
+def _train_supernet(cfg: PipelineConfig, run_dir: str, teacher_dir: str, supernet_set: dict) -> dict:
     from .config import load_nas_config
     from .train import train_supernet
 
     distill = {"objective": "distill", "teacher": teacher_dir} if teacher_dir else {}
-    overrides = _overrides({**cfg.supernet_set, **distill, "out_dir": run_dir})
+    overrides = _overrides({**supernet_set, **distill, "out_dir": run_dir})
     settings, tcfg = load_nas_config(cfg.supernet_config, overrides)
     result = train_supernet(settings, tcfg)
     return {"run_dir": run_dir, "supernet_dir": result.supernet_dir, "final_eval": result.final_eval,
@@ -172,8 +237,18 @@ def _further_mlm(cfg: PipelineConfig, init_dir: str, out_dir: str) -> dict:
     return _train({**data, "task": "mlm", **_start_from(init_dir), "out_dir": out_dir})
 
 
-def _finetune(cfg: PipelineConfig, init_dir: str, out_dir: str) -> dict:
-    data = _set(json.loads(json.dumps(FINETUNE_DEFAULTS)), cfg.finetune_set)
+def finetune_data(cfg: PipelineConfig, extra: dict | None = None) -> dict:
+    """The training config of a fine-tuning: FINETUNE_DEFAULTS, the task's data, `cfg.finetune_set`, `extra`."""
+    data = json.loads(json.dumps(FINETUNE_DEFAULTS))
+    if cfg.task != "packages":  # every evaluation example counts (the eval iterator stops after one pass)
+        task = module_task_for(cfg.task)
+        data = _set(data, {"data.source": task.path("train"), "data.eval_source": task.path("valid"),
+                           "eval_batches": 10**6})  # fmt: skip
+    return _set(data, {**cfg.finetune_set, **(extra or {})})
+
+
+def _finetune(cfg: PipelineConfig, init_dir: str, out_dir: str, extra: dict | None = None) -> dict:
+    data = finetune_data(cfg, extra)
     return _train({**data, **_start_from(init_dir), "out_dir": out_dir})
 
 
@@ -217,10 +292,10 @@ def _reference(cfg: PipelineConfig) -> Arch:
     return parse_arch(cfg.latency_reference) if cfg.latency_reference else REFERENCE
 
 
-def _candidates(cfg: PipelineConfig, latency_dir: str, out: str) -> dict:
+def _candidates(constraint: str, latency_dir: str, out: str) -> dict:
     from .latency import candidates_from_latency
 
-    cands = candidates_from_latency(latency_dir, cfg.constraint, out)
+    cands = candidates_from_latency(latency_dir, constraint, out)
     return {"count": len(cands), **{k: cands.meta[k] for k in ("constraint", "target_ms", "window_ms", "reference_ms",
                                                                 "space_size")}}  # fmt: skip
 
@@ -234,14 +309,23 @@ def _search(cfg: PipelineConfig, setup, cands: CandidateSet, out: str) -> dict:
     return {"best": result.best.to_json(), "evaluations": len(result.evaluations), "notes": result.notes}
 
 
-def _pick_archs(cfg: PipelineConfig, searched: dict, setup, cands: CandidateSet, latency_dir: str) -> dict:
+def pick_archs(cfg: PipelineConfig, searched: dict, setup, cands: CandidateSet, latency_dir: str,
+               models: tuple[str, ...] = MODELS) -> dict:  # fmt: skip
+    """The arms `models` of one constraint — of ARMS: the searched arch, a random candidate, the arch with
+    DistilBERT's ratios and the 4-layer TinyBERT-like arch nearest the target — with their predicted latency
+    and SuperNet loss."""
     from .latency import PREDICTOR_DIR
     from .predictor import load_predictor
 
+    unknown = sorted(set(models) - set(ARMS))
+    if unknown:
+        raise ConfigError(f"unknown arms {unknown}: choose from {ARMS}")
     predictor = load_predictor(os.path.join(latency_dir, PREDICTOR_DIR))  # the kind the latency step chose
     best = Arch(**searched["best"]["arch"])
-    archs = {"searched": best, "random": random_candidate(cands, cfg.seed, best),
-             "distilbert_ratios": distilbert_ratio_arch(predictor.space, cands, predictor.predict)}  # fmt: skip
+    pick = {"searched": lambda: best, "random": lambda: random_candidate(cands, cfg.seed, best),
+            "distilbert_ratios": lambda: distilbert_ratio_arch(predictor.space, cands, predictor.predict),
+            "tinybert_like": lambda: tinybert_like_arch(predictor.space, cands, predictor.predict)}  # fmt: skip
+    archs = {name: pick[name]() for name in models}
     return {name: {"arch": a.to_json(), "predicted_ms": float(predictor.predict([a])[0]),
                    "supernet_loss": setup.fitness(a)} for name, a in archs.items()}  # fmt: skip
 
@@ -302,42 +386,93 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> list[dict[str, str]]:
 
 
 def _run_steps(cfg: PipelineConfig, state: PipelineState, log) -> None:
-    from .candidates import read_candidates
-    from .fitness import load_search_setup
+    sn = shared_steps(cfg, state, log)
+    constraint_steps(cfg, state, log, sn, cfg.constraint)
 
-    out = lambda *p: os.path.join(cfg.out_dir, *p)  # noqa: E731
-    timing = dict(latency_batch=cfg.latency_batch, latency_seq=cfg.latency_seq, latency_rounds=cfg.latency_rounds,
-                  seed=cfg.seed, latency_reference=cfg.latency_reference)  # fmt: skip
-    teacher, teacher_step = cfg.teacher, ("teacher",) if cfg.teacher_config else ()
+
+def shared_steps(cfg: PipelineConfig, state: PipelineState, log, prefix: str = "", supernet_set: dict | None = None,
+                 latency: bool = True) -> dict:  # fmt: skip
+    """The steps every constraint builds on — [teacher →] SuperNet [→ latency dataset and predictor] — as
+    steps `PREFIX` + name under `OUT_DIR/PREFIX`; `supernet_set` replaces `cfg.supernet_set`. → the SuperNet
+    step's record."""
+    out = lambda *p: os.path.join(cfg.out_dir, prefix, *p)  # noqa: E731
+    timing = _timing(cfg)
+    supernet_set = cfg.supernet_set if supernet_set is None else supernet_set
+    teacher, teacher_step = cfg.teacher, (prefix + "teacher",) if cfg.teacher_config else ()
     if cfg.teacher_config:
-        teacher = state.run("teacher", lambda: _train_teacher(cfg, out("teacher")), log, [out("teacher")],
+        teacher = state.run(prefix + "teacher", lambda: _train_teacher(cfg, out("teacher")), log, [out("teacher")],
                             state.inputs_of(teacher_config=read_config(cfg.teacher_config),
                                             teacher_set=cfg.teacher_set))["model"]  # fmt: skip
     given = {"teacher": cfg.teacher} if cfg.teacher else {}  # (absent without one: older runs' inputs unchanged)
-    sn = state.run("supernet", lambda: _train_supernet(cfg, out("supernet"), teacher), log, [out("supernet")],
-                   state.inputs_of(*teacher_step, supernet_config=read_config(cfg.supernet_config),
-                                   supernet_set=cfg.supernet_set, **given))  # fmt: skip
-    state.run("latency", lambda: in_fresh_process(_latency, cfg, sn["supernet_dir"], out("latency")), log,
-              [out("latency")], state.inputs_of("supernet", latency_n=cfg.latency_n, **timing))  # fmt: skip
-    state.run("candidates", lambda: _candidates(cfg, out("latency"), out("candidates.jsonl")), log,
-              [out("candidates.jsonl")], state.inputs_of("latency", constraint=cfg.constraint))  # fmt: skip
+    sn = state.run(prefix + "supernet", lambda: _train_supernet(cfg, out("supernet"), teacher, supernet_set), log,
+                   [out("supernet")], state.inputs_of(*teacher_step, supernet_config=read_config(cfg.supernet_config),
+                                                      supernet_set=supernet_set, **given))  # fmt: skip
+    if latency:
+        state.run(prefix + "latency", lambda: in_fresh_process(_latency, cfg, sn["supernet_dir"], out("latency")), log,
+                  [out("latency")], state.inputs_of(prefix + "supernet", latency_n=cfg.latency_n, **timing))  # fmt: skip
+    return sn
+
+
+def _timing(cfg: PipelineConfig) -> dict:
+    return dict(latency_batch=cfg.latency_batch, latency_seq=cfg.latency_seq, latency_rounds=cfg.latency_rounds,
+                seed=cfg.seed, latency_reference=cfg.latency_reference)  # fmt: skip
+
+
+def candidates_step(cfg: PipelineConfig, state: PipelineState, log, constraint: str, prefix: str = "",
+                    latency_prefix: str = "") -> dict:  # fmt: skip
+    """Step `PREFIX`candidates: the candidates of `constraint` from the latency step `LATENCY_PREFIX`latency."""
+    path = os.path.join(cfg.out_dir, prefix, "candidates.jsonl")
+    return state.run(prefix + "candidates", lambda: _candidates(constraint, os.path.join(cfg.out_dir, latency_prefix,
+                     "latency"), path), log, [path], state.inputs_of(latency_prefix + "latency", constraint=constraint))  # fmt: skip
+
+
+def model_steps(cfg: PipelineConfig, state: PipelineState, log, sn: dict, name: str, arch: dict, prefix: str = "",
+                seeds: tuple[int, ...] | None = None, supernet_step: str = "supernet") -> dict:  # fmt: skip
+    """One arm: extraction from the SuperNet `sn` → further masked-LM training → fine-tuning (once with
+    `cfg.finetune_set`'s seed when `seeds` is None — steps `finetune:NAME` —, else once per seed — steps
+    `finetune:NAME:seedS`); `sn` is the record of step `supernet_step`. → {"extract", "further_mlm", "finetune": {step name: record}} (step records)."""
+    mdir = os.path.join(cfg.out_dir, prefix, "models", name)
+    done = {p: os.path.join(mdir, p) for p in ("extracted", "mlm")}
+    ext = state.run(f"{prefix}extract:{name}", lambda: _extract(sn["supernet_dir"], arch, done["extracted"]), log,
+                    [done["extracted"]], state.inputs_of(supernet_step, arch=arch))  # fmt: skip
+    mlm = state.run(f"{prefix}further_mlm:{name}", lambda: _further_mlm(cfg, done["extracted"], done["mlm"]), log,
+                    [done["mlm"]], state.inputs_of(f"{prefix}extract:{name}", further_mlm_set=cfg.further_mlm_set,
+                                                   further_mlm_config=read_config(cfg.further_mlm_config)))  # fmt: skip
+    runs = {f"{prefix}finetune:{name}": (os.path.join(mdir, "classify"), {})} if seeds is None else {
+        f"{prefix}finetune:{name}:seed{s}": (os.path.join(mdir, f"classify-seed{s}"), {"seed": s}) for s in seeds}
+    fine = {}
+    for step, (ft_dir, extra) in runs.items():
+        task = {"task": cfg.task} if cfg.task != "packages" else {}  # (absent by default: older runs' inputs unchanged)
+        fine[step] = state.run(step, lambda: _finetune(cfg, mlm["model"], ft_dir, extra), log, [ft_dir],
+                               state.inputs_of(f"{prefix}further_mlm:{name}", finetune_set={**cfg.finetune_set, **extra},
+                                               **task))  # fmt: skip
+    return {"extract": ext, "further_mlm": mlm, "finetune": fine}
+
+
+def constraint_steps(cfg: PipelineConfig, state: PipelineState, log, sn: dict, constraint: str, prefix: str = "",
+                     models: tuple[str, ...] = MODELS, seeds: tuple[int, ...] | None = None) -> dict:  # fmt: skip
+    """The steps of one latency constraint, named `PREFIX` + step under `OUT_DIR/PREFIX`: candidates → search →
+    the arms `models` (see `pick_archs`) → for each, `model_steps` → their measured latency. The SuperNet and
+    latency steps are the unprefixed ones. → the archs step's record."""
+    from .candidates import read_candidates
+    from .fitness import load_search_setup
+
+    out = lambda *p: os.path.join(cfg.out_dir, prefix, *p)  # noqa: E731
+    candidates_step(cfg, state, log, constraint, prefix)
     # loaded at most once, by whichever of the next two steps runs first in this process
     setup = functools.cache(lambda: load_search_setup(sn["run_dir"]))
     cands = functools.cache(lambda: read_candidates(out("candidates.jsonl")))
-    state.run("search", lambda: _search(cfg, setup(), cands(), out("search")), log, [out("search")],
-              state.inputs_of("supernet", "candidates", search_method=cfg.search_method,
+    state.run(prefix + "search", lambda: _search(cfg, setup(), cands(), out("search")), log, [out("search")],
+              state.inputs_of("supernet", prefix + "candidates", search_method=cfg.search_method,
                               search_evaluations=cfg.search_evaluations, seed=cfg.seed))  # fmt: skip
-    archs = state.run("archs", lambda: _pick_archs(cfg, state.data["search"], setup(), cands(), out("latency")), log,
-                      [], state.inputs_of("supernet", "latency", "candidates", "search", seed=cfg.seed))  # fmt: skip
-    for name in MODELS:
-        arch, mdir = archs[name]["arch"], out("models", name)
-        done = {p: os.path.join(mdir, p) for p in ("extracted", "mlm", "classify")}
-        state.run(f"extract:{name}", lambda: _extract(sn["supernet_dir"], arch, done["extracted"]), log,
-                  [done["extracted"]], state.inputs_of("supernet", arch=arch))  # fmt: skip
-        mlm = state.run(f"further_mlm:{name}", lambda: _further_mlm(cfg, done["extracted"], done["mlm"]), log,
-                        [done["mlm"]], state.inputs_of(f"extract:{name}", further_mlm_set=cfg.further_mlm_set,
-                                                       further_mlm_config=read_config(cfg.further_mlm_config)))  # fmt: skip
-        state.run(f"finetune:{name}", lambda: _finetune(cfg, mlm["model"], done["classify"]), log, [done["classify"]],
-                  state.inputs_of(f"further_mlm:{name}", finetune_set=cfg.finetune_set))  # fmt: skip
-    state.run("measure", lambda: in_fresh_process(_measure, cfg, sn["supernet_dir"], [a["arch"] for a in archs.values()]),
-              log, [], state.inputs_of("supernet", "archs", **timing))  # fmt: skip
+    named = {"models": list(models)} if models != MODELS else {}  # (absent by default: older runs' inputs unchanged)
+    archs = state.run(prefix + "archs", lambda: pick_archs(cfg, state.data[prefix + "search"], setup(), cands(),
+                                                           os.path.join(cfg.out_dir, "latency"), models), log, [],
+                      state.inputs_of("supernet", "latency", prefix + "candidates", prefix + "search", seed=cfg.seed,
+                                      **named))  # fmt: skip
+    for name in models:
+        model_steps(cfg, state, log, sn, name, archs[name]["arch"], prefix, seeds)
+    state.run(prefix + "measure", lambda: in_fresh_process(_measure, cfg, sn["supernet_dir"],
+                                                           [a["arch"] for a in archs.values()]),
+              log, [], state.inputs_of("supernet", prefix + "archs", **_timing(cfg)))  # fmt: skip
+    return archs

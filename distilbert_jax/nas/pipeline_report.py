@@ -12,6 +12,7 @@ from .candidates import Constraint
 from .space import Arch
 
 MODELS = ("searched", "random", "distilbert_ratios")  # the rows of the results table
+ARMS = (*MODELS, "tinybert_like")  # the arms `compare-arms` can compare
 COLUMNS = ("model", "arch", "params (MB)", "predicted ms", "measured ms", "speedup", "SuperNet loss", "MLM loss",
            "accuracy")  # fmt: skip
 
@@ -28,24 +29,26 @@ def measured_window(candidates: dict[str, Any], reference_ms: float) -> tuple[fl
     return lo * target, hi * target, f"{lo * target:.3g}–{hi * target:.3g} ms"
 
 
-def results_rows(state: dict[str, Any]) -> list[dict[str, str]]:
-    """One row per model of `MODELS` from the recorded pipeline state; an arm whose measured latency lies
-    outside the constraint's window says so in its speedup cell."""
-    measured = state["measure"]
+def results_rows(state: dict[str, Any], prefix: str = "", models: tuple[str, ...] = MODELS) -> list[dict[str, str]]:
+    """One row per model of `models` from the recorded pipeline state (steps `PREFIX`name); an arm whose
+    measured latency lies outside the constraint's window says so in its speedup cell. The accuracy is that
+    of step `finetune:NAME` (blank when the model was fine-tuned once per seed)."""
+    measured = state[prefix + "measure"]
     ref = measured["reference_ms"]
-    lo, hi, window = measured_window(state["candidates"], ref)
+    lo, hi, window = measured_window(state[prefix + "candidates"], ref)
     rows = []
-    for name in MODELS:
-        arch = Arch(**state["archs"][name]["arch"])
+    for name in models:
+        arch = Arch(**state[prefix + "archs"][name]["arch"])
         ms = measured["ms"][str(arch)]
         side = "slower than" if ms > hi else "faster than" if ms < lo else ""
         rows.append({
-            "model": name, "arch": str(arch), "params (MB)": f"{state['extract:' + name]['params_mb']:.2f}",
-            "predicted ms": f"{state['archs'][name]['predicted_ms']:.3f}", "measured ms": f"{ms:.3f}",
+            "model": name, "arch": str(arch), "params (MB)": f"{state[prefix + 'extract:' + name]['params_mb']:.2f}",
+            "predicted ms": f"{state[prefix + 'archs'][name]['predicted_ms']:.3f}", "measured ms": f"{ms:.3f}",
             "speedup": f"{ref / ms:.1f}x" + (f" ({side} the window {window})" if side else ""),
-            "SuperNet loss": f"{state['archs'][name]['supernet_loss']:.3f}",
-            "MLM loss": f"{state[f'further_mlm:{name}']['final_eval']['loss']:.3f}",
-            "accuracy": f"{state[f'finetune:{name}']['final_eval']['accuracy']:.3f}",
+            "SuperNet loss": f"{state[prefix + 'archs'][name]['supernet_loss']:.3f}",
+            "MLM loss": f"{state[f'{prefix}further_mlm:{name}']['final_eval']['loss']:.3f}",
+            "accuracy": f"{state[f'{prefix}finetune:{name}']['final_eval']['accuracy']:.3f}"
+                        if f"{prefix}finetune:{name}" in state else "",
         })  # fmt: skip
     return rows
 

@@ -147,7 +147,7 @@ def test_teacher_changes_rerun_the_teacher_and_supernet(tmp_path, fake_steps, mo
     teachers = []
     monkeypatch.setattr(pipeline, "_train_teacher", lambda cfg, out: fake_steps.append("teacher") or {
         "model": out + "/model", "final_eval": {"loss": 3.0}})  # fmt: skip
-    monkeypatch.setattr(pipeline, "_train_supernet", lambda cfg, d, teacher="": teachers.append(teacher) or
+    monkeypatch.setattr(pipeline, "_train_supernet", lambda cfg, d, teacher, supernet_set: teachers.append(teacher) or
                         fake_steps.append("supernet") or {"run_dir": d, "supernet_dir": d + "/supernet",
                                                           "final_eval": {"loss": 5.7}, "compilations": 8})  # fmt: skip
     (tmp_path / "teacher.json").write_text(json.dumps({"total_steps": 3}))

@@ -48,12 +48,12 @@ def fake_steps(monkeypatch):
         ms = {str(Arch(**a)): t for a, t in zip(args[1], (1.359, 1.356, 1.764))}  # the last 74.9x: too slow
         return rec("measure", {"ms": ms, "reference_ms": 132.1, "spread": {}, "device": "test CPU"})
 
-    def candidates(cfg, latency_dir, out):
-        target = 132.1 / float(cfg.constraint.rstrip("x"))
-        return rec("candidates", {"count": 236, "constraint": cfg.constraint, "target_ms": target,
+    def candidates(constraint, latency_dir, out):
+        target = 132.1 / float(constraint.rstrip("x"))
+        return rec("candidates", {"count": 236, "constraint": constraint, "target_ms": target,
                                   "window_ms": [0.85 * target, 1.1 * target], "reference_ms": 132.1, "space_size": 1872})
 
-    def finetune(cfg, init_dir, out):
+    def finetune(cfg, init_dir, out, extra=None):
         Path(out).mkdir(parents=True, exist_ok=True)
         warnings.warn(f"{out}/model: 4 sequence_classification head params were not in the checkpoint and are "
                       "freshly initialised: classifier.bias", UserWarning)  # fmt: skip
@@ -63,17 +63,17 @@ def fake_steps(monkeypatch):
 
     monkeypatch.setattr(fitness, "load_search_setup", lambda run_dir: None)
     monkeypatch.setattr(cands_module, "read_candidates", lambda path: None)
-    monkeypatch.setattr(pipeline, "_train_supernet", lambda cfg, d, teacher="": rec("supernet", {
+    monkeypatch.setattr(pipeline, "_train_supernet", lambda cfg, d, teacher, supernet_set: rec("supernet", {
         "run_dir": d, "supernet_dir": d + "/supernet", "final_eval": {"loss": 5.7}, "compilations": 8}))
     monkeypatch.setattr(pipeline, "in_fresh_process", fresh)
     monkeypatch.setattr(pipeline, "_candidates", candidates)
     monkeypatch.setattr(pipeline, "_search", lambda cfg, setup, cands, out: rec("search", {
         "best": {"arch": ARCHS["searched"]}, "evaluations": cfg.search_evaluations, "notes": []}))
-    def pick(cfg, searched, setup, cands, lat):  # the random arm differs between constraints
+    def pick(cfg, searched, setup, cands, lat, models):  # the random arm differs between constraints
         archs = {**ARCHS, "random": {**ARCHS["random"], "ffn": 320 if cfg.constraint == "100" else 288}}
         return rec("archs", {n: {"arch": a, "predicted_ms": 1.4, "supernet_loss": 5.77} for n, a in archs.items()})
 
-    monkeypatch.setattr(pipeline, "_pick_archs", pick)
+    monkeypatch.setattr(pipeline, "pick_archs", pick)
     monkeypatch.setattr(pipeline, "_extract", lambda sn, arch, out: rec("extract", {"dir": out, "arch": arch, "params_mb": 5.0}))
     monkeypatch.setattr(pipeline, "_further_mlm", lambda cfg, init, out: rec("further_mlm", {
         "model": out, "final_eval": {"loss": 5.6}}))
