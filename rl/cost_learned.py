@@ -207,6 +207,10 @@ def cmd_search(args: argparse.Namespace) -> None:
         except ValueError as e:
             print(f"warning: {name}: {e}", file=sys.stderr)
     res = search.curves(recs, scores, args.ks, args.draws, args.seed)
+    if args.policy:
+        oracle = res.pop("oracle")
+        res["PPO policy (measured)"] = search.policy_curve(recs, args.policy, args.ks, seed=args.seed)
+        res["oracle"] = oracle
     out = args.out or args.model
     os.makedirs(out, exist_ok=True)
     n_prog = len(search.pools(recs))
@@ -267,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--draws", type=int, default=200, help="random-search draws averaged per k")
             p.add_argument("--out", default=None, help="where search.png / .md / .json go (default: --model)")
             p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--policy", default=None, help="also the PPO policy's first k proposals per op (a policy "
+                           "directory, e.g. rl/policies/refine_mlp), measured with IREE now (cached)")
     args = ap.parse_args(argv)
     if not os.path.exists(args.data):
         raise InputError(f"--data: {args.data} does not exist (write records with `python -m rl.mlir.dataset`)")
