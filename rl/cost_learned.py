@@ -127,7 +127,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     which = "test" if parts["test"] else "val"
     if not heldout:
         raise DataError(f"{args.data}: no usable records of held-out (test or val) programs to score on")
-    cfg = C.CostNetConfig(space=args.space, steps=args.steps, dim=args.dim, n_layers=args.layers, seed=args.seed)
+    cfg = C.CostNetConfig(space=args.space, steps=args.steps, dim=args.dim, n_layers=args.layers, seed=args.seed,
+                          dropout=args.dropout, weight_decay=args.weight_decay)
     print(f"{len(parts['train'])} train / {len(parts['val'])} val / {len(parts['test'])} test records "
           f"({args.space}); scoring on {which} programs")
     analytic = baselines.Analytic().fit(parts["train"])
@@ -206,6 +207,10 @@ def cmd_search(args: argparse.Namespace) -> None:
         except ValueError as e:
             print(f"warning: {name}: {e}", file=sys.stderr)
     res = search.curves(recs, scores, args.ks, args.draws, args.seed)
+    if args.policy:
+        oracle = res.pop("oracle")
+        res["PPO policy (measured)"] = search.policy_curve(recs, args.policy, args.ks, seed=args.seed)
+        res["oracle"] = oracle
     out = args.out or args.model
     os.makedirs(out, exist_ok=True)
     n_prog = len(search.pools(recs))
@@ -250,6 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--steps", type=int, default=1500)
     tr.add_argument("--dim", type=int, default=64)
     tr.add_argument("--layers", type=int, default=2)
+    tr.add_argument("--dropout", type=float, default=0.0)
+    tr.add_argument("--weight-decay", type=float, default=1e-4)
     tr.add_argument("--curve", type=_fractions, default=list(CURVE), help="train percentages (default 10,25,50,100)")
     tr.add_argument("--tree-iters", type=int, default=300, help="boosting iterations of the trees baseline")
     tr.add_argument("--seed", type=int, default=0)
@@ -264,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--draws", type=int, default=200, help="random-search draws averaged per k")
             p.add_argument("--out", default=None, help="where search.png / .md / .json go (default: --model)")
             p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--policy", default=None, help="also the PPO policy's first k proposals per op (a policy "
+                           "directory, e.g. rl/policies/refine_mlp), measured with IREE now (cached)")
     args = ap.parse_args(argv)
     if not os.path.exists(args.data):
         raise InputError(f"--data: {args.data} does not exist (write records with `python -m rl.mlir.dataset`)")

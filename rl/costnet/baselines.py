@@ -42,11 +42,11 @@ class Trees:
 
 
 @functools.lru_cache(maxsize=None)
-def _table(split: str):
-    from ..mlir.suite import validation_programs
-    from ..programs import test_programs, train_programs
+def split_table(split: str):
+    """The program table a record's split names (train / val / test: `rl.mlir.tune.program_table`)."""
+    from ..mlir.tune import program_table
 
-    return {"train": train_programs, "val": validation_programs, "test": test_programs}[split]()
+    return program_table({"val": "validation"}.get(split, split))
 
 
 TABLE_FIELDS = ("n_loops", "bounds", "is_reduction", "coef", "tensor_valid", "arith")
@@ -56,7 +56,7 @@ TABLE_FIELDS = ("n_loops", "bounds", "is_reduction", "coef", "tensor_valid", "ar
 def _from_tables(split: str, program: str, op_index: int) -> tuple[dict, tuple, tuple, tuple]:
     from ..mlir.emit import program_specs
 
-    table = _table(split)
+    table = split_table(split)
     if program not in table.names:
         raise ValueError(f"program {program!r} is not in the {split} program table and its record carries no "
                          "op table: the analytic model cannot rebuild its ops")

@@ -35,7 +35,7 @@ def pools(records: Sequence[dict]) -> dict[str, list[dict]]:
     for key, o in ops.items():
         if o["defaults"] and o["idx"]:
             t = float(np.median([records[i]["time_s"] for i in o["defaults"]]))
-            out.setdefault(key[0], []).append({"default": t, "idx": np.asarray(o["idx"])})
+            out.setdefault(key[0], []).append({"key": key, "default": t, "idx": np.asarray(o["idx"])})
     return out
 
 
@@ -64,6 +64,43 @@ def curves(records: Sequence[dict], scores: dict[str, np.ndarray], ks: Sequence[
             out[f"ranked: {name}"][k] = geomean([speedup(prog, [o["idx"][np.argsort(pred[o["idx"]], kind="stable")[:k]]
                                                                for o in prog]) for prog in progs.values()])
         out["oracle"][k] = geomean([speedup(prog, [o["idx"] for o in prog]) for prog in progs.values()])
+    return out
+
+
+def policy_curve(records: Sequence[dict], policy: str, ks: Sequence[int], repeats: int = 3, timing: str = "cpu",
+                 seed: int = 0) -> dict[int, float]:
+    """{k: geomean speedup} of the PPO policy's first k proposals per op (`rl.mlir.tune.proposals`: greedy,
+    then distinct samples), *measured* with IREE now (cached; not in the pool), against the pool's defaults."""
+    from tqdm import tqdm
+
+    from ..mlir import tune
+    from ..mlir.emit import program_specs
+    from .baselines import split_table
+    from .features import default_from
+
+    progs = pools(records)
+    first: dict[tuple, dict] = {}
+    for r in records:
+        first.setdefault(group_key(r), r)
+    flat = [o for prog in progs.values() for o in prog]
+    ops = []
+    for o in flat:
+        r = first[o["key"]]
+        t = split_table(r["split"])
+        ops.append((program_specs(t, t.names.index(r["program"]))[int(r["op_index"])], default_from(r["default_config"])))
+    network, params = tune.load_policy(policy)
+    props = tune.proposals(ops, network, params, max(ks), seed)
+    jobs = [(s, d, c) for (s, d), cs in zip(ops, props) for c in cs]
+    with tqdm(total=len(jobs), desc="measuring the policy's proposals", unit="meas") as bar:
+        times = iter(tune.measure_all(jobs, repeats, timing, bar))
+    measured = {id(o): [next(times) for _ in cs] for o, cs in zip(flat, props)}
+    out = {}
+    for k in ks:
+        sp = []
+        for prog in progs.values():
+            best = sum(min([o["default"]] + [t for t in measured[id(o)][:k] if np.isfinite(t)]) for o in prog)
+            sp.append(sum(o["default"] for o in prog) / best)
+        out[k] = geomean(sp)
     return out
 
 
@@ -97,4 +134,4 @@ def plot(path: str, result: dict[str, dict[int, float]], title: str) -> None:
     plt.close(fig)
 
 
-__all__ = ["KS", "curves", "plot", "pools", "table"]
+__all__ = ["KS", "curves", "plot", "policy_curve", "pools", "table"]

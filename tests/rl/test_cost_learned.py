@@ -202,3 +202,19 @@ def test_ranker_measures_only_the_predicted_top_k(tmp_path, trained):
     C.save(str(tmp_path / "s"), bad, init(bad, jax.random.PRNGKey(0))[1], stats)
     with pytest.raises(ValueError, match="scalar"):
         Ranker.load(str(tmp_path / "s"))
+
+
+def test_policy_curve_measures_the_policys_first_k(monkeypatch, records):
+    from rl.mlir import tune
+
+    recs = [r for r in usable(records) if r["split"] == "test"]
+    seen = []
+
+    def fake_measure_all(jobs, repeats, timing, bar=None):
+        seen.extend(jobs)
+        return [1e-12 if i % 2 else float("nan") for i in range(len(jobs))]   # every 2nd proposal is faster
+
+    monkeypatch.setattr(tune, "measure_all", fake_measure_all)
+    res = search.policy_curve(recs, tune.DEFAULT_POLICY, ks=(1, 2))
+    n_ops = sum(len(p) for p in search.pools(recs).values())
+    assert 0 < len(seen) <= 2 * n_ops and res[1] <= res[2] and res[2] > 1.0

@@ -166,6 +166,31 @@ def test_tune_cli_on_a_user_program_spec(tmp_path, monkeypatch, capsys):
     assert (out / "mine.spec.mlir").exists()
 
 
+def test_tune_rank_with_a_cost_model_measures_only_its_top_k(tmp_path, monkeypatch, capsys):
+    """`--rank-with DIR`: a cost model (here untrained) ranks random candidates; only its top --budget are
+    measured per op (no policy), the table names the model's top-1, the default stays a candidate."""
+    pytest.importorskip("iree.compiler")
+    import json
+
+    from rl import costnet as C
+    from rl.costnet.model import init
+    from rl.mlir import tune
+
+    monkeypatch.setenv("RL_MLIR_CACHE", str(tmp_path / "cache"))
+    cfg = C.CostNetConfig(dim=16, n_layers=1, n_heads=2, hidden_dim=32)
+    C.save(str(tmp_path / "cm"), cfg, init(cfg, jax.random.PRNGKey(0))[1], C.Stats(-8.0, 1.0))
+    spec = tmp_path / "prog.json"
+    spec.write_text(json.dumps([{"name": "mine", "ops": [{"op": "matmul", "args": [64, 128, 64]}]}]))
+    out = tmp_path / "out"
+    tune.main(["--spec", str(spec), "--budget", "2", "--rank-with", str(tmp_path / "cm"), "--candidates", "16",
+               "--out", str(out), "--repeats", "2", "--no-fresh"])
+    text = capsys.readouterr().out
+    assert "model top-1 (ms)" in text and "ranks 16 random candidates" in text
+    op = json.loads((out / "results.json").read_text())["programs"]["mine"]["ops"][0]
+    assert len(op["candidates"]) == 2 and all(k.startswith("cfg:") for k, _ in op["candidates"])
+    assert op["chosen_s"] <= op["default_s"] + 1e-12
+
+
 def test_tune_cli_errors(tmp_path, capsys):
     from rl.mlir import tune
 
