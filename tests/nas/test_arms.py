@@ -1,4 +1,4 @@
-"""compare-arms end to end on a tiny space and synthetic data: every arm of both constraints is extracted,
+"""compare-arms end to end on a tiny space and synthetic data: every arm of a constraint is extracted,
 further trained and fine-tuned once per seed, the table has every (constraint, arm) with mean ± SE from
 those runs, the plot and JSON are written, a rerun skips every step; bad configs exit 2 naming the key."""
 
@@ -32,7 +32,7 @@ def test_compare_arms_runs_every_arm_and_seed(tmp_path):
         run_compare_arms(arms_config(tmp_path))
     predictor = load_predictor(tmp_path / "run" / "latency" / PREDICTOR_DIR)
     ms = sorted(predictor.predict(list(predictor.space.archs())))
-    constraints = (f"{ms[len(ms) // 3]:.6g}ms", f"{ms[2 * len(ms) // 3]:.6g}ms")
+    constraints = (f"{ms[len(ms) // 2]:.6g}ms",)  # one (the real run has two): a tiny fine-tuning is compile-bound
     cfg = arms_config(tmp_path, constraints=constraints)
     log = []
     rows, summary = run_compare_arms(cfg, log.append)
