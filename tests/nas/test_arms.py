@@ -1,4 +1,4 @@
-"""compare-arms end to end on a tiny space and synthetic data: every arm of both constraints is extracted,
+"""compare-arms end to end on a tiny space and synthetic data: every arm of a constraint is extracted,
 further trained and fine-tuned once per seed, the table has every (constraint, arm) with mean ± SE from
 those runs, the plot and JSON are written, a rerun skips every step; bad configs exit 2 naming the key."""
 
@@ -8,12 +8,13 @@ import json
 import pytest
 
 from distilbert_jax.nas.arms import ArmsConfig, constraint_prefix, mean_se, run_compare_arms
-from distilbert_jax.nas.candidates import ConstraintError
+from distilbert_jax.nas.candidates import ConstraintError, read_candidates
 from distilbert_jax.nas.cli import main
 from distilbert_jax.nas.latency import PREDICTOR_DIR
 from distilbert_jax.nas.pipeline import tinybert_like_arch
 from distilbert_jax.nas.pipeline_report import ARMS
 from distilbert_jax.nas.predictor import load_predictor
+from distilbert_jax.nas.space import Arch
 from distilbert_jax.train.config import ConfigError
 
 from .test_pipeline import tiny_pipeline
@@ -32,7 +33,7 @@ def test_compare_arms_runs_every_arm_and_seed(tmp_path):
         run_compare_arms(arms_config(tmp_path))
     predictor = load_predictor(tmp_path / "run" / "latency" / PREDICTOR_DIR)
     ms = sorted(predictor.predict(list(predictor.space.archs())))
-    constraints = (f"{ms[len(ms) // 3]:.6g}ms", f"{ms[2 * len(ms) // 3]:.6g}ms")
+    constraints = (f"{ms[len(ms) // 2]:.6g}ms",)  # one (the real run has two): a tiny fine-tuning is compile-bound
     cfg = arms_config(tmp_path, constraints=constraints)
     log = []
     rows, summary = run_compare_arms(cfg, log.append)
@@ -47,9 +48,10 @@ def test_compare_arms_runs_every_arm_and_seed(tmp_path):
             accs = [state[f"{p}finetune:{arm}:seed{k}"]["final_eval"]["accuracy"] for k in range(2)]
             assert s["arms"][arm]["accuracies"] == accs
             assert s["arms"][arm]["mean"] == pytest.approx(sum(accs) / 2)
-        # the TinyBERT-like arm: the space's nearest layer count to 4 (3 here), qkv = hidden
+        # the TinyBERT-like arm: the space's nearest layer count to 4 (3 here), nearest TinyBERT's ratios in the window
         tiny = state[f"{p}archs"]["tinybert_like"]["arch"]
-        assert tiny["layers"] == 3 and tiny["qkv"] == tiny["hidden"]
+        cands = read_candidates(tmp_path / "run" / p / "candidates.jsonl")
+        assert tiny["layers"] == 3 and Arch(**tiny) == tinybert_like_arch(predictor.space, cands, predictor.predict)
     for f in ("arms.md", "arms.json", "arms.png"):
         assert (tmp_path / "run" / f).is_file(), f
     assert "lead" in (tmp_path / "run" / "arms.md").read_text()
