@@ -209,7 +209,8 @@ def cmd_search(args: argparse.Namespace) -> None:
     res = search.curves(recs, scores, args.ks, args.draws, args.seed)
     if args.policy:
         oracle = res.pop("oracle")
-        res["PPO policy (measured)"] = search.policy_curve(recs, args.policy, args.ks, seed=args.seed)
+        res["PPO policy (measured)"] = search.policy_curve(recs, args.policy, [k for k in args.ks if k <= args.policy_max_k],
+                                                           seed=args.seed)
         res["oracle"] = oracle
     out = args.out or args.model
     os.makedirs(out, exist_ok=True)
@@ -273,6 +274,7 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--seed", type=int, default=0)
             p.add_argument("--policy", default=None, help="also the PPO policy's first k proposals per op (a policy "
                            "directory, e.g. rl/policies/refine_mlp), measured with IREE now (cached)")
+            p.add_argument("--policy-max-k", type=int, default=8, help="largest k measured for --policy")
     args = ap.parse_args(argv)
     if not os.path.exists(args.data):
         raise InputError(f"--data: {args.data} does not exist (write records with `python -m rl.mlir.dataset`)")
