@@ -91,6 +91,7 @@ def plot_curve(path: str, curve: list[dict]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, key, label in ((axes[0], "spearman_median", "median Spearman (held-out)"),
@@ -100,6 +101,7 @@ def plot_curve(path: str, curve: list[dict]) -> None:
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=name)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("training records")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
