@@ -9,13 +9,14 @@ from .module_task import ModuleTask, module_task
 from .datasets import DataError, LoadStats, TextDataset
 from .mlm import IGNORE, mask_tokens
 from .prefetch import DevicePrefetcher, prefetch_to_device, to_device
+from .schedules import ScheduleSet, by_split, read_records, usable
 from .tasks import (
     answer_token_span, classification_batches, clm_batches, mlm_batches, qa_batches, token_classification_batches,
 )
 from .tokenize_cache import TokenStore, tokenizer_fingerprint
 
 __all__ = [
-    "BatchIterator", "DataError", "DefaultCorpus", "DevicePrefetcher", "IGNORE", "LoadStats", "ModuleTask", "PACKAGES", "TAGS",
+    "BatchIterator", "DataError", "ScheduleSet", "by_split", "read_records", "usable", "DefaultCorpus", "DevicePrefetcher", "IGNORE", "LoadStats", "ModuleTask", "PACKAGES", "TAGS",
     "TextDataset", "TokenStore", "build_tokenizer", "classification_batches", "clm_batches", "default_corpus",
     "default_root", "local_batch_size", "mask_tokens", "mlm_batches", "prefetch_to_device", "to_device",
     "token_classification_batches", "tokenizer_fingerprint", "qa_batches", "answer_token_span",

@@ -91,6 +91,7 @@ def plot_curve(path: str, curve: list[dict]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, key, label in ((axes[0], "spearman_median", "median Spearman (held-out)"),
@@ -100,6 +101,7 @@ def plot_curve(path: str, curve: list[dict]) -> None:
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=name)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("training records")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -209,7 +211,8 @@ def cmd_search(args: argparse.Namespace) -> None:
     res = search.curves(recs, scores, args.ks, args.draws, args.seed)
     if args.policy:
         oracle = res.pop("oracle")
-        res["PPO policy (measured)"] = search.policy_curve(recs, args.policy, args.ks, seed=args.seed)
+        res["PPO policy (measured)"] = search.policy_curve(recs, args.policy, [k for k in args.ks if k <= args.policy_max_k],
+                                                           seed=args.seed)
         res["oracle"] = oracle
     out = args.out or args.model
     os.makedirs(out, exist_ok=True)
@@ -273,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--seed", type=int, default=0)
             p.add_argument("--policy", default=None, help="also the PPO policy's first k proposals per op (a policy "
                            "directory, e.g. rl/policies/refine_mlp), measured with IREE now (cached)")
+            p.add_argument("--policy-max-k", type=int, default=8, help="largest k measured for --policy")
     args = ap.parse_args(argv)
     if not os.path.exists(args.data):
         raise InputError(f"--data: {args.data} does not exist (write records with `python -m rl.mlir.dataset`)")

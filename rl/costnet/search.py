@@ -108,9 +108,10 @@ def table(result: dict[str, dict[int, float]]) -> str:
     """Markdown: one row per method, one column per k."""
     from distilbert_jax.tables import markdown_table
 
-    ks = list(next(iter(result.values())))
+    ks = sorted({k for v in result.values() for k in v})
     head = ["method"] + [f"k={k}" for k in ks]
-    return markdown_table([{"method": m, **{f"k={k}": f"{v[k]:.3f}×" for k in ks}} for m, v in result.items()], head)
+    return markdown_table([{"method": m, **{f"k={k}": f"{v[k]:.3f}×" if k in v else "—" for k in ks}}
+                           for m, v in result.items()], head)
 
 
 def plot(path: str, result: dict[str, dict[int, float]], title: str) -> None:
