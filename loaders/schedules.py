@@ -1,6 +1,6 @@
 """Measured schedule records (`python -m rl.mlir.dataset`'s `records.jsonl`) → splits, per-op groups, batches.
 
-    recs = read_records("/work/data/sched")                    # a directory holding records.jsonl, or the file
+    recs = read_records("runs/sched")                    # a directory holding records.jsonl, or the file
     recs = usable(recs, space="refine")                        # status ok, finite positive time, one space
     parts = by_split(recs)                                     # {"train": [...], "val": [...], "test": [...]}
     data = ScheduleSet.build(parts["train"], encode)           # encode(records) -> [N, S] int token ids

@@ -1,8 +1,8 @@
 """A learned cost model of IREE schedules: train, evaluate on held-out programs, and search with it.
 
-    python -m rl.cost_learned train --data /work/data/sched --out runs/costnet      # + trees, analytic, curve
-    python -m rl.cost_learned evaluate --model runs/costnet --data /work/data/sched # held-out ranking table
-    python -m rl.cost_learned search --model runs/costnet --data /work/data/sched   # measurements vs speedup
+    python -m rl.cost_learned train --data runs/sched --out runs/costnet      # + trees, analytic, curve
+    python -m rl.cost_learned evaluate --model runs/costnet --data runs/sched # held-out ranking table
+    python -m rl.cost_learned search --model runs/costnet --data runs/sched   # measurements vs speedup
 
 `--data` is the directory of `python -m rl.mlir.dataset` (its `records.jsonl`) or the file itself. Records
 are split by their program's split (train / val / test programs): the models learn from the training

@@ -1,6 +1,6 @@
 """A dataset of measured schedules: random schedules of every op of the program tables, compiled and timed.
 
-    python -m rl.mlir.dataset --n 40 --out /work/data/sched --programs train,val,test --spaces refine,scalar
+    python -m rl.mlir.dataset --n 40 --out runs/sched --programs train,val,test --spaces refine,scalar
 
 For every op of the chosen program tables (train = `rl.programs.train_programs`, val =
 `rl.mlir.suite.validation_programs`, test = `rl.programs.test_programs`; a record's split is the table it came
@@ -14,7 +14,7 @@ from) and every space:
 Each is compiled with IREE for the host CPU, its config read back from the dump, its result checked against
 numpy and timed (`--timing cpu`: one thread's CPU time, the minimum of `--repeats` runs — robust on a shared
 machine). Records go to `<out>/records.jsonl`, one JSON object per line, in the schema of
-/work/prompts/schema.md (`id`, `program`, `split`, `op_index`, `op_name`, `op_type`, `op`, `space`, `schedule`,
+docs/rl.md ("Dataset of measured schedules": `id`, `program`, `split`, `op_index`, `op_name`, `op_type`, `op`, `space`, `schedule`,
 `config`, `default_config`, `is_default`, `cpu`, `timing`, `repeats`, `time_s`, `status`, `message`,
 `measured_at`, `seconds`), and `<out>/manifest.json` names the CPU, versions, every run's arguments and the
 counts. A failed schedule is a record with its status (compile_error, verify_error, wrong_result, timeout,
@@ -46,6 +46,8 @@ import numpy as np
 
 from distilbert_jax.clitools import InputError, need_writable, run_cli
 
+from loaders.schedules import RECORDS_FILE as RECORDS, SPLITS, read_records
+
 from ..programs import OP_TYPES, ProgramTable, test_programs, train_programs
 from . import refine as R
 from .emit import OpSpec, program_specs
@@ -53,8 +55,7 @@ from .schedule import NotRepresentable, OpSchedule
 
 log = logging.getLogger("rl.mlir")
 SPACES = ("refine", "scalar")
-SPLITS = ("train", "val", "test")
-RECORDS, MANIFEST = "records.jsonl", "manifest.json"
+MANIFEST = "manifest.json"
 STATUS = {"ok": "ok", "slow": "timeout", "rejected": "compile_error", "unverified": "verify_error",
           "wrong": "wrong_result"}
 SCALAR_EPISODES = 4          # scalar space: random episodes drawn per wanted schedule (distinct ones are kept)
@@ -275,22 +276,9 @@ def make_record(job: Job, d: R.DefaultConfig | None, cfg: DatasetConfig, cpu: di
 
 
 # ---- the append-only file --------------------------------------------------------------------------------
-def read_records(path: str) -> list[dict]:
-    """Every complete record of a records.jsonl (a partial last line, from a crash mid-write, is ignored)."""
-    if not os.path.exists(path):
-        return []
-    with open(path, "rb") as f:
-        data = f.read()
-    out = []
-    for line in data[:data.rfind(b"\n") + 1].splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            log.warning("%s: skipping a malformed line", path)
-            continue
-        if isinstance(rec, dict) and "id" in rec:
-            out.append(rec)
-    return out
+def existing_records(path: str) -> list[dict]:
+    """The records already in `path` (none when it does not exist yet or is empty)."""
+    return read_records(path) if os.path.exists(path) and os.path.getsize(path) else []
 
 
 def truncate_partial_line(path: str) -> int:
@@ -386,7 +374,7 @@ def run(cfg: DatasetConfig, progress: bool = True) -> dict:
     cut = truncate_partial_line(path)
     if cut:
         print(f"resume: removed a partial last line ({cut} bytes) of {path}")
-    done = {r["id"] for r in read_records(path)}
+    done = {r["id"] for r in existing_records(path)}
     defaults = _defaults(ops, cfg.workers)
     dmap = {(o.program, o.op_index): d for o, d in zip(ops, defaults)}
     jobs = [j for j in plan(cfg, ops, tables, defaults) if j.record_id(cfg.repeats, cfg.timing) not in done]
@@ -430,7 +418,7 @@ def run(cfg: DatasetConfig, progress: bool = True) -> dict:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
     seconds = time.time() - t0
-    records = read_records(path)
+    records = existing_records(path)
     this.update({"finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                  "measured": measured, "seconds": round(seconds, 1), "interrupted": interrupted,
                  "records_per_hour": round(measured / seconds * 3600, 1) if seconds > 0 else None})
