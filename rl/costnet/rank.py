@@ -19,18 +19,6 @@ from .model import CostNetConfig, Stats, load, predict
 ALWAYS_MEASURED = ("keep", "data-tiling")       # the tuner measures IREE's default and data tiling anyway
 
 
-def random_candidates(d: R.DefaultConfig, n: int, rng: np.random.Generator, tries: int = 8) -> list[R.Refinement]:
-    """Up to `n` distinct random legal "config" refinements of an op (uniform episodes, `tries`·n draws)."""
-    seen: dict[R.Refinement, None] = {}
-    for _ in range(tries * n):
-        r = R.random_refinement(d, rng)
-        if r.mode == "config":
-            seen.setdefault(r)
-        if len(seen) >= n:
-            break
-    return list(seen)
-
-
 @dataclasses.dataclass
 class Ranker:
     """A trained cost model (a directory written by `python -m rl.cost_learned train`)."""
@@ -60,7 +48,7 @@ class Ranker:
         rng = np.random.default_rng(seed)
         out = []
         for i, (spec, d) in enumerate(ops):
-            cands = list(dict.fromkeys(random_candidates(d, n_random, rng) + list(extra[i] if extra else [])))
+            cands = list(dict.fromkeys(R.random_configs(d, n_random, rng, tries=8) + list(extra[i] if extra else [])))
             cands = [c for c in cands if c.mode not in ALWAYS_MEASURED]
             if not cands:
                 out.append([])
@@ -70,4 +58,4 @@ class Ranker:
         return out
 
 
-__all__ = ["Ranker", "random_candidates"]
+__all__ = ["Ranker"]

@@ -153,19 +153,6 @@ def collect_ops(splits: tuple[str, ...], names: tuple[str, ...] = ()) -> tuple[l
     return ops, tables
 
 
-def refine_schedules(d: R.DefaultConfig, n: int, rng: np.random.Generator) -> list[R.Refinement]:
-    """Up to `n` distinct random "config" refinements (keep / data tiling / an unchanged config left out:
-    they are the default jobs)."""
-    out: dict[str, R.Refinement] = {}
-    for _ in range(30 * n):
-        if len(out) >= n:
-            break
-        r = R.random_refinement(d, rng)
-        if r.mode == "config" and r.key() != "cfg:":
-            out.setdefault(r.key(), r)
-    return list(out.values())
-
-
 def scalar_schedules(table: ProgramTable, n: int, seed: int) -> dict[tuple[int, int], list[OpSchedule]]:
     """{(program, op): up to `n` distinct schedules} from `SCALAR_EPISODES · n` uniformly random legal env
     episodes per program (one jitted batch per table; fused schedules measured unfused)."""
@@ -207,7 +194,7 @@ def plan(cfg: DatasetConfig, ops: list[OpRef], tables: dict, defaults: list) -> 
                     continue
                 if d.data_tiling:
                     rounds[1].append(Job(ref, space, R.Refinement("data-tiling"), False))
-                for i, r in enumerate(refine_schedules(d, cfg.n, _op_rng(cfg.seed, ref, space))):
+                for i, r in enumerate(R.random_configs(d, cfg.n, _op_rng(cfg.seed, ref, space))):
                     while len(rounds) <= i + 2:
                         rounds.append([])
                     rounds[i + 2].append(Job(ref, space, r, False))

@@ -405,3 +405,16 @@ def random_refinement(d: DefaultConfig, rng: np.random.Generator) -> Refinement:
         a = np.array([rng.choice(np.flatnonzero(row)) for row in m])
         s, done = apply(d, s, a)
     return to_refinement(d, s)
+
+
+def random_configs(d: DefaultConfig, n: int, rng: np.random.Generator, tries: int = 30) -> list[Refinement]:
+    """Up to `n` distinct random "config" refinements (uniform episodes, at most `tries`·n draws); keep, data
+    tiling and a config equal to IREE's default are left out (they are the default's own candidates)."""
+    out: dict[str, Refinement] = {}
+    for _ in range(tries * n):
+        if len(out) >= n:
+            break
+        r = random_refinement(d, rng)
+        if r.mode == "config" and r.key() != "cfg:":
+            out.setdefault(r.key(), r)
+    return list(out.values())
