@@ -18,6 +18,8 @@ import os
 import re
 import zlib
 
+from distilbert_jax.atomicfile import write_json
+
 from .corpus import DefaultCorpus, _write, default_corpus
 from .datasets import TextDataset
 
@@ -100,8 +102,7 @@ def module_task(classes: int = 16, corpus: DefaultCorpus | None = None) -> Modul
     for split, split_rows in rows.items():
         _write(os.path.join(root, f"{split}.jsonl"), split_rows)
     counts = {s: len(r) for s, r in rows.items()}
-    with open(os.path.join(root, "manifest.json.tmp"), "w", encoding="utf-8") as f:
-        json.dump({"version": MODULE_TASK_VERSION, "label_names": labels, "counts": counts,
-                   "per_label": {s: dict(collections.Counter(r["label"] for r in rows[s])) for s in rows}}, f, indent=1)  # fmt: skip
-    os.replace(os.path.join(root, "manifest.json.tmp"), os.path.join(root, "manifest.json"))
+    write_json(os.path.join(root, "manifest.json"), {
+        "version": MODULE_TASK_VERSION, "label_names": labels, "counts": counts,
+        "per_label": {s: dict(collections.Counter(r["label"] for r in rows[s])) for s in rows}}, indent=1)
     return ModuleTask(root, labels, counts)
