@@ -212,8 +212,9 @@ def cmd_search(args: argparse.Namespace) -> None:
     if args.policy:
         oracle = res.pop("oracle")
         for path in args.policy:
-            res[f"PPO policy: {search.policy_name(path)} (measured)"] = search.policy_curve(
-                recs, path, [k for k in args.ks if k <= args.policy_max_k], seed=args.seed)
+            label = f"PPO policy: {search.policy_name(path)} (measured)"
+            label = f"PPO policy: {path} (measured)" if label in res else label   # two policies of one config name
+            res[label] = search.policy_curve(recs, path, [k for k in args.ks if k <= args.policy_max_k], seed=args.seed)
         res["oracle"] = oracle
     out = args.out or args.model
     os.makedirs(out, exist_ok=True)
