@@ -11,8 +11,8 @@ from .networks import MODEL_TYPES
 
 GYMNAX_ENVS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
 ENVS = ("sched", "refine") + GYMNAX_ENVS   # refine: IREE-config refinements (rl/mlir/refine.py)
-EVAL_BACKENDS = ("model", "mlir")
-REWARD_BACKENDS = ("model", "mlir")
+EVAL_BACKENDS = ("model", "mlir", "none")   # none: no held-out evaluation after training
+REWARD_BACKENDS = ("model", "mlir", "learned")   # learned: a trained cost model (rl/costnet), refine env only
 TRAIN_PROGRAMS = ("train", "validation")
 
 
@@ -52,8 +52,10 @@ class PPOConfig:
     eval_samples: int = 32              # evaluation: policy samples / random-search schedules per program
     out_dir: str = "runs"
     machine: str | None = None          # cost-model Machine JSON (e.g. results/cost_model/machine_calibrated.json)
-    eval_backend: str = "model"         # held-out evaluation: "model" (cost model) or "mlir" (IREE-measured)
+    eval_backend: str = "model"         # held-out evaluation: "model" (cost model), "mlir" (IREE-measured) or "none"
     reward_backend: str = "model"       # training reward: "model" (cost model) or "mlir" (IREE-measured, rl/mlir/reward.py)
+    #                                     or "learned" (refine env: predicted by the learned cost model `cost_model`)
+    cost_model: str | None = None       # reward_backend "learned": a directory of `python -m rl.cost_learned train`
     train_programs: str = "train"       # "train" (rl.programs, 28) or "validation" (rl.mlir.suite, 12 small programs)
     init_from: str | None = None        # a checkpoint.msgpack whose params (its first seed) start every seed: fine-tuning
 
@@ -94,8 +96,16 @@ class PPOConfig:
             p.append(f"unknown train_programs {self.train_programs!r}; expected one of {TRAIN_PROGRAMS}")
         if self.env not in ("sched", "refine") and (self.reward_backend != "model" or self.train_programs != "train"):
             p.append("reward_backend / train_programs apply to envs 'sched' and 'refine' only")
-        if self.env == "refine" and self.reward_backend != "mlir":
-            p.append("env 'refine' is scored by measurement only: set reward_backend to 'mlir'")
+        if self.env == "refine" and self.reward_backend not in ("mlir", "learned"):
+            p.append("env 'refine' is scored by measurement or a learned cost model: set reward_backend to 'mlir' "
+                     "or 'learned'")
+        if self.reward_backend == "learned" and self.env != "refine":
+            p.append("reward_backend 'learned' is for env 'refine' only")
+        if self.reward_backend == "learned" and not self.cost_model:
+            p.append("reward_backend 'learned' needs cost_model (a directory of `python -m rl.cost_learned train`)")
+        if self.cost_model is not None and not os.path.isfile(os.path.join(self.cost_model, "config.json")):
+            p.append(f"cost_model {self.cost_model} is not a cost-model directory (no config.json; train one with "
+                     "`python -m rl.cost_learned train`)")
         if self.init_from is not None and not os.path.isfile(self.init_from):
             p.append(f"init_from checkpoint {self.init_from} does not exist")
         if self.machine is not None and not os.path.isfile(self.machine):

@@ -211,8 +211,10 @@ def cmd_search(args: argparse.Namespace) -> None:
     res = search.curves(recs, scores, args.ks, args.draws, args.seed)
     if args.policy:
         oracle = res.pop("oracle")
-        res["PPO policy (measured)"] = search.policy_curve(recs, args.policy, [k for k in args.ks if k <= args.policy_max_k],
-                                                           seed=args.seed)
+        for path in args.policy:
+            label = f"PPO policy: {search.policy_name(path)} (measured)"
+            label = f"PPO policy: {path} (measured)" if label in res else label   # two policies of one config name
+            res[label] = search.policy_curve(recs, path, [k for k in args.ks if k <= args.policy_max_k], seed=args.seed)
         res["oracle"] = oracle
     out = args.out or args.model
     os.makedirs(out, exist_ok=True)
@@ -274,8 +276,9 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--draws", type=int, default=200, help="random-search draws averaged per k")
             p.add_argument("--out", default=None, help="where search.png / .md / .json go (default: --model)")
             p.add_argument("--seed", type=int, default=0)
-            p.add_argument("--policy", default=None, help="also the PPO policy's first k proposals per op (a policy "
-                           "directory, e.g. rl/policies/refine_mlp), measured with IREE now (cached)")
+            p.add_argument("--policy", action="append", default=None, help="also a PPO policy's first k proposals per "
+                           "op (a policy directory, e.g. rl/policies/refine_mlp or runs/<config>/policy), measured "
+                           "with IREE now (cached); repeatable: one curve per policy")
             p.add_argument("--policy-max-k", type=int, default=8, help="largest k measured for --policy")
     args = ap.parse_args(argv)
     if not os.path.exists(args.data):
@@ -288,6 +291,8 @@ def main(argv: list[str] | None = None) -> None:
         need_dir(args.model, "--model", ("config.json",))
         if getattr(args, "out", None):
             need_writable(args.out, "--out")
+        for path in getattr(args, "policy", None) or []:
+            need_dir(path, "--policy", ("config.json", "params.msgpack"))
     try:
         {"train": cmd_train, "evaluate": cmd_evaluate, "search": cmd_search}[args.cmd](args)
     except (DataError, ValueError, FileNotFoundError) as e:

@@ -33,7 +33,7 @@ def run_dir(cfg: PPOConfig) -> str:
 
 def training_env(cfg: PPOConfig) -> Env | None:
     """The env PPO trains on when it is not the default (cost model on the training programs): the
-    validation programs (`train_programs`) and / or IREE-measured rewards (`reward_backend`)."""
+    validation programs (`train_programs`) and / or IREE-measured or learned-model rewards (`reward_backend`)."""
     if cfg.env not in ("sched", "refine") or (cfg.reward_backend == "model" and cfg.train_programs == "train"):
         return None
     from .mlir import suite
@@ -43,6 +43,11 @@ def training_env(cfg: PPOConfig) -> Env | None:
     if cfg.env == "refine":
         from .mlir.refine_env import refine_env
 
+        if cfg.reward_backend == "learned":
+            from .costnet.reward import LearnedRewards, load_ranker
+
+            ranker = load_ranker(cfg.cost_model)
+            return refine_env(table, scorer=lambda ops, names: LearnedRewards(ops, names, ranker))[0]
         os.makedirs(run_dir(cfg), exist_ok=True)
         return refine_env(table, log_path=os.path.join(run_dir(cfg), "measurements.jsonl"))[0]
     if cfg.reward_backend == "mlir":
@@ -144,8 +149,11 @@ def sm_window(history: dict) -> int:
 
 
 def evaluate(cfg: PPOConfig, setup: ppo.Setup, runner: ppo.RunnerState) -> dict:
-    """Per-seed evaluation: held-out geomean speedup table (sched) or greedy mean return (gymnax)."""
-    results = {}
+    """Per-seed evaluation: held-out geomean speedup table (sched), measured tuning of the held-out programs
+    (refine) or greedy mean return (gymnax); nothing with eval_backend "none"."""
+    results: dict = {}
+    if cfg.eval_backend == "none":
+        return {seed: {} for seed in cfg.seeds}
     for s, seed in enumerate(cfg.seeds):
         params = jax.tree.map(lambda x: x[s], runner.train.params)
         if cfg.env == "sched" and cfg.eval_backend == "mlir":
@@ -186,13 +194,13 @@ def evaluate_measured(cfg: PPOConfig, setup: ppo.Setup, params, seed: int) -> di
 def print_summary(cfg: PPOConfig, history: dict, results: dict, wall: float) -> None:
     """Summary table: final smoothed training return and evaluation per seed."""
     final = smoothed_returns(history, max(1, history["episode_return"].shape[1] // 10))[:, -1]
-    cols = list(next(iter(results.values())).keys())
+    cols = list(next(iter(results.values())).keys()) or ["(no evaluation)"]
     print(f"\n{cfg.name}: env={cfg.env} model_type={cfg.model_type} steps/seed={cfg.num_updates * cfg.num_envs * cfg.num_steps}"
           f" wall={wall:.0f}s device={jax.devices()[0].device_kind}")
     print("| seed | train return (last 10%) | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 2) + "|")
     for (seed, res), f in zip(results.items(), final):
-        print(f"| {seed} | {f:.3f} | " + " | ".join(f"{res[c]:.2f}" for c in cols) + " |")
+        print(f"| {seed} | {f:.3f} | " + " | ".join(f"{res[c]:.2f}" if c in res else "—" for c in cols) + " |")
 
 
 def main(argv: list[str] | None = None) -> None:

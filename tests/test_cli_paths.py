@@ -4,6 +4,7 @@ write), exits 2 with one `error:` line naming the path — no traceback, and bef
 import ast
 import importlib
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -45,6 +46,7 @@ def cases(tmp) -> list[tuple[str, list[str], str]]:
           ("distilbert_jax.nas", ["rank-check", "--config", empty_file], empty_file),
           ("bench.parity", ["--model-dir", ""], "--model-dir")]  # fmt: skip
     c += [("rl.train", ["--config", p], p) for p in (missing, empty_file)]
+    c.append(("rl.train", ["--config", os.path.join(tmp, "learned.json")], missing))   # its cost_model is missing
     c += [("rl.mlir.evaluate", ["--out", under_file], under_file), ("rl.mlir.validate", ["--out", under_file], under_file)]
     c += [("rl.mlir.tune", ["--spec", p], p) for p in (missing, empty_file)] + [("rl.mlir.tune", ["--out", under_file], under_file)]
     c.append(("rl.mlir.dataset", ["--n", "1", "--out", under_file], under_file))
@@ -52,7 +54,8 @@ def cases(tmp) -> list[tuple[str, list[str], str]]:
     c += [("rl.cost_learned", ["train", "--data", missing], missing),
           ("rl.cost_learned", ["train", "--data", a_file, "--out", under_file], under_file),
           ("rl.cost_learned", ["evaluate", "--model", missing, "--data", a_file], missing),
-          ("rl.cost_learned", ["search", "--model", empty, "--data", a_file], empty)]
+          ("rl.cost_learned", ["search", "--model", empty, "--data", a_file], empty),
+          ("rl.cost_learned", ["search", "--model", os.path.join(tmp, "model"), "--data", a_file, "--policy", missing], missing)]
     for m in ("bench.speed", "bench.throughput", "bench.train_speed", "bench.gemm", "bench.iree_model"):
         c.append((m, ["--out", under_file], under_file))
     for m in ("bench.nas_speed", "bench.nas_sandwich"):
@@ -82,6 +85,10 @@ def bad_paths(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty.json").write_text("")
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")   # passes --model's check, so --policy's is reached
+    (tmp_path / "learned.json").write_text(json.dumps({"env": "refine", "model_type": "mlp", "reward_backend": "learned",
+                                                       "cost_model": str(tmp_path / "missing")}))
     return str(tmp_path)
 
 

@@ -38,7 +38,11 @@ class Ranker:
 
     def predict(self, kind: str, d: R.DefaultConfig, cands: Sequence[R.Refinement]) -> np.ndarray:
         """Predicted log seconds [n] of refinements of one op."""
-        recs = [F.candidate_record(kind, d, r) for r in cands]
+        return self.predict_many([(kind, d, r) for r in cands])
+
+    def predict_many(self, items: Sequence[tuple[str, R.DefaultConfig, R.Refinement]]) -> np.ndarray:
+        """Predicted log seconds [n] of (op kind, IREE default config, refinement) of any ops, in one batch."""
+        recs = [F.candidate_record(kind, d, r) for kind, d, r in items]
         return predict(self.model, self.params, F.encode(recs, self.cfg.n_buckets), self.stats)
 
     def top_k(self, ops: Sequence[tuple[Any, R.DefaultConfig]], k: int, n_random: int = 256,

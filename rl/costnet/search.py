@@ -104,6 +104,18 @@ def policy_curve(records: Sequence[dict], policy: str, ks: Sequence[int], repeat
     return out
 
 
+def policy_name(path: str) -> str:
+    """A policy directory's name for tables: its PPO config's `name` (else the directory's)."""
+    import json
+    import os
+
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            return str(json.load(f)["ppo"]["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return os.path.basename(os.path.normpath(path))
+
+
 def table(result: dict[str, dict[int, float]]) -> str:
     """Markdown: one row per method, one column per k."""
     from distilbert_jax.tables import markdown_table
@@ -135,4 +147,4 @@ def plot(path: str, result: dict[str, dict[int, float]], title: str) -> None:
     plt.close(fig)
 
 
-__all__ = ["KS", "curves", "plot", "policy_curve", "pools", "table"]
+__all__ = ["KS", "curves", "plot", "policy_curve", "policy_name", "pools", "table"]

@@ -3,8 +3,9 @@
 An episode schedules one op (drawn uniformly from the env's ops) in ≤ 3 steps: KEEP / DATA_TILING end it at
 once; DIST, then RED, then VEC change IREE's config level by level (VEC or DONE end it). Masks are exact
 (`refine.head_masks`, precomputed per op as tables: the only state they depend on is the workgroup tile the
-DIST step chose and the reduction vector the RED step chose). At the episode's end an `io_callback` measures the schedule with IREE on the host —
-reward log10(t_IREE default / t), so the empty schedule scores 0 and a policy that learns nothing loses
+DIST step chose and the reduction vector the RED step chose). At the episode's end an `io_callback` scores the
+schedule on the host (an `EpisodeScorer`): measured with IREE (`Measurer`) — reward log10(t_IREE default / t) —
+or predicted by a learned cost model (`rl.costnet.reward.LearnedRewards`, log10(t̂_default / t̂)), so the empty schedule scores 0 and a policy that learns nothing loses
 nothing; a schedule that fails (never expected: masks) gets `failed_reward` and is counted.
 Observation `consumer` = static op features ⊕ the choices so far; `producer` / `history` are empty.
 """
@@ -16,9 +17,11 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
+import jax.custom_batching
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import io_callback
@@ -135,7 +138,37 @@ def training_ops(table: ProgramTable, refinable_only: bool = True) -> list[tuple
     return out
 
 
-class Measurer:
+def episode_refinement(d: R.DefaultConfig, done_types: np.ndarray, choices: np.ndarray) -> R.Refinement:
+    """The `Refinement` an ended episode chose (its step types `done_types`, last choice per head `choices`);
+    ValueError when it is illegal (never expected: masks)."""
+    return R.to_refinement(d, R.replay(d, [t for t in R.STEP_ORDER if done_types[t]], choices))
+
+
+class EpisodeScorer:
+    """Host side of the env's end-of-episode `io_callback`: `rewards` flattens the batch and scores the ended
+    episodes with `score` (a subclass: measured with IREE, or predicted by a learned cost model)."""
+
+    ops: list[tuple[OpSpec, R.DefaultConfig]]
+    failed_reward: float = -1.0
+
+    def score(self, op: np.ndarray, done_types: np.ndarray, choices: np.ndarray) -> np.ndarray:
+        """Rewards [n] of n ended episodes (op index [n], done types [n, T], choices [n, N_HEADS])."""
+        raise NotImplementedError
+
+    def rewards(self, terminated, op, done_types, choices) -> np.ndarray:
+        term = np.asarray(terminated)
+        shape = term.shape
+        flat_t, flat_op = term.reshape(-1), np.asarray(op).reshape(-1)
+        dt = np.asarray(done_types).reshape(-1, len(R.TYPE_NAMES))
+        ch = np.asarray(choices).reshape(-1, R.N_HEADS)
+        out = np.zeros(flat_t.shape, np.float32)
+        idx = np.flatnonzero(flat_t)
+        if len(idx):
+            out[idx] = self.score(flat_op[idx].astype(int), dt[idx], ch[idx])
+        return out.reshape(shape)
+
+
+class Measurer(EpisodeScorer):
     """Host side: measures ended episodes (a thread pool compiles in parallel; IREE's compiler runs as a
     subprocess) and turns times into rewards against each op's measured IREE default."""
 
@@ -164,9 +197,7 @@ class Measurer:
         return m.time_s if m.ok else float("nan")
 
     def refinement(self, i: int, done_types: np.ndarray, choices: np.ndarray) -> R.Refinement:
-        d = self.ops[i][1]
-        order = [t for t in R.STEP_ORDER if done_types[t]]
-        return R.to_refinement(d, R.replay(d, order, choices))
+        return episode_refinement(self.ops[i][1], done_types, choices)
 
     def _reward(self, i: int, done_types: np.ndarray, choices: np.ndarray) -> float:
         spec, d = self.ops[i]
@@ -183,23 +214,33 @@ class Measurer:
             return self.failed_reward
         return float(max(np.log10(self.default_s[i] / t), self.failed_reward))
 
-    def rewards(self, terminated, op, done_types, choices) -> np.ndarray:
-        term = np.asarray(terminated)
-        shape = term.shape
-        flat_t, flat_op = term.reshape(-1), np.asarray(op).reshape(-1)
-        dt = np.asarray(done_types).reshape(-1, len(R.TYPE_NAMES))
-        ch = np.asarray(choices).reshape(-1, R.N_HEADS)
-        out = np.zeros(flat_t.shape, np.float32)
-        idx = np.flatnonzero(flat_t)
-        for b, r in zip(idx, self.pool.map(lambda b: self._reward(int(flat_op[b]), dt[b], ch[b]), idx)):
-            out[b] = r
-        return out.reshape(shape)
+    def score(self, op: np.ndarray, done_types: np.ndarray, choices: np.ndarray) -> np.ndarray:
+        return np.asarray(list(self.pool.map(lambda b: self._reward(int(op[b]), done_types[b], choices[b]),
+                                             range(len(op)))), np.float32)
+
+
+def batched_io_callback(fn: Callable[..., np.ndarray], terminated: jax.Array, *args: jax.Array) -> jax.Array:
+    """`io_callback(fn)` → float32 of `terminated`'s shape, where `fn` works on any leading batch shape
+    (`EpisodeScorer.rewards`). Under `vmap` (the envs, the seeds) it is called once with the whole batch —
+    `io_callback`'s own batching rule calls it once per element in sequence, so a rollout step of 64 envs
+    would make 64 host round trips (64 cost-model calls, or 64 measurements one after another)."""
+
+    @jax.custom_batching.custom_vmap
+    def call(t, *a):
+        return io_callback(fn, jax.ShapeDtypeStruct(t.shape, jnp.float32), t, *a)
+
+    @call.def_vmap
+    def _rule(axis_size, in_batched, t, *a):
+        full = [x if b else jnp.broadcast_to(x, (axis_size,) + x.shape) for x, b in zip((t, *a), in_batched)]
+        return call(*full), True
+
+    return call(terminated, *args)
 
 
 class RefineEnv:
     """Jittable env over a list of ops (see the module docstring)."""
 
-    def __init__(self, ops: list[tuple[OpSpec, R.DefaultConfig]], measurer: Measurer | None = None):
+    def __init__(self, ops: list[tuple[OpSpec, R.DefaultConfig]], measurer: EpisodeScorer | None = None):
         self.ops = ops
         self.n_ops = len(ops)
         self.measurer = measurer
@@ -250,8 +291,7 @@ class RefineEnv:
         if self.measurer is None:
             reward = jnp.zeros((), jnp.float32)
         else:
-            reward = io_callback(self.measurer.rewards, jax.ShapeDtypeStruct(terminated.shape, jnp.float32),
-                                 terminated, new.op, new.done_types, new.choices)
+            reward = batched_io_callback(self.measurer.rewards, terminated, new.op, new.done_types, new.choices)
             reward = jnp.where(terminated, reward, 0.0)
         info = {"log10_speedup": reward, "op": s.op}
         return self.observe(new), new, reward, terminated, info
@@ -265,11 +305,18 @@ class RefineEnv:
                 jnp.zeros((), bool), info)
 
 
-def refine_env(table: ProgramTable, measured: bool = True, **measurer_kw) -> tuple[Env, RefineEnv]:
+def refine_env(table: ProgramTable, measured: bool = True, scorer: Callable[..., EpisodeScorer] | None = None,
+               **measurer_kw) -> tuple[Env, RefineEnv]:
     """(`Env` for `rl.ppo.make_train(cfg, env=...)` with episode logging, the env) over the distinct ops of
-    `table` that the space can change."""
+    `table` that the space can change. Rewards: `scorer(ops, names)` when given (e.g. a learned cost model,
+    `rl.costnet.reward.LearnedRewards`), else IREE measurements (`Measurer(ops, names, **measurer_kw)`) when
+    `measured`, else none."""
     named = training_ops(table)
     ops = [(spec, R.default_config(spec)) for _, spec in named]
-    measurer = Measurer(ops, [n for n, _ in named], **measurer_kw) if measured else None
-    e = RefineEnv(ops, measurer)
+    names = [n for n, _ in named]
+    if scorer is not None:
+        rewarder: EpisodeScorer | None = scorer(ops, names)
+    else:
+        rewarder = Measurer(ops, names, **measurer_kw) if measured else None
+    e = RefineEnv(ops, rewarder)
     return log_wrapper(Env(e.reset, e.step, R.N_HEADS, R.A_MAX, R.ACTIVE_HEADS, False)), e
