@@ -111,10 +111,22 @@ def variant_summary(records: list[dict]) -> dict:
     sn, mlm, acc = (np.asarray([r[k] for r in records], np.float64) for k in ("supernet_loss", "mlm_loss", "accuracy"))
     return {"tau_supernet_mlm": kendall(sn, mlm), "tau_mlm_accuracy": kendall(mlm, acc),
             "tau_supernet_accuracy": kendall(sn, acc), "supernet_loss_spread": float(sn.max() - sn.min()),
-            "mlm_loss_spread": float(mlm.max() - mlm.min()), "accuracy_spread": float(acc.max() - acc.min())}  # fmt: skip
+            "mlm_loss_spread": float(mlm.max() - mlm.min()), "accuracy_spread": float(acc.max() - acc.min()),
+            "mean_supernet_loss": float(sn.mean()), "mean_mlm_loss": float(mlm.mean()), "mean_accuracy": float(acc.mean()),
+            "accuracy_se": float(acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else float("nan")}  # fmt: skip
 
 
-TAU_COLUMNS = ("variant", "archs", "τ(SuperNet loss, MLM loss)", "τ(MLM loss, accuracy)", "τ(SuperNet loss, accuracy)",
+def subnet_passes(supernet_config: str, supernet_set: dict) -> int:
+    """SuperNet training compute in sub-network forward/backward passes: steps x archs trained per step (the
+    sandwich rule trains the largest + the smallest + `random_archs` each step)."""
+    from .config import load_nas_config
+    from .pipeline import _overrides
+
+    settings, tcfg = load_nas_config(supernet_config, _overrides({**supernet_set, "out_dir": "-"}))
+    return int(tcfg.total_steps) * settings.archs_per_step
+
+
+TAU_COLUMNS = ("variant", "SuperNet passes", "archs", "mean MLM loss", "mean accuracy ± SE", "τ(SuperNet loss, MLM loss)", "τ(MLM loss, accuracy)", "τ(SuperNet loss, accuracy)",
                "SuperNet loss spread", "MLM loss spread", "accuracy spread", "SuperNet final loss")  # fmt: skip
 ARCH_COLUMNS = ("variant", "arch", "SuperNet loss", "MLM loss", "accuracy")
 
@@ -153,10 +165,14 @@ def run_rank_check(rcfg: RankConfig, log=print) -> tuple[list[dict[str, str]], d
                 (ft,) = res["finetune"].values()
                 records.append({"arch": name, "supernet_loss": fit[name], "mlm_loss": res["further_mlm"]["final_eval"]["loss"],
                                 "accuracy": ft["final_eval"]["accuracy"]})  # fmt: skip
+            sets = {**cfg.supernet_set, **rcfg.variants[v]}
             s = {**variant_summary(records), "archs": records, "supernet_final_eval": sn["final_eval"],
-                 "supernet_set": rcfg.variants[v]}  # fmt: skip
+                 "supernet_set": rcfg.variants[v], "supernet_passes": subnet_passes(cfg.supernet_config, sets)}  # fmt: skip
             summary["variants"][v] = s
-            tau_rows.append({"variant": v, "archs": str(len(records)), "τ(SuperNet loss, MLM loss)": _tau(s["tau_supernet_mlm"]),
+            tau_rows.append({"variant": v, "SuperNet passes": str(s["supernet_passes"]), "archs": str(len(records)),
+                             "mean MLM loss": f"{s['mean_mlm_loss']:.3f}",
+                             "mean accuracy ± SE": f"{s['mean_accuracy']:.3f} ± {s['accuracy_se']:.3f}",
+                             "τ(SuperNet loss, MLM loss)": _tau(s["tau_supernet_mlm"]),
                              "τ(MLM loss, accuracy)": _tau(s["tau_mlm_accuracy"]),
                              "τ(SuperNet loss, accuracy)": _tau(s["tau_supernet_accuracy"]),
                              "SuperNet loss spread": f"{s['supernet_loss_spread']:.3f}",
@@ -172,7 +188,9 @@ def run_rank_check(rcfg: RankConfig, log=print) -> tuple[list[dict[str, str]], d
 
 def _note(rcfg: RankConfig) -> str:
     return (f"constraint {rcfg.constraint}: {rcfg.archs} candidates of its window; τ is Kendall's τ-b (p: two-sided). "
-            "Lower loss is better, so a ranking that holds shows τ(SuperNet, MLM) > 0 and τ(loss, accuracy) < 0.")  # fmt: skip
+            "Lower loss is better, so a ranking that holds shows τ(SuperNet, MLM) > 0 and τ(loss, accuracy) < 0. "
+            "SuperNet passes: training steps x sub-networks trained per step (equal passes = equal compute); "
+            "mean ± SE over the same archs, each further trained and fine-tuned alike.")  # fmt: skip
 
 
 def _write(out_dir: str, rcfg: RankConfig, summary: dict, tau_rows: list, arch_rows: list, state: PipelineState) -> None:
