@@ -28,10 +28,12 @@ from loaders.schedules import ScheduleSet, by_split, group_ids, read_records, su
 
 from . import costnet as C
 from .costnet import baselines, search
-from .costnet.metrics import ranking_metrics
+from .costnet.metrics import group_ranks, ranking_metrics
 
 CURVE = (0.1, 0.25, 0.5, 1.0)
 MODEL_NAMES = ("DistilBERT cost model", "gradient-boosted trees", "analytic (calibrated)")
+ENSEMBLE = "ensemble (DistilBERT + trees, rank average)"
+REMEASURED = "measurement B (the same schedules timed again)"
 
 
 def load_splits(data: str, space: str) -> dict[str, list[dict]]:
@@ -71,9 +73,27 @@ def train_models(cfg: C.CostNetConfig, train: list[dict], progress: bool = True,
     return model, state.params, stats, hist, baselines.Trees(tree_iters, seed=cfg.seed).fit(train)
 
 
+def rank_average(*fns: Callable) -> Callable:
+    """A predictor scoring each record by the mean over `fns` of its rank within its op (`group_ranks`): an
+    ensemble of models on different scales (its scores rank schedules of one op; they are not times)."""
+    def predict(records: Sequence[dict]) -> np.ndarray:
+        gid, _ = group_ids(records)
+        return np.mean([group_ranks(fn(records), gid) for fn in fns], axis=0)
+
+    return predict
+
+
 def predictors(model, params, stats, cfg: C.CostNetConfig, trees, analytic) -> dict[str, Callable]:
-    return {MODEL_NAMES[0]: lambda rs: C.predict(model, params, C.encode(rs, cfg.n_buckets), stats),
-            MODEL_NAMES[1]: trees.predict, MODEL_NAMES[2]: analytic.predict}
+    """{row name: records → scores [N], lower = faster}: the cost model, the trees (and the ensemble of the
+    two) where `trees` is given, the calibrated analytic model."""
+    net = lambda rs: C.predict(model, params, C.encode(rs, cfg.n_buckets), stats)  # noqa: E731
+    out = {MODEL_NAMES[0]: net}
+    if trees is not None:
+        out[MODEL_NAMES[1]] = trees.predict
+    out[MODEL_NAMES[2]] = analytic.predict
+    if trees is not None:
+        out[ENSEMBLE] = rank_average(net, trees.predict)
+    return out
 
 
 def evaluate_all(preds: dict[str, Callable], records: list[dict]) -> dict[str, dict]:
@@ -96,7 +116,7 @@ def plot_curve(path: str, curve: list[dict]) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, key, label in ((axes[0], "spearman_median", "median Spearman (held-out)"),
                            (axes[1], "pairwise", "pairwise accuracy (held-out)")):
-        for name in MODEL_NAMES:
+        for name in (*MODEL_NAMES, ENSEMBLE):
             pts = [(c["train_records"], c["test"][name][key]) for c in curve if name in c["test"]]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=name)
@@ -114,10 +134,11 @@ def plot_curve(path: str, curve: list[dict]) -> None:
 def curve_table(curve: list[dict]) -> str:
     from distilbert_jax.tables import markdown_table
 
-    head = ["train fraction", "train records"] + [f"{n} ρ / pairwise" for n in MODEL_NAMES]
+    names = (*MODEL_NAMES, ENSEMBLE)
+    head = ["train fraction", "train records"] + [f"{n} ρ / pairwise" for n in names]
     rows = [{"train fraction": f"{c['fraction']:.0%}", "train records": c["train_records"],
              **{f"{n} ρ / pairwise": (f"{c['test'][n]['spearman_median']:.3f} / {c['test'][n]['pairwise']:.3f}"
-                                     if n in c["test"] else "—") for n in MODEL_NAMES}} for c in curve]
+                                     if n in c["test"] else "—") for n in names}} for c in curve]
     return markdown_table(rows, head)
 
 
@@ -178,10 +199,7 @@ def load_all(path: str):
             trees = pickle.load(f)
     analytic = baselines.Analytic()
     analytic.a, analytic.b = meta.get("analytic", {}).get("a", 1.0), meta.get("analytic", {}).get("b", 0.0)
-    preds = predictors(model, params, stats, cfg, trees, analytic)
-    if trees is None:
-        preds.pop(MODEL_NAMES[1])
-    return cfg, preds
+    return cfg, predictors(model, params, stats, cfg, trees, analytic)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -194,6 +212,36 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise DataError(f"{args.data}: no usable {cfg.space!r} records of {args.split} programs")
     rows = evaluate_all(preds, recs)
     print(f"\n{args.split} programs ({len(recs)} records), measured on {cpu_name()}\n\n" + summary_table(rows))
+    if args.remeasured:
+        print(remeasured_tables(preds, recs, args.remeasured, cfg.space))
+
+
+def pair_remeasured(records: Sequence[dict], path: str, space: str) -> tuple[list[dict], np.ndarray]:
+    """(the records of `records` that `path` measured again — same id, both usable —, their second times [n])."""
+    again = {r["id"]: r["time_s"] for r in usable(read_records(path), space) if r.get("id")}
+    paired = [r for r in records if r.get("id") in again]
+    if not paired:
+        raise DataError(f"--remeasured {path}: none of its usable {space!r} records has the id of an evaluated record "
+                        "(measure them with `python -m rl.mlir.dataset --remeasure <records> --out DIR`)")
+    return paired, np.array([again[r["id"]] for r in paired], float)
+
+
+def remeasured_tables(preds: dict[str, Callable], records: list[dict], path: str, space: str) -> str:
+    """The noise ceiling: on the records measured twice (A = the dataset, B = `path`), every model and
+    measurement B scored against A — no model can agree with A much better than an independent measurement
+    of the same schedules does — and the models scored against the geometric mean of A and B (less noisy
+    labels)."""
+    paired, t_b = pair_remeasured(records, path, space)
+    t_a = np.array([r["time_s"] for r in paired])
+    ratio = np.abs(np.log(t_b / t_a))
+    against_a = evaluate_all(preds, paired)
+    against_a[REMEASURED] = metrics_of(np.log(t_b), paired)
+    mean = [dict(r, time_s=float(np.sqrt(a * b))) for r, a, b in zip(paired, t_a, t_b)]
+    return (f"\nmeasured twice: {len(paired)} of {len(records)} records; |B / A − 1|: median "
+            f"{np.expm1(np.median(ratio)):.1%}, 90th percentile {np.expm1(np.quantile(ratio, 0.9)):.1%}\n\n"
+            "against measurement A (the dataset's times), with measurement B as a model (the noise ceiling):\n\n"
+            + summary_table(against_a) + "\n\nagainst the geometric mean of A and B (less noisy labels):\n\n"
+            + summary_table(evaluate_all(preds, mean)))
 
 
 def cmd_search(args: argparse.Namespace) -> None:
@@ -269,6 +317,10 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--model", required=True, help="directory written by `train`")
         p.add_argument("--data", required=True, help="records.jsonl or its directory")
         p.add_argument("--split", choices=("train", "val", "test"), default="test")
+        if name == "evaluate":
+            p.add_argument("--remeasured", default=None, metavar="RECORDS", help="a second measurement of the "
+                           "same records (`python -m rl.mlir.dataset --remeasure`): also score measurement B against "
+                           "A (the noise ceiling) and the models against the mean of A and B")
         if name == "search":
             p.add_argument("--ks", type=_ks, default=list(search.KS))
             p.add_argument("--draws", type=int, default=200, help="random-search draws averaged per k")
