@@ -146,14 +146,19 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .mlir.tune import cpu_name
 
     parts = load_splits(args.data, args.space)
-    heldout = parts["test"] or parts["val"]
     which = "test" if parts["test"] else "val"
+    if which in args.fit_on:
+        raise DataError(f"--fit-on {','.join(args.fit_on)}: the {which} programs are the held-out ones scored on")
+    heldout = parts[which]
     if not heldout:
         raise DataError(f"{args.data}: no usable records of held-out (test or val) programs to score on")
+    parts["train"] = [r for s in args.fit_on for r in parts[s]]     # the records the models learn from
+    if "val" in args.fit_on:
+        parts["val"] = []                                           # no longer held out: not reported
     cfg = C.CostNetConfig(space=args.space, steps=args.steps, dim=args.dim, n_layers=args.layers, seed=args.seed,
                           dropout=args.dropout, weight_decay=args.weight_decay)
-    print(f"{len(parts['train'])} train / {len(parts['val'])} val / {len(parts['test'])} test records "
-          f"({args.space}); scoring on {which} programs")
+    print(f"{len(parts['train'])} training records ({' + '.join(args.fit_on)} programs) / {len(parts['val'])} val / "
+          f"{len(parts['test'])} test records ({args.space}); scoring on {which} programs")
     analytic = baselines.Analytic().fit(parts["train"])
     curve = []
     fractions = sorted(set(args.curve) | {1.0})
@@ -168,7 +173,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"  {frac:.0%} of train ({len(train)} records, {res['seconds']:.0f} s): " + ", ".join(
             f"{n.split()[0]} ρ {m['spearman_median']:.3f} pw {m['pairwise']:.3f}" for n, m in res["test"].items()))
     C.save(args.out, cfg, params, stats, {"analytic": analytic.to_dict(), "heldout_split": which,
-                                          "train_records": len(parts["train"]), "data": os.path.abspath(args.data)})
+                                          "train_records": len(parts["train"]), "fit_on": list(args.fit_on),
+                                          "data": os.path.abspath(args.data)})
     with open(os.path.join(args.out, "trees.pkl"), "wb") as f:
         pickle.dump(trees, f)
     final = curve[-1]["test"]
@@ -177,7 +183,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         final_val = {}
     plot_curve(os.path.join(args.out, "learning_curve.png"), curve)
-    md = (f"measured on {cpu_name()}; held-out = {which} programs\n\n" + summary_table(final) + "\n\nlearning curve ("
+    md = (f"measured on {cpu_name()}; trained on the {' + '.join(args.fit_on)} programs; held-out = {which} "
+          "programs\n\n" + summary_table(final) + "\n\nlearning curve ("
           f"{which}):\n\n" + curve_table(curve) + "\n")
     with open(os.path.join(args.out, "summary.md"), "w") as f:
         f.write(md)
@@ -284,6 +291,13 @@ def _fractions(s: str) -> list[float]:
     return v
 
 
+def _fit_on(s: str) -> tuple[str, ...]:
+    v = tuple(dict.fromkeys(x.strip() for x in s.split(",") if x.strip()))
+    if "train" not in v or not set(v) <= {"train", "val"}:
+        raise argparse.ArgumentTypeError(f"--fit-on: expected train or train,val, got {s!r}")
+    return v
+
+
 def _ks(s: str) -> list[int]:
     try:
         v = [int(x) for x in s.split(",") if x]
@@ -308,6 +322,8 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--layers", type=int, default=2)
     tr.add_argument("--dropout", type=float, default=0.0)
     tr.add_argument("--weight-decay", type=float, default=1e-4)
+    tr.add_argument("--fit-on", type=_fit_on, default=("train",), help="splits the models learn from: train "
+                    "(default; choose settings on val) or train,val (the final model once settings are chosen)")
     tr.add_argument("--curve", type=_fractions, default=list(CURVE), help="train percentages (default 10,25,50,100)")
     tr.add_argument("--tree-iters", type=int, default=300, help="boosting iterations of the trees baseline")
     tr.add_argument("--seed", type=int, default=0)

@@ -191,6 +191,23 @@ def test_cli_train_evaluate_search(tmp_path, records, capsys):
         CL.main(["evaluate", "--model", out, "--data", data, "--remeasured", str(tmp_path / "again"), "--split", "val"])
 
 
+def test_cli_fit_on_train_and_val(tmp_path, records, capsys):
+    """--fit-on train,val: the final model learns from the validation programs too, still scored on test."""
+    data = write_records(str(tmp_path / "data"), records)
+    out = str(tmp_path / "run")
+    CL.main(["train", "--data", data, "--out", out, "--steps", "5", "--dim", "16", "--layers", "1", "--curve", "100",
+             "--tree-iters", "5", "--quiet", "--fit-on", "train,val"])
+    parts = by_split(usable(records))
+    meta = json.load(open(os.path.join(out, "config.json")))
+    assert meta["fit_on"] == ["train", "val"] and meta["train_records"] == len(parts["train"]) + len(parts["val"])
+    res = json.load(open(os.path.join(out, "results.json")))
+    assert res["heldout"] == "test" and res["val"] == {} and res["curve"][0]["train_records"] == meta["train_records"]
+    for bad in ("val", "train,test"):
+        with pytest.raises(SystemExit):
+            CL.main(["train", "--data", data, "--out", out, "--fit-on", bad])
+    assert "--fit-on" in capsys.readouterr().err
+
+
 def test_cli_bad_data_is_a_clear_error(tmp_path, records):
     from distilbert_jax.clitools import InputError
 
