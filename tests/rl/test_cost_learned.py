@@ -187,6 +187,13 @@ def test_cli_train_evaluate_search(tmp_path, records, capsys):
     assert f"measured twice: {n_test - 5} of {n_test} records" in text and "geometric mean of A and B" in text
     row = next(ln for ln in text.splitlines() if ln.startswith(f"| {CL.REMEASURED}"))
     assert 0.5 < float(row.split("|")[5]) < 1.0            # noisy B orders A's pairs well but not perfectly
+    assert "a noise-free model" in text
+    paired, t_b = CL.pair_remeasured([r for r in recs if r["split"] == "test"], str(tmp_path / "again"), "refine")
+    t_a = np.array([r["time_s"] for r in paired])
+    sim = CL.simulated_ceiling(paired, t_a, t_b, sims=3)
+    assert sim["perfect"][1] > sim["second"][1] > 0.5        # the true times beat a second noisy measurement
+    exact = CL.simulated_ceiling(paired, t_a, t_a, sims=2)   # no noise: both are perfect
+    assert exact["perfect"][1] == exact["second"][1] == 1.0
     with pytest.raises(InputError, match="none of its usable"):
         CL.main(["evaluate", "--model", out, "--data", data, "--remeasured", str(tmp_path / "again"), "--split", "val"])
 
