@@ -283,8 +283,8 @@ def remeasured_tables(preds: dict[str, Callable], records: list[dict], path: str
             + f"\n\nsimulated (noise resampled per op from the A/B differences, {sim['sims']} draws): a second "
               f"measurement would score ρ {sim['second'][0]:.3f} / pairwise {sim['second'][1]:.3f} / > 5 % "
               f"{sim['second'][2]:.3f}; a noise-free model (the true times) ρ {sim['perfect'][0]:.3f} / pairwise "
-              f"{sim['perfect'][1]:.3f} / > 5 % {sim['perfect'][2]:.3f} — the most any model can score against one "
-              "measurement\n\nagainst the geometric mean of A and B (less noisy labels):\n\n"
+              f"{sim['perfect'][1]:.3f} / > 5 % {sim['perfect'][2]:.3f} — about the most any model can "
+              "score against one measurement (an estimate)\n\nagainst the geometric mean of A and B (less noisy labels):\n\n"
             + summary_table(evaluate_all(preds, mean)))
 
 

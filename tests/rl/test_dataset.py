@@ -20,6 +20,13 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("RL_MLIR_CACHE", str(tmp_path / "cache"))
 
 
+def fake_default() -> R.DefaultConfig:
+    """A made-up IREE default config of v_mm_256x64x64 (no IREE)."""
+    return R.DefaultConfig("DoubleTilingExpert", {"distribution": [32, 64, 0], "vector_common_parallel": [8, 16, 0],
+                                                  "vector_reduction": [0, 0, 16]}, (256, 64, 64), (False, False, True),
+                           True)
+
+
 def _lines(path):
     with open(path, "rb") as f:
         return f.read().splitlines()
@@ -66,8 +73,7 @@ def test_work_is_round_robin_and_splits_exact():
         assert not any(o.program in tables[s].names for s in tables if s != o.split)
     cfg = D.DatasetConfig("unused", n=3, splits=("val",), spaces=("refine",))
     vops, vt = D.collect_ops(("val",))
-    d = R.DefaultConfig("DoubleTilingExpert", {"distribution": [32, 64, 0], "vector_common_parallel": [8, 16, 0],
-                                               "vector_reduction": [0, 0, 16]}, (256, 64, 64), (False, False, True), True)
+    d = fake_default()
     jobs = D.plan(cfg, vops, vt, [d] * len(vops))
     assert [j.schedule.mode for j in jobs[:len(vops)]] == ["keep"] * len(vops)       # every op's default first
     assert [j.ref for j in jobs[len(vops):2 * len(vops)]] == vops                    # then data tiling of each
@@ -110,8 +116,7 @@ def test_remeasure_times_the_same_ok_schedules_again(tmp_path, monkeypatch):
     from distilbert_jax.clitools import InputError
     from rl.mlir.measure import Measurement
 
-    d = R.DefaultConfig("DoubleTilingExpert", {"distribution": [32, 64, 0], "vector_common_parallel": [8, 16, 0],
-                                               "vector_reduction": [0, 0, 16]}, (256, 64, 64), (False, False, True), True)
+    d = fake_default()
     times = iter(range(1, 1000))
     monkeypatch.setattr(R, "default_config", lambda spec: d)
     monkeypatch.setattr(R, "measure_refinement",
