@@ -28,10 +28,12 @@ from loaders.schedules import ScheduleSet, by_split, group_ids, read_records, su
 
 from . import costnet as C
 from .costnet import baselines, search
-from .costnet.metrics import ranking_metrics
+from .costnet.metrics import group_ranks, ranking_metrics
 
 CURVE = (0.1, 0.25, 0.5, 1.0)
 MODEL_NAMES = ("DistilBERT cost model", "gradient-boosted trees", "analytic (calibrated)")
+ENSEMBLE = "ensemble (DistilBERT + trees, rank average)"
+REMEASURED = "measurement B (the same schedules timed again)"
 
 
 def load_splits(data: str, space: str) -> dict[str, list[dict]]:
@@ -71,9 +73,27 @@ def train_models(cfg: C.CostNetConfig, train: list[dict], progress: bool = True,
     return model, state.params, stats, hist, baselines.Trees(tree_iters, seed=cfg.seed).fit(train)
 
 
+def rank_average(*fns: Callable) -> Callable:
+    """A predictor scoring each record by the mean over `fns` of its rank within its op (`group_ranks`): an
+    ensemble of models on different scales (its scores rank schedules of one op; they are not times)."""
+    def predict(records: Sequence[dict]) -> np.ndarray:
+        gid, _ = group_ids(records)
+        return np.mean([group_ranks(fn(records), gid) for fn in fns], axis=0)
+
+    return predict
+
+
 def predictors(model, params, stats, cfg: C.CostNetConfig, trees, analytic) -> dict[str, Callable]:
-    return {MODEL_NAMES[0]: lambda rs: C.predict(model, params, C.encode(rs, cfg.n_buckets), stats),
-            MODEL_NAMES[1]: trees.predict, MODEL_NAMES[2]: analytic.predict}
+    """{row name: records → scores [N], lower = faster}: the cost model, the trees (and the ensemble of the
+    two) where `trees` is given, the calibrated analytic model."""
+    net = lambda rs: C.predict(model, params, C.encode(rs, cfg.n_buckets), stats)  # noqa: E731
+    out = {MODEL_NAMES[0]: net}
+    if trees is not None:
+        out[MODEL_NAMES[1]] = trees.predict
+    out[MODEL_NAMES[2]] = analytic.predict
+    if trees is not None:
+        out[ENSEMBLE] = rank_average(net, trees.predict)
+    return out
 
 
 def evaluate_all(preds: dict[str, Callable], records: list[dict]) -> dict[str, dict]:
@@ -96,7 +116,7 @@ def plot_curve(path: str, curve: list[dict]) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, key, label in ((axes[0], "spearman_median", "median Spearman (held-out)"),
                            (axes[1], "pairwise", "pairwise accuracy (held-out)")):
-        for name in MODEL_NAMES:
+        for name in (*MODEL_NAMES, ENSEMBLE):
             pts = [(c["train_records"], c["test"][name][key]) for c in curve if name in c["test"]]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=name)
@@ -114,10 +134,11 @@ def plot_curve(path: str, curve: list[dict]) -> None:
 def curve_table(curve: list[dict]) -> str:
     from distilbert_jax.tables import markdown_table
 
-    head = ["train fraction", "train records"] + [f"{n} ρ / pairwise" for n in MODEL_NAMES]
+    names = (*MODEL_NAMES, ENSEMBLE)
+    head = ["train fraction", "train records"] + [f"{n} ρ / pairwise" for n in names]
     rows = [{"train fraction": f"{c['fraction']:.0%}", "train records": c["train_records"],
              **{f"{n} ρ / pairwise": (f"{c['test'][n]['spearman_median']:.3f} / {c['test'][n]['pairwise']:.3f}"
-                                     if n in c["test"] else "—") for n in MODEL_NAMES}} for c in curve]
+                                     if n in c["test"] else "—") for n in names}} for c in curve]
     return markdown_table(rows, head)
 
 
@@ -125,14 +146,19 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .mlir.tune import cpu_name
 
     parts = load_splits(args.data, args.space)
-    heldout = parts["test"] or parts["val"]
     which = "test" if parts["test"] else "val"
+    if which in args.fit_on:
+        raise DataError(f"--fit-on {','.join(args.fit_on)}: the {which} programs are the held-out ones scored on")
+    heldout = parts[which]
     if not heldout:
         raise DataError(f"{args.data}: no usable records of held-out (test or val) programs to score on")
+    parts["train"] = [r for s in args.fit_on for r in parts[s]]     # the records the models learn from
+    if "val" in args.fit_on:
+        parts["val"] = []                                           # no longer held out: not reported
     cfg = C.CostNetConfig(space=args.space, steps=args.steps, dim=args.dim, n_layers=args.layers, seed=args.seed,
                           dropout=args.dropout, weight_decay=args.weight_decay)
-    print(f"{len(parts['train'])} train / {len(parts['val'])} val / {len(parts['test'])} test records "
-          f"({args.space}); scoring on {which} programs")
+    print(f"{len(parts['train'])} training records ({' + '.join(args.fit_on)} programs) / {len(parts['val'])} val / "
+          f"{len(parts['test'])} test records ({args.space}); scoring on {which} programs")
     analytic = baselines.Analytic().fit(parts["train"])
     curve = []
     fractions = sorted(set(args.curve) | {1.0})
@@ -147,7 +173,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"  {frac:.0%} of train ({len(train)} records, {res['seconds']:.0f} s): " + ", ".join(
             f"{n.split()[0]} ρ {m['spearman_median']:.3f} pw {m['pairwise']:.3f}" for n, m in res["test"].items()))
     C.save(args.out, cfg, params, stats, {"analytic": analytic.to_dict(), "heldout_split": which,
-                                          "train_records": len(parts["train"]), "data": os.path.abspath(args.data)})
+                                          "train_records": len(parts["train"]), "fit_on": list(args.fit_on),
+                                          "data": os.path.abspath(args.data)})
     with open(os.path.join(args.out, "trees.pkl"), "wb") as f:
         pickle.dump(trees, f)
     final = curve[-1]["test"]
@@ -156,7 +183,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         final_val = {}
     plot_curve(os.path.join(args.out, "learning_curve.png"), curve)
-    md = (f"measured on {cpu_name()}; held-out = {which} programs\n\n" + summary_table(final) + "\n\nlearning curve ("
+    md = (f"measured on {cpu_name()}; trained on the {' + '.join(args.fit_on)} programs; held-out = {which} "
+          "programs\n\n" + summary_table(final) + "\n\nlearning curve ("
           f"{which}):\n\n" + curve_table(curve) + "\n")
     with open(os.path.join(args.out, "summary.md"), "w") as f:
         f.write(md)
@@ -178,10 +206,7 @@ def load_all(path: str):
             trees = pickle.load(f)
     analytic = baselines.Analytic()
     analytic.a, analytic.b = meta.get("analytic", {}).get("a", 1.0), meta.get("analytic", {}).get("b", 0.0)
-    preds = predictors(model, params, stats, cfg, trees, analytic)
-    if trees is None:
-        preds.pop(MODEL_NAMES[1])
-    return cfg, preds
+    return cfg, predictors(model, params, stats, cfg, trees, analytic)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -194,6 +219,73 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise DataError(f"{args.data}: no usable {cfg.space!r} records of {args.split} programs")
     rows = evaluate_all(preds, recs)
     print(f"\n{args.split} programs ({len(recs)} records), measured on {cpu_name()}\n\n" + summary_table(rows))
+    if args.remeasured:
+        print(remeasured_tables(preds, recs, args.remeasured, cfg.space))
+
+
+def pair_remeasured(records: Sequence[dict], path: str, space: str) -> tuple[list[dict], np.ndarray]:
+    """(the records of `records` that `path` measured again — same id, both usable —, their second times [n])."""
+    again = {r["id"]: r["time_s"] for r in usable(read_records(path), space) if r.get("id")}
+    paired = [r for r in records if r.get("id") in again]
+    if not paired:
+        raise DataError(f"--remeasured {path}: none of its usable {space!r} records has the id of an evaluated record "
+                        "(measure them with `python -m rl.mlir.dataset --remeasure <records> --out DIR`)")
+    return paired, np.array([again[r["id"]] for r in paired], float)
+
+
+def simulated_ceiling(records: Sequence[dict], t_a: np.ndarray, t_b: np.ndarray, sims: int = 20,
+                      seed: int = 0) -> dict:
+    """What a noise-free model would score against one measurement, simulated: the truth is taken as the mean
+    log time m of the two measurements, a measurement as m + noise drawn (with a random sign) from the op's own
+    (log A − log B) / √2 (same variance as one measurement's noise; heavy tails kept). Returns {"second": mean
+    (median ρ, pairwise, pairwise > 5 %) of a simulated second measurement against a simulated first one —
+    check it against the measured B-vs-A row —, "perfect": the same of m itself, "sims"}."""
+    la, lb = np.log(t_a), np.log(t_b)
+    m, d = (la + lb) / 2, (la - lb) / np.sqrt(2)
+    gid, _ = group_ids(records)
+    rng = np.random.default_rng(seed)
+
+    def draw() -> np.ndarray:
+        e = np.empty(len(m))
+        for g in np.unique(gid):
+            idx = np.flatnonzero(gid == g)
+            e[idx] = rng.choice(d[idx], len(idx)) * rng.choice([-1.0, 1.0], len(idx))
+        return m + e
+
+    def score(pred: np.ndarray, truth: np.ndarray) -> list[float]:
+        x = metrics_of(pred, [dict(r, time_s=float(np.exp(t))) for r, t in zip(records, truth)])
+        return [x["spearman_median"], x["pairwise"], x["pairwise_5pct"]]
+
+    second, perfect = [], []
+    for _ in range(sims):
+        a = draw()
+        second.append(score(draw(), a))
+        perfect.append(score(m, a))
+    return {"second": np.mean(second, 0).tolist(), "perfect": np.mean(perfect, 0).tolist(), "sims": sims}
+
+
+def remeasured_tables(preds: dict[str, Callable], records: list[dict], path: str, space: str) -> str:
+    """The noise ceiling: on the records measured twice (A = the dataset, B = `path`), every model and
+    measurement B scored against A — no model can agree with A much better than an independent measurement
+    of the same schedules does — and the models scored against the geometric mean of A and B (less noisy
+    labels)."""
+    paired, t_b = pair_remeasured(records, path, space)
+    t_a = np.array([r["time_s"] for r in paired])
+    ratio = np.abs(np.log(t_b / t_a))
+    against_a = evaluate_all(preds, paired)
+    against_a[REMEASURED] = metrics_of(np.log(t_b), paired)
+    mean = [dict(r, time_s=float(np.sqrt(a * b))) for r, a, b in zip(paired, t_a, t_b)]
+    sim = simulated_ceiling(paired, t_a, t_b)
+    return (f"\nmeasured twice: {len(paired)} of {len(records)} records; |B / A − 1|: median "
+            f"{np.expm1(np.median(ratio)):.1%}, 90th percentile {np.expm1(np.quantile(ratio, 0.9)):.1%}\n\n"
+            "against measurement A (the dataset's times), with measurement B as a model (the noise ceiling):\n\n"
+            + summary_table(against_a)
+            + f"\n\nsimulated (noise resampled per op from the A/B differences, {sim['sims']} draws): a second "
+              f"measurement would score ρ {sim['second'][0]:.3f} / pairwise {sim['second'][1]:.3f} / > 5 % "
+              f"{sim['second'][2]:.3f}; a noise-free model (the true times) ρ {sim['perfect'][0]:.3f} / pairwise "
+              f"{sim['perfect'][1]:.3f} / > 5 % {sim['perfect'][2]:.3f} — about the most any model can "
+              "score against one measurement (an estimate)\n\nagainst the geometric mean of A and B (less noisy labels):\n\n"
+            + summary_table(evaluate_all(preds, mean)))
 
 
 def cmd_search(args: argparse.Namespace) -> None:
@@ -238,6 +330,13 @@ def _fractions(s: str) -> list[float]:
     return v
 
 
+def _fit_on(s: str) -> tuple[str, ...]:
+    v = tuple(dict.fromkeys(x.strip() for x in s.split(",") if x.strip()))
+    if "train" not in v or not set(v) <= {"train", "val"}:
+        raise argparse.ArgumentTypeError(f"--fit-on: expected train or train,val, got {s!r}")
+    return v
+
+
 def _ks(s: str) -> list[int]:
     try:
         v = [int(x) for x in s.split(",") if x]
@@ -262,6 +361,8 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--layers", type=int, default=2)
     tr.add_argument("--dropout", type=float, default=0.0)
     tr.add_argument("--weight-decay", type=float, default=1e-4)
+    tr.add_argument("--fit-on", type=_fit_on, default=("train",), help="splits the models learn from: train "
+                    "(default; choose settings on val) or train,val (the final model once settings are chosen)")
     tr.add_argument("--curve", type=_fractions, default=list(CURVE), help="train percentages (default 10,25,50,100)")
     tr.add_argument("--tree-iters", type=int, default=300, help="boosting iterations of the trees baseline")
     tr.add_argument("--seed", type=int, default=0)
@@ -271,6 +372,10 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--model", required=True, help="directory written by `train`")
         p.add_argument("--data", required=True, help="records.jsonl or its directory")
         p.add_argument("--split", choices=("train", "val", "test"), default="test")
+        if name == "evaluate":
+            p.add_argument("--remeasured", default=None, metavar="RECORDS", help="a second measurement of the "
+                           "same records (`python -m rl.mlir.dataset --remeasure`): also score measurement B against "
+                           "A (the noise ceiling) and the models against the mean of A and B")
         if name == "search":
             p.add_argument("--ks", type=_ks, default=list(search.KS))
             p.add_argument("--draws", type=int, default=200, help="random-search draws averaged per k")

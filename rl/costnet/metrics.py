@@ -30,6 +30,18 @@ def group_metrics(pred: np.ndarray, true: np.ndarray, min_gap: float = 0.0) -> d
             "top1": float(best in order[:1]), "top5": float(best in order[:5]), "n": len(true)}
 
 
+def group_ranks(pred: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """[N] rank of each prediction within its group, scaled to [0, 1] (0 = predicted fastest; ties share their
+    mean rank; a group of one gets 0.5): predictions on different scales become comparable within an op."""
+    from scipy.stats import rankdata
+
+    pred, out = np.asarray(pred, float), np.zeros(len(pred))
+    for g in np.unique(group):
+        idx = np.flatnonzero(group == g)
+        out[idx] = (rankdata(pred[idx]) - 1) / (len(idx) - 1) if len(idx) > 1 else 0.5
+    return out
+
+
 def ranking_metrics(pred: np.ndarray, true: np.ndarray, group: np.ndarray, min_gap: float = 0.0) -> dict:
     """Aggregated metrics over the groups of `group` [N] (ops with < 2 schedules are skipped)."""
     per = [group_metrics(pred[group == g], true[group == g], min_gap) for g in np.unique(group)
@@ -46,4 +58,4 @@ def ranking_metrics(pred: np.ndarray, true: np.ndarray, group: np.ndarray, min_g
             "top1": float(np.mean([m["top1"] for m in per])), "top5": float(np.mean([m["top5"] for m in per]))}
 
 
-__all__ = ["group_metrics", "ranking_metrics"]
+__all__ = ["group_metrics", "group_ranks", "ranking_metrics"]

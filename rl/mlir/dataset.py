@@ -86,6 +86,7 @@ class DatasetConfig:
     seed: int = 0
     timing: str = "cpu"
     deadline_s: float = 1.0                  # scalar space: a first run longer than this is stopped ("timeout")
+    remeasure: str = ""                      # a records file: measure its ok records' schedules again (not `plan`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +210,35 @@ def plan(cfg: DatasetConfig, ops: list[OpRef], tables: dict, defaults: list) -> 
                     rounds[i + 2].append(Job(ref, space, sc, False))
         jobs += [j for rnd in rounds for j in rnd]
     return jobs
+
+
+def remeasure_jobs(path: str, cfg: DatasetConfig, ops: list[OpRef]) -> list[Job]:
+    """The jobs of `path`'s "ok" records of `cfg`'s splits / spaces / programs, in file order: the same (op,
+    schedule) measured again — a second, independent measurement of the same schedules (same record ids, so
+    the two files pair up by id). Refine space only (the scalar space's timeouts make a pairing uneven)."""
+    if cfg.spaces != ("refine",):
+        raise InputError("--remeasure: only --spaces refine can be measured again")
+    from ..costnet.features import refinement_from
+
+    refs = {(o.program, o.op_index): o for o in ops}
+    jobs, missing = [], set()
+    for r in read_records(path):
+        if r["status"] != "ok" or r["space"] != "refine" or r["split"] not in cfg.splits:
+            continue
+        ref = refs.get((r["program"], int(r["op_index"])))
+        if ref is None:
+            if not cfg.programs or r["program"] in cfg.programs:
+                missing.add(r["program"])
+            continue
+        job = Job(ref, "refine", refinement_from(r["schedule"]), bool(r.get("is_default")))
+        if r.get("id") and job.record_id(cfg.repeats, cfg.timing) != r["id"]:
+            raise InputError(f"--remeasure: {path}: record {r['id']} ({r['program']} op {r['op_index']}) was measured "
+                             f"with other settings (--repeats {r.get('repeats')}, --timing {r.get('timing')}?)")
+        jobs.append(job)
+    if missing:
+        raise InputError(f"--remeasure: {path} has records of program(s) {sorted(missing)} that the program tables "
+                         "no longer hold")
+    return list({j.record_id(cfg.repeats, cfg.timing): j for j in jobs}.values())
 
 
 def cpu_fields() -> tuple[dict, str]:
@@ -364,7 +394,8 @@ def run(cfg: DatasetConfig, progress: bool = True) -> dict:
     done = {r["id"] for r in existing_records(path)}
     defaults = _defaults(ops, cfg.workers)
     dmap = {(o.program, o.op_index): d for o, d in zip(ops, defaults)}
-    jobs = [j for j in plan(cfg, ops, tables, defaults) if j.record_id(cfg.repeats, cfg.timing) not in done]
+    todo = remeasure_jobs(cfg.remeasure, cfg, ops) if cfg.remeasure else plan(cfg, ops, tables, defaults)
+    jobs = [j for j in todo if j.record_id(cfg.repeats, cfg.timing) not in done]
     cpu, cpu_line = cpu_fields()
     manifest = _read_manifest(man_path)
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -460,6 +491,9 @@ def main(argv: list[str] | None = None) -> int | None:
     ap.add_argument("--timing", choices=("cpu", "wall"), default="cpu", help="see rl.mlir.timer.TIMINGS")
     ap.add_argument("--deadline", type=float, default=1.0,
                     help="scalar space: stop a schedule whose first run takes longer (seconds; status timeout)")
+    ap.add_argument("--remeasure", default="", metavar="RECORDS",
+                    help="measure the ok refine records of this records file (or directory) again instead of drawing "
+                         "schedules (--n is ignored): a second measurement of the same schedules, same ids")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     for name in ("n", "workers", "repeats"):
@@ -472,7 +506,7 @@ def main(argv: list[str] | None = None) -> int | None:
         raise InputError(f"--out {args.out} is a file, expected a directory")
     cfg = DatasetConfig(args.out, args.n, _csv(args.programs, SPLITS, "--programs"),
                         _csv(args.spaces, SPACES, "--spaces"), tuple(args.program), args.workers, args.repeats,
-                        args.seed, args.timing, args.deadline)
+                        args.seed, args.timing, args.deadline, args.remeasure)
     try:
         import iree.compiler  # noqa: F401
     except ImportError:

@@ -16,7 +16,7 @@ from rl import cost_learned as CL
 from rl import costnet as C
 from rl.costnet import baselines, search
 from rl.costnet import features as F
-from rl.costnet.metrics import group_metrics, ranking_metrics
+from rl.costnet.metrics import group_metrics, group_ranks, ranking_metrics
 from rl.costnet.model import init
 
 from .costnet_synth import make_records, write_records
@@ -104,6 +104,18 @@ def test_metrics_on_hand_made_cases():
     assert agg["spearman_median"] == pytest.approx(0.0)
 
 
+def test_rank_average_ensemble_ranks_within_each_op():
+    recs = [{"program": p, "op_index": 0, "space": "refine", "time_s": t} for p in ("a", "b") for t in (3.0, 1.0, 2.0)]
+    gid, _ = group_ids(recs)
+    np.testing.assert_allclose(group_ranks(np.array([5.0, 1.0, 3.0, 0.2, 0.1, 0.1]), gid), [1, 0, 0.5, 1, 0.25, 0.25])
+    truth = lambda rs: np.log([r["time_s"] for r in rs])            # noqa: E731
+    scaled = lambda rs: 100 + 7 * truth(rs)                          # noqa: E731  (another scale, same order)
+    ens = CL.rank_average(truth, scaled)(recs)
+    m = CL.metrics_of(ens, recs)
+    assert m["pairwise"] == 1.0 and m["spearman_median"] == pytest.approx(1.0)
+    assert CL.metrics_of(CL.rank_average(truth, lambda rs: -truth(rs))(recs), recs)["pairwise"] == 0.5   # ties
+
+
 def test_training_lowers_the_loss_and_ranks_held_out_programs(trained):
     parts, model, params, stats, hist = trained
     assert hist[-1]["loss"] < 0.7 * hist[0]["loss"]
@@ -150,6 +162,8 @@ def test_search_curves_oracle_and_perfect_ranking(records):
 
 
 def test_cli_train_evaluate_search(tmp_path, records, capsys):
+    from distilbert_jax.clitools import InputError
+
     data = write_records(str(tmp_path / "data"), records, partial_tail=True)
     out = str(tmp_path / "run")
     CL.main(["train", "--data", data, "--out", out, "--steps", "30", "--dim", "16", "--layers", "1",
@@ -157,12 +171,48 @@ def test_cli_train_evaluate_search(tmp_path, records, capsys):
     for f in ("config.json", "params.msgpack", "trees.pkl", "learning_curve.png", "summary.md", "results.json"):
         assert os.path.isfile(os.path.join(out, f)), f
     res = json.load(open(os.path.join(out, "results.json")))
-    assert [c["fraction"] for c in res["curve"]] == [1.0] and set(res["final"]) == set(CL.MODEL_NAMES)
+    assert [c["fraction"] for c in res["curve"]] == [1.0] and set(res["final"]) == {*CL.MODEL_NAMES, CL.ENSEMBLE}
     CL.main(["evaluate", "--model", out, "--data", data])
     assert "median Spearman" in capsys.readouterr().out
     CL.main(["search", "--model", out, "--data", data, "--ks", "1,2", "--draws", "5"])
     assert os.path.isfile(os.path.join(out, "search.png"))
     assert "ranked: DistilBERT cost model" in capsys.readouterr().out
+    recs = usable(records)                                 # a second measurement: A's times with 30 % noise
+    rng = np.random.default_rng(1)
+    write_records(str(tmp_path / "again"), [dict(r, time_s=r["time_s"] * float(np.exp(0.3 * rng.standard_normal())))
+                                            for r in recs if r["split"] == "test"][:-5])
+    CL.main(["evaluate", "--model", out, "--data", data, "--remeasured", str(tmp_path / "again")])
+    text = capsys.readouterr().out
+    n_test = sum(r["split"] == "test" for r in recs)
+    assert f"measured twice: {n_test - 5} of {n_test} records" in text and "geometric mean of A and B" in text
+    row = next(ln for ln in text.splitlines() if ln.startswith(f"| {CL.REMEASURED}"))
+    assert 0.5 < float(row.split("|")[5]) < 1.0            # noisy B orders A's pairs well but not perfectly
+    assert "a noise-free model" in text
+    paired, t_b = CL.pair_remeasured([r for r in recs if r["split"] == "test"], str(tmp_path / "again"), "refine")
+    t_a = np.array([r["time_s"] for r in paired])
+    sim = CL.simulated_ceiling(paired, t_a, t_b, sims=3)
+    assert sim["perfect"][1] > sim["second"][1] > 0.5        # the true times beat a second noisy measurement
+    exact = CL.simulated_ceiling(paired, t_a, t_a, sims=2)   # no noise: both are perfect
+    assert exact["perfect"][1] == exact["second"][1] == 1.0
+    with pytest.raises(InputError, match="none of its usable"):
+        CL.main(["evaluate", "--model", out, "--data", data, "--remeasured", str(tmp_path / "again"), "--split", "val"])
+
+
+def test_cli_fit_on_train_and_val(tmp_path, records, capsys):
+    """--fit-on train,val: the final model learns from the validation programs too, still scored on test."""
+    data = write_records(str(tmp_path / "data"), records)
+    out = str(tmp_path / "run")
+    CL.main(["train", "--data", data, "--out", out, "--steps", "5", "--dim", "16", "--layers", "1", "--curve", "100",
+             "--tree-iters", "5", "--quiet", "--fit-on", "train,val"])
+    parts = by_split(usable(records))
+    meta = json.load(open(os.path.join(out, "config.json")))
+    assert meta["fit_on"] == ["train", "val"] and meta["train_records"] == len(parts["train"]) + len(parts["val"])
+    res = json.load(open(os.path.join(out, "results.json")))
+    assert res["heldout"] == "test" and res["val"] == {} and res["curve"][0]["train_records"] == meta["train_records"]
+    for bad in ("val", "train,test"):
+        with pytest.raises(SystemExit):
+            CL.main(["train", "--data", data, "--out", out, "--fit-on", bad])
+    assert "--fit-on" in capsys.readouterr().err
 
 
 def test_cli_bad_data_is_a_clear_error(tmp_path, records):

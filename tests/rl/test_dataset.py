@@ -20,6 +20,13 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("RL_MLIR_CACHE", str(tmp_path / "cache"))
 
 
+def fake_default() -> R.DefaultConfig:
+    """A made-up IREE default config of v_mm_256x64x64 (no IREE)."""
+    return R.DefaultConfig("DoubleTilingExpert", {"distribution": [32, 64, 0], "vector_common_parallel": [8, 16, 0],
+                                                  "vector_reduction": [0, 0, 16]}, (256, 64, 64), (False, False, True),
+                           True)
+
+
 def _lines(path):
     with open(path, "rb") as f:
         return f.read().splitlines()
@@ -66,8 +73,7 @@ def test_work_is_round_robin_and_splits_exact():
         assert not any(o.program in tables[s].names for s in tables if s != o.split)
     cfg = D.DatasetConfig("unused", n=3, splits=("val",), spaces=("refine",))
     vops, vt = D.collect_ops(("val",))
-    d = R.DefaultConfig("DoubleTilingExpert", {"distribution": [32, 64, 0], "vector_common_parallel": [8, 16, 0],
-                                               "vector_reduction": [0, 0, 16]}, (256, 64, 64), (False, False, True), True)
+    d = fake_default()
     jobs = D.plan(cfg, vops, vt, [d] * len(vops))
     assert [j.schedule.mode for j in jobs[:len(vops)]] == ["keep"] * len(vops)       # every op's default first
     assert [j.ref for j in jobs[len(vops):2 * len(vops)]] == vops                    # then data tiling of each
@@ -102,3 +108,37 @@ def test_out_is_a_file(tmp_path, capsys):
     f.write_text("x")
     assert run_cli(D.main, ["--n", "1", "--out", str(f)]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_remeasure_times_the_same_ok_schedules_again(tmp_path, monkeypatch):
+    """--remeasure: the ok refine records of a file measured again (fake IREE here): same ids and schedules,
+    new times; failed records and other settings are left out or refused with a clear error."""
+    from distilbert_jax.clitools import InputError
+    from rl.mlir.measure import Measurement
+
+    d = fake_default()
+    times = iter(range(1, 1000))
+    monkeypatch.setattr(R, "default_config", lambda spec: d)
+    monkeypatch.setattr(R, "measure_refinement",
+                        lambda *a, **k: Measurement("ok", time_s=float(next(times)), times=[1.0], config={}))
+    args = ["--programs", "val", "--program", "v_mm_256x64x64", "--spaces", "refine", "--repeats", "1", "--quiet"]
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert run_cli(D.main, ["--n", "3", "--out", a] + args) == 0
+    recs = [json.loads(x) for x in _lines(os.path.join(a, D.RECORDS))]
+    recs[1] = dict(recs[1], status="compile_error", time_s=None)          # a failed record is not measured again
+    with open(os.path.join(a, D.RECORDS), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in recs)
+    assert run_cli(D.main, ["--n", "0", "--out", b, "--remeasure", a] + args) == 0
+    again = [json.loads(x) for x in _lines(os.path.join(b, D.RECORDS))]
+    ok = {r["id"]: r for r in recs if r["status"] == "ok"}
+    assert len(ok) == 4 and {r["id"] for r in again} == set(ok)
+    for r in again:
+        assert r["schedule"] == ok[r["id"]]["schedule"] and r["time_s"] != ok[r["id"]]["time_s"]
+    assert run_cli(D.main, ["--n", "0", "--out", b, "--remeasure", a] + args) == 0       # resumable: nothing new
+    assert len(_lines(os.path.join(b, D.RECORDS))) == 4
+    bad = [a0 if a0 != "1" else "2" for a0 in args]                                      # other --repeats
+    with pytest.raises(InputError, match="measured with other settings"):
+        D.main(["--n", "0", "--out", str(tmp_path / "c"), "--remeasure", a] + bad)
+    with pytest.raises(InputError, match="only --spaces refine"):
+        D.main(["--n", "0", "--out", str(tmp_path / "c"), "--remeasure", a, "--spaces", "refine,scalar",
+                "--programs", "val", "--quiet"])
