@@ -122,7 +122,7 @@ def subnet_passes(supernet_config: str, supernet_set: dict) -> int:
     from .config import load_nas_config
     from .pipeline import _overrides
 
-    settings, tcfg = load_nas_config(supernet_config, _overrides({**supernet_set, "out_dir": "-"}))
+    settings, tcfg = load_nas_config(supernet_config, _overrides(supernet_set))
     return int(tcfg.total_steps) * settings.archs_per_step
 
 

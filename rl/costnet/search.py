@@ -19,7 +19,7 @@ import numpy as np
 
 from loaders.schedules import group_key
 
-from ..mlir.tune import geomean
+from ..mlir.tune import geomean, policy_config
 
 KS = (1, 2, 4, 8, 16, 32)
 
@@ -106,12 +106,10 @@ def policy_curve(records: Sequence[dict], policy: str, ks: Sequence[int], repeat
 
 def policy_name(path: str) -> str:
     """A policy directory's name for tables: its PPO config's `name` (else the directory's)."""
-    import json
     import os
 
     try:
-        with open(os.path.join(path, "config.json")) as f:
-            return str(json.load(f)["ppo"]["name"])
+        return str(policy_config(path)["name"])
     except (OSError, ValueError, KeyError, TypeError):
         return os.path.basename(os.path.normpath(path))
 

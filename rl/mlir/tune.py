@@ -62,6 +62,12 @@ def save_policy(path: str, cfg: Any, params: Any, meta: dict | None = None) -> N
         f.write(serialization.to_bytes(jax.device_get(params)))
 
 
+def policy_config(path: str) -> dict:
+    """The PPO config (a dict) a policy directory written by `save_policy` was trained with."""
+    with open(os.path.join(path, "config.json")) as f:
+        return json.load(f)["ppo"]
+
+
 def load_policy(path: str = DEFAULT_POLICY) -> tuple[Any, Any]:
     """(network, params) of a policy directory written by `save_policy`."""
     from flax import serialization
@@ -75,8 +81,7 @@ def load_policy(path: str = DEFAULT_POLICY) -> tuple[Any, Any]:
         if not os.path.isfile(p):
             raise FileNotFoundError(f"policy {path}: missing {os.path.basename(p)} (train one with "
                                     "`python -m rl.train --config rl/configs/refine_mlp.json`)")
-    with open(cfg_path) as f:
-        cfg = PPOConfig.from_dict({**json.load(f)["ppo"], "out_dir": "runs"})
+    cfg = PPOConfig.from_dict({**policy_config(path), "out_dir": "runs"})
     e = RefineEnv([])
     env = Env(e.reset, e.step, R.N_HEADS, R.A_MAX, R.ACTIVE_HEADS, False)
     network = build_network(cfg, env)
