@@ -46,6 +46,8 @@ def results_rows(state: dict[str, Any], prefix: str = "", models: tuple[str, ...
             "predicted ms": f"{state[prefix + 'archs'][name]['predicted_ms']:.3f}", "measured ms": f"{ms:.3f}",
             "speedup": f"{ref / ms:.1f}x" + (f" ({side} the window {window})" if side else ""),
             "SuperNet loss": f"{state[prefix + 'archs'][name]['supernet_loss']:.3f}",
+            "task fitness": f"{state[prefix + 'archs'][name]['task_fitness']:.3f}"
+                            if "task_fitness" in state[prefix + "archs"][name] else "",
             "MLM loss": f"{state[f'{prefix}further_mlm:{name}']['final_eval']['loss']:.3f}",
             "accuracy": f"{state[f'{prefix}finetune:{name}']['final_eval']['accuracy']:.3f}"
                         if f"{prefix}finetune:{name}" in state else "",
@@ -53,8 +55,16 @@ def results_rows(state: dict[str, Any], prefix: str = "", models: tuple[str, ...
     return rows
 
 
+def shown_columns(rows: list[dict[str, str]], columns: tuple[str, ...] = COLUMNS) -> list[str]:
+    """`columns`, with "task fitness" after "SuperNet loss" when a row has one (a search by task fitness)."""
+    cols = list(columns)
+    if any(r.get("task fitness") for r in rows):
+        cols.insert(cols.index("SuperNet loss") + 1, "task fitness")
+    return cols
+
+
 def results_markdown(rows: list[dict[str, str]]) -> str:
-    return markdown_table(rows, list(COLUMNS))
+    return markdown_table(rows, shown_columns(rows))
 
 
 def summary(state: dict[str, Any], rows: list[dict[str, str]]) -> str:
@@ -65,5 +75,5 @@ def summary(state: dict[str, Any], rows: list[dict[str, str]]) -> str:
     lo, hi, window = measured_window(cands, ref)
     note = (f"constraint {Constraint.parse(cands['constraint'])}: window {window} (measured: {lo:.3f}–{hi:.3f} ms "
             f"beside the reference's {ref:.1f} ms); {cands['count']} candidates of {cands['space_size']} archs")  # fmt: skip
-    return "\n".join([format_table(rows, list(COLUMNS)), note, "", "latency predictor (held-out archs):",
+    return "\n".join([format_table(rows, shown_columns(rows)), note, "", "latency predictor (held-out archs):",
                       latency_summary(state["latency"])])  # fmt: skip
