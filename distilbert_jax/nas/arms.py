@@ -121,7 +121,7 @@ def arms_table(state: dict, acfg: ArmsConfig, n_eval: int | None) -> tuple[list[
             ld = lead.get(name)
             rows.append({"constraint": c, "arm": name, "arch": b["arch"], "measured ms": b["measured ms"],
                          "speedup": b["speedup"], "SuperNet loss": b["SuperNet loss"],
-                         "task fitness": b["task fitness"], "MLM loss": b["MLM loss"],
+                         "task fitness": b.get("task fitness", ""), "MLM loss": b["MLM loss"],
                          "accuracy (mean ± SE)": f"{st['mean']:.3f} ± {st['se']:.3f}",
                          "seeds": " ".join(f"{a:.3f}" for a in st["accuracies"]),
                          "lead of searched": "" if ld is None else

@@ -239,7 +239,8 @@ def _search(args) -> int:
     try:
         candidates = read_candidates(args.candidates)
         setup = load_search_setup(args.supernet, args.eval_batches)
-        fitness = CachedFitness(TaskFitness(args.task_fitness).fitness if args.task_fitness else setup.fitness)
+        task = TaskFitness(args.task_fitness) if args.task_fitness else None
+        fitness = CachedFitness(task.fitness if task else setup.fitness)
         space = setup.supernet.space
         if args.command == "search":
             budget = resolve_budget(args.generations, args.evaluations)
@@ -265,10 +266,11 @@ def _search(args) -> int:
         paths = {"best-so-far plot": plot_best_so_far(results, f"{out}/compare.png")}
     print("\n" + format_table(rows, list(rows[0])))
     secs = sorted(fitness.seconds)
-    what = f"task fitness of {args.task_fitness}" if args.task_fitness else f"{len(setup.batches)} held-out batches each"
+    what = (f"task error of {args.task_fitness}: {len(task.batches)} search-validation batches each" if task
+            else f"{len(setup.batches)} held-out batches each")  # fmt: skip
     print(f"\n{len(secs)} fitness evaluations computed ({what}), median "
           f"{secs[len(secs) // 2]:.3f} s, {sum(secs):.1f} s in all (first per bucket includes compilation; "
-          f"{setup.evaluator.compilations()} compilations); {len(candidates)} candidates, constraint "
+          f"{(task or setup.evaluator).compilations()} compilations); {len(candidates)} candidates, constraint "
           f"{candidates.meta.get('constraint')}")  # fmt: skip
     print("written: " + ", ".join(str(p) for p in paths.values()) + f" (under {out})")
     return 0

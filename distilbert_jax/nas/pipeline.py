@@ -321,10 +321,13 @@ def _candidates(constraint: str, latency_dir: str, out: str) -> dict:
                                                                 "space_size")}}  # fmt: skip
 
 
-def _search(cfg: PipelineConfig, fitness, space: SearchSpace, cands: CandidateSet, out: str) -> dict:
+def _search(cfg: PipelineConfig, scorer, cands: CandidateSet, out: str) -> dict:
+    """The search step: `scorer` is a `SearchSetup` (masked-LM fitness) or a `TaskFitness` (its `.fitness` and
+    `.supernet` are what the search uses)."""
     from .search import search, write_search
 
-    result = search(cfg.search_method, cands, fitness, budget=cfg.search_evaluations, seed=cfg.seed, space=space)
+    result = search(cfg.search_method, cands, scorer.fitness, budget=cfg.search_evaluations, seed=cfg.seed,
+                    space=scorer.supernet.space)  # fmt: skip
     write_search(out, result, cands)
     return {"best": result.best.to_json(), "evaluations": len(result.evaluations), "notes": result.notes}
 
@@ -499,8 +502,8 @@ def constraint_steps(cfg: PipelineConfig, state: PipelineState, log, sn: dict, c
                   log, [out("task_fitness")], state.inputs_of("supernet", prefix + "candidates", task=cfg.task,
                                                               task_fitness_set=cfg.task_fitness_set))  # fmt: skip
         task_fitness = functools.cache(lambda: TaskFitness(out("task_fitness")))
-    fitness = lambda: task_fitness().fitness if task_step else setup().fitness  # noqa: E731
-    state.run(prefix + "search", lambda: _search(cfg, fitness(), setup().supernet.space, cands(), out("search")), log,
+    scorer = lambda: task_fitness() if task_step else setup()  # noqa: E731
+    state.run(prefix + "search", lambda: _search(cfg, scorer(), cands(), out("search")), log,
               [out("search")], state.inputs_of("supernet", prefix + "candidates", *task_step,
                                                search_method=cfg.search_method, search_evaluations=cfg.search_evaluations,
                                                seed=cfg.seed, **by_task))  # fmt: skip

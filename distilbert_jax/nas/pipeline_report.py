@@ -46,12 +46,12 @@ def results_rows(state: dict[str, Any], prefix: str = "", models: tuple[str, ...
             "predicted ms": f"{state[prefix + 'archs'][name]['predicted_ms']:.3f}", "measured ms": f"{ms:.3f}",
             "speedup": f"{ref / ms:.1f}x" + (f" ({side} the window {window})" if side else ""),
             "SuperNet loss": f"{state[prefix + 'archs'][name]['supernet_loss']:.3f}",
-            "task fitness": f"{state[prefix + 'archs'][name]['task_fitness']:.3f}"
-                            if "task_fitness" in state[prefix + "archs"][name] else "",
             "MLM loss": f"{state[f'{prefix}further_mlm:{name}']['final_eval']['loss']:.3f}",
             "accuracy": f"{state[f'{prefix}finetune:{name}']['final_eval']['accuracy']:.3f}"
                         if f"{prefix}finetune:{name}" in state else "",
         })  # fmt: skip
+        if "task_fitness" in state[prefix + "archs"][name]:  # a search by task fitness (search_fitness "task")
+            rows[-1]["task fitness"] = f"{state[prefix + 'archs'][name]['task_fitness']:.3f}"
     return rows
 
 

@@ -248,11 +248,16 @@ class TaskFitness:
         cfg = self.meta["config"]
         batches, self.examples = _valid_batches(self.meta["search_valid"], self.meta["label_names"],
                                                 self.meta["supernet_dir"], cfg["batch_size"], cfg["seq_len"])  # fmt: skip
+        self.batches = batches  # the search-validation split, materialised once
         self._evaluate = _Evaluator(self.supernet, batches)
 
     def metrics(self, arch: Arch | str | dict) -> dict[str, float]:
         """{"loss", "accuracy"} of the task SuperNet at `arch` on the search-validation split."""
         return self._evaluate(self.params, self.supernet.space.check(arch))
+
+    def compilations(self) -> int:
+        """How many programs the jitted evaluation holds (one per bucket seen)."""
+        return self._evaluate.sums._cache_size()
 
     def fitness(self, arch: Arch) -> float:
         """Search-validation error rate at `arch` (lower is better)."""
