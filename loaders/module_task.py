@@ -75,29 +75,10 @@ def module_task(classes: int = 16, corpus: DefaultCorpus | None = None) -> Modul
     root = os.path.join(corpus.root, f"modules{classes}-v{MODULE_TASK_VERSION}")
     if os.path.isfile(os.path.join(root, "manifest.json")):
         return _read_manifest(root)
-    docs = []  # (label, eval?, sentences) in corpus order
-    for split in ("train", "valid"):
-        with open(corpus.path("pretrain", split), encoding="utf-8") as f:
-            for line in f:
-                r = json.loads(line)
-                name = r["module"].split(".")[0]
-                if not name.startswith("_"):  # private modules (_pydecimal, _pyio) duplicate public ones
-                    docs.append((name, _is_eval(r["text"]), docstring_sentences(r["text"])))
-    sizes = collections.Counter()
-    for name, _, sents in docs:
-        sizes[name] += len(sents)
-    if len(sizes) < classes:
-        raise ValueError(f"the corpus has {len(sizes)} modules with sentences, fewer than classes={classes}")
-    labels = tuple(sorted(sorted(sizes, key=lambda n: (-sizes[n], n))[:classes]))
-    seen: set[str] = set()
+    labels, task_rows = _task_rows(corpus, classes)
     rows: dict[str, list[dict]] = {"train": [], "valid": []}
-    for name, is_eval, sents in sorted(docs, key=lambda d: not d[1]):  # (stable) evaluation docstrings first:
-        if name not in labels:  # a sentence also in a training docstring stays evaluation data
-            continue
-        for s in sents:
-            if s not in seen:
-                seen.add(s)
-                rows["valid" if is_eval else "train"].append({"text": s, "label": name})
+    for split, row, _ in task_rows:
+        rows[split].append(row)
     os.makedirs(root, exist_ok=True)
     for split, split_rows in rows.items():
         _write(os.path.join(root, f"{split}.jsonl"), split_rows)
@@ -106,3 +87,58 @@ def module_task(classes: int = 16, corpus: DefaultCorpus | None = None) -> Modul
         "version": MODULE_TASK_VERSION, "label_names": labels, "counts": counts,
         "per_label": {s: dict(collections.Counter(r["label"] for r in rows[s])) for s in rows}}, indent=1)
     return ModuleTask(root, labels, counts)
+
+
+def _task_rows(corpus: DefaultCorpus, classes: int) -> tuple[tuple[str, ...], list[tuple[str, dict, int]]]:
+    """The `classes`-way task's label names (sorted) and (split, {"text", "label"}, CRC of its docstring) of every
+    sentence, in file order: evaluation docstrings first, each sentence text once."""
+    docs = []  # (label, eval?, sentences, crc) in corpus order
+    for split in ("train", "valid"):
+        with open(corpus.path("pretrain", split), encoding="utf-8") as f:
+            for line in f:
+                r = json.loads(line)
+                name = r["module"].split(".")[0]
+                if not name.startswith("_"):  # private modules (_pydecimal, _pyio) duplicate public ones
+                    docs.append((name, _is_eval(r["text"]), docstring_sentences(r["text"]), zlib.crc32(r["text"].encode())))
+    sizes = collections.Counter()
+    for name, _, sents, _ in docs:
+        sizes[name] += len(sents)
+    if len(sizes) < classes:
+        raise ValueError(f"the corpus has {len(sizes)} modules with sentences, fewer than classes={classes}")
+    labels = tuple(sorted(sorted(sizes, key=lambda n: (-sizes[n], n))[:classes]))
+    seen: set[str] = set()
+    rows = []
+    for name, is_eval, sents, crc in sorted(docs, key=lambda d: not d[1]):  # (stable) evaluation docstrings first:
+        if name not in labels:  # a sentence also in a training docstring stays evaluation data
+            continue
+        for s in sents:
+            if s not in seen:
+                seen.add(s)
+                rows.append((("valid" if is_eval else "train"), {"text": s, "label": name}, crc))
+    return labels, rows
+
+
+def _is_search_valid(crc: int) -> bool:
+    """Whether a training docstring's sentences are the search's held-out part: 1 in 4 by CRC (a CRC digit
+    independent of `_is_eval`'s)."""
+    return (crc // 20) % 4 == 0
+
+
+def search_split(task: ModuleTask, corpus: DefaultCorpus | None = None) -> dict[str, str]:
+    """The training split of `task` cut in two by docstring, for a search's fitness (never its evaluation
+    split): {"search_train": path, "search_valid": path}, about 3 : 1, built once beside the task's files.
+    Every training sentence is in exactly one of them, in training-file order."""
+    paths = {s: task.path(s) for s in ("search_train", "search_valid")}
+    if all(os.path.isfile(p) for p in paths.values()):
+        return paths
+    corpus = corpus or default_corpus()
+    rows: dict[str, list[dict]] = {s: [] for s in paths}
+    for split, row, crc in _task_rows(corpus, len(task.label_names))[1]:
+        if split == "train":
+            rows["search_valid" if _is_search_valid(crc) else "search_train"].append(row)
+    if sum(map(len, rows.values())) != task.counts["train"] or not all(rows.values()):
+        raise ValueError(f"{task.root}: the corpus gives {sum(map(len, rows.values()))} training sentences, the task's "
+                         f"manifest {task.counts['train']}: rebuild the task (remove {task.root})")  # fmt: skip
+    for split, split_rows in rows.items():
+        _write(paths[split], split_rows)
+    return paths

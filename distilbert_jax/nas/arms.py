@@ -23,7 +23,7 @@ from distilbert_jax.train.config import ConfigError
 
 from .pipeline import (ExperimentConfig, constraint_steps, finetune_data, module_task_for,
                        shared_steps, warnings_once)
-from .pipeline_report import ARMS, results_rows
+from .pipeline_report import ARMS, results_rows, shown_columns
 from .pipeline_state import PipelineState
 
 
@@ -120,7 +120,8 @@ def arms_table(state: dict, acfg: ArmsConfig, n_eval: int | None) -> tuple[list[
             st, b = stats[name], base[name]
             ld = lead.get(name)
             rows.append({"constraint": c, "arm": name, "arch": b["arch"], "measured ms": b["measured ms"],
-                         "speedup": b["speedup"], "SuperNet loss": b["SuperNet loss"], "MLM loss": b["MLM loss"],
+                         "speedup": b["speedup"], "SuperNet loss": b["SuperNet loss"],
+                         "task fitness": b.get("task fitness", ""), "MLM loss": b["MLM loss"],
                          "accuracy (mean ± SE)": f"{st['mean']:.3f} ± {st['se']:.3f}",
                          "seeds": " ".join(f"{a:.3f}" for a in st["accuracies"]),
                          "lead of searched": "" if ld is None else
@@ -168,12 +169,12 @@ def run_compare_arms(acfg: ArmsConfig, log=print) -> tuple[list[dict[str, str]],
     rows, summary = arms_table(state.data, acfg, eval_examples(cfg))
     out = lambda *p: os.path.join(cfg.out_dir, *p)  # noqa: E731
     with open(out("arms.md"), "w", encoding="utf-8") as f:
-        f.write(markdown_table(rows, list(COLUMNS)) + "\n\n" + verdict(summary) + "\n")
+        f.write(markdown_table(rows, shown_columns(rows, COLUMNS)) + "\n\n" + verdict(summary) + "\n")
     with open(out("arms.json"), "w", encoding="utf-8") as f:
         json.dump({"config": dataclasses.asdict(acfg), "summary": summary, "rows": rows,
                    "seconds": state.data.get("_seconds", {})}, f, indent=2)  # fmt: skip
     plot_arms(summary, out("arms.png"))
-    log("\n" + format_table(rows, list(COLUMNS)) + "\n\n" + verdict(summary))
+    log("\n" + format_table(rows, shown_columns(rows, COLUMNS)) + "\n\n" + verdict(summary))
     return rows, summary
 
 

@@ -5,10 +5,11 @@
     python -m distilbert_jax.nas latency --supernet RUN_OR_SUPERNET_DIR --n 300 --out runs/latency
     python -m distilbert_jax.nas candidates --latency runs/latency --constraint 7 --out runs/cands.jsonl
     python -m distilbert_jax.nas search --method {random,fast,evolved} --supernet RUN_DIR --candidates FILE
-                                        [--generations G | --evaluations N] [--seed S] [--out DIR]
+                                        [--generations G | --evaluations N] [--seed S] [--out DIR] [--task-fitness DIR]
     python -m distilbert_jax.nas pipeline --config distilbert_jax/nas/configs/pipeline_small.json [--set key=value]
     python -m distilbert_jax.nas compare-arms --config distilbert_jax/nas/configs/arms_small.json [--set key=value]
     python -m distilbert_jax.nas rank-check --config distilbert_jax/nas/configs/rank_small.json [--set key=value]
+    python -m distilbert_jax.nas task-supernet --supernet RUN_DIR --candidates FILE --out DIR [--set steps=600]
     python -m distilbert_jax.nas compare --supernet RUN_DIR --candidates FILE --evaluations N [--seeds 3] [--out DIR]
 """
 
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--candidates", required=True, help="candidates JSONL (`python -m distilbert_jax.nas candidates`)")
         c.add_argument("--eval-batches", type=int, help="held-out batches per fitness evaluation (default: the run's)")
         c.add_argument("--out", help="output directory (default runs/search/METHOD-seedS or runs/compare)")
+        c.add_argument("--task-fitness", metavar="DIR", help="score archs by the task SuperNet in DIR (`task-supernet "
+                       "--out DIR`): its error rate on the task's search-validation split, instead of the masked-LM loss")  # fmt: skip
         if name == "search":
             c.add_argument("--method", choices=METHODS, required=True)
             budget = c.add_mutually_exclusive_group()
@@ -90,7 +93,54 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--evaluations", type=int, required=True, help="distinct fitness evaluations per run")
             c.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per method (default 3)")
             c.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    ts = sub.add_parser("task-supernet", help="train the SuperNet further on a downstream task over the candidates of a "
+                        "window, for the search's task fitness (`search --task-fitness`)")  # fmt: skip
+    ts.add_argument("--supernet", required=True, help="the SuperNet run directory (`train --out-dir`) or its supernet/")
+    ts.add_argument("--candidates", required=True, help="candidates JSONL: the archs sampled, one per step")
+    ts.add_argument("--task", default="modules16", help="the module task 'modulesN' (default modules16)")
+    ts.add_argument("--out", required=True, help="the directory to write (params.msgpack, task_fitness.json)")
+    ts.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a TaskFitnessConfig key (steps, learning_rate, warmup_steps, batch_size, seq_len, seed, ...)")
     return parser
+
+
+def _task_supernet(args) -> int:
+    import json
+
+    from distilbert_jax.train.config import ConfigError
+
+    from .candidates import CandidatesFileError, read_candidates
+    from .fitness import SearchSetupError
+    from .io import SuperNetDirError, find_supernet_dir
+    from .pipeline import PipelineConfig
+    from .space import ArchError
+    from .task_fitness import TaskFitness, TaskFitnessError, train_task_supernet
+
+    try:
+        sets = {}
+        for o in args.overrides:
+            key, sep, value = o.partition("=")
+            if not sep:
+                raise ConfigError(f"--set {o!r}: expected KEY=VALUE")
+            try:
+                sets[key] = json.loads(value)
+            except json.JSONDecodeError:
+                raise ConfigError(f"--set {o!r}: the value is not JSON (quote strings: key='\"text\"')") from None
+        cfg = PipelineConfig(task=args.task, search_fitness="task", task_fitness_set=sets).task_fitness_config()
+        candidates = read_candidates(args.candidates)
+        supernet_dir = find_supernet_dir(args.supernet)
+        if supernet_dir is None:
+            raise SearchSetupError(f"{args.supernet}: not a SuperNet directory or a run directory holding supernet/")
+        train_task_supernet(supernet_dir, candidates, args.task, args.out, cfg)
+        fit = TaskFitness(args.out)
+    except (ConfigError, TaskFitnessError, CandidatesFileError, SearchSetupError, SuperNetDirError, ArchError,
+            FileNotFoundError) as e:  # fmt: skip
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rows = [{"arch": str(a), **{k: f"{v:.3f}" for k, v in fit.metrics(a).items()}} for a in candidates.archs[:5]]
+    print(f"\nsearch-validation split: {fit.examples} sentences; the first candidates:\n" + format_table(rows, list(rows[0])))
+    print(f"written: {args.out} (use it with `search --task-fitness {args.out}`)")
+    return 0
 
 
 def _train(args) -> int:
@@ -184,11 +234,13 @@ def _search(args) -> int:
     from .search import SearchError, compare_methods, compare_rows, resolve_budget, search, summary_row, write_search
     from .search_plots import plot_best_so_far
     from .space import ArchError
+    from .task_fitness import TaskFitness, TaskFitnessError
 
     try:
         candidates = read_candidates(args.candidates)
         setup = load_search_setup(args.supernet, args.eval_batches)
-        fitness = CachedFitness(setup.fitness)
+        task = TaskFitness(args.task_fitness) if args.task_fitness else None
+        fitness = CachedFitness(task.fitness if task else setup.fitness)
         space = setup.supernet.space
         if args.command == "search":
             budget = resolve_budget(args.generations, args.evaluations)
@@ -203,7 +255,7 @@ def _search(args) -> int:
             for r in results:
                 write_search(f"{out}/{r.method}-seed{r.seed}", r, candidates)
     except (SearchError, SearchSetupError, CandidatesFileError, SuperNetDirError, ConfigError, ArchError,
-            FileNotFoundError) as e:  # fmt: skip
+            FileNotFoundError, TaskFitnessError) as e:  # fmt: skip
         print(f"error: {e}", file=sys.stderr)
         return 2
     for note in (f"{r.method} seed {r.seed}: {n}" for r in results for n in r.notes):
@@ -214,9 +266,11 @@ def _search(args) -> int:
         paths = {"best-so-far plot": plot_best_so_far(results, f"{out}/compare.png")}
     print("\n" + format_table(rows, list(rows[0])))
     secs = sorted(fitness.seconds)
-    print(f"\n{len(secs)} fitness evaluations computed ({len(setup.batches)} held-out batches each), median "
+    what = (f"task error of {args.task_fitness}: {len(task.batches)} search-validation batches each" if task
+            else f"{len(setup.batches)} held-out batches each")  # fmt: skip
+    print(f"\n{len(secs)} fitness evaluations computed ({what}), median "
           f"{secs[len(secs) // 2]:.3f} s, {sum(secs):.1f} s in all (first per bucket includes compilation; "
-          f"{setup.evaluator.compilations()} compilations); {len(candidates)} candidates, constraint "
+          f"{(task or setup.evaluator).compilations()} compilations); {len(candidates)} candidates, constraint "
           f"{candidates.meta.get('constraint')}")  # fmt: skip
     print("written: " + ", ".join(str(p) for p in paths.values()) + f" (under {out})")
     return 0
@@ -267,5 +321,5 @@ def main(argv: list[str] | None = None) -> int:
             return training_failed(e)
     commands = {"train": _train, "extract": _extract, "latency": _latency, "candidates": _candidates,
                 "search": _search, "compare": _search, "pipeline": _pipeline, "compare-arms": _pipeline,
-                "rank-check": _pipeline}  # fmt: skip
+                "rank-check": _pipeline, "task-supernet": _task_supernet}  # fmt: skip
     return commands[args.command](args)

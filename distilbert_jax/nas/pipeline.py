@@ -31,6 +31,7 @@ from .pipeline_report import ARMS, MODELS, results_markdown, results_rows, summa
 from .pipeline_state import STATE_FILE, PipelineState  # noqa: F401  (STATE_FILE: re-exported)
 from .space import Arch, SearchSpace
 
+SEARCH_FITNESS = ("mlm", "task")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,9 +58,20 @@ class PipelineConfig:
     further_mlm_set: dict = dataclasses.field(default_factory=dict)
     finetune_set: dict = dataclasses.field(default_factory=dict)  # over FINETUNE_DEFAULTS
     task: str = "packages"  # fine-tuning: "packages" (the default corpus's 8-way task) or "modulesN" (N-way, loaders.module_task)
+    search_fitness: str = "mlm"  # "mlm": the SuperNet's masked-LM loss; "task": a task SuperNet's loss on the task (task_fitness.py)
+    task_fitness_set: dict = dataclasses.field(default_factory=dict)  # over TaskFitnessConfig's defaults
 
     def __post_init__(self):
         p = []
+        if self.search_fitness not in SEARCH_FITNESS:
+            p.append(f"search_fitness must be one of {SEARCH_FITNESS}, got {self.search_fitness!r}")
+        elif self.search_fitness == "task" and not self.task.startswith("modules"):
+            p.append(f"search_fitness 'task' needs a module task (task 'modulesN', e.g. 'modules16'), got {self.task!r}: "
+                     "its fitness is scored on a held-out part of that task's training split")  # fmt: skip
+        try:
+            self.task_fitness_config()
+        except (TypeError, ValueError) as e:
+            p.append(f"task_fitness_set: {e}")
         for name in ("latency_n", "latency_batch", "latency_seq", "latency_rounds", "search_evaluations"):
             if getattr(self, name) < 1:
                 p.append(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -78,6 +90,15 @@ class PipelineConfig:
     def from_json(cls, path: str | os.PathLike, overrides: list[str] = ()) -> PipelineConfig:
         """Read a JSON config and apply `--set key=value` overrides; errors name the file and key."""
         return read_dataclass_config(cls, path, overrides, "pipeline config")
+
+    def task_fitness_config(self):
+        """The `TaskFitnessConfig` of `task_fitness_set` (unknown keys raise TypeError naming them)."""
+        from .task_fitness import TaskFitnessConfig
+
+        unknown = sorted(set(self.task_fitness_set) - {f.name for f in dataclasses.fields(TaskFitnessConfig)})
+        if unknown:
+            raise TypeError(f"unknown keys {unknown}; known: {[f.name for f in dataclasses.fields(TaskFitnessConfig)]}")
+        return TaskFitnessConfig(**self.task_fitness_set)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,20 +321,22 @@ def _candidates(constraint: str, latency_dir: str, out: str) -> dict:
                                                                 "space_size")}}  # fmt: skip
 
 
-def _search(cfg: PipelineConfig, setup, cands: CandidateSet, out: str) -> dict:
+def _search(cfg: PipelineConfig, scorer, cands: CandidateSet, out: str) -> dict:
+    """The search step: `scorer` is a `SearchSetup` (masked-LM fitness) or a `TaskFitness` (its `.fitness` and
+    `.supernet` are what the search uses)."""
     from .search import search, write_search
 
-    result = search(cfg.search_method, cands, setup.fitness, budget=cfg.search_evaluations, seed=cfg.seed,
-                    space=setup.supernet.space)  # fmt: skip
+    result = search(cfg.search_method, cands, scorer.fitness, budget=cfg.search_evaluations, seed=cfg.seed,
+                    space=scorer.supernet.space)  # fmt: skip
     write_search(out, result, cands)
     return {"best": result.best.to_json(), "evaluations": len(result.evaluations), "notes": result.notes}
 
 
 def pick_archs(cfg: PipelineConfig, searched: dict, setup, cands: CandidateSet, latency_dir: str,
-               models: tuple[str, ...] = MODELS) -> dict:  # fmt: skip
+               models: tuple[str, ...] = MODELS, task_fitness=None) -> dict:  # fmt: skip
     """The arms `models` of one constraint — of ARMS: the searched arch, a random candidate, the arch with
-    DistilBERT's ratios and the 4-layer TinyBERT-like arch nearest the target — with their predicted latency
-    and SuperNet loss."""
+    DistilBERT's ratios and the 4-layer TinyBERT-like arch nearest the target — with their predicted latency,
+    SuperNet loss and (given a `TaskFitness`) task fitness."""
     from .latency import PREDICTOR_DIR
     from .predictor import load_predictor
 
@@ -326,8 +349,15 @@ def pick_archs(cfg: PipelineConfig, searched: dict, setup, cands: CandidateSet, 
             "distilbert_ratios": lambda: distilbert_ratio_arch(predictor.space, cands, predictor.predict),
             "tinybert_like": lambda: tinybert_like_arch(predictor.space, cands, predictor.predict)}  # fmt: skip
     archs = {name: pick[name]() for name in models}
+    task = (lambda a: {"task_fitness": task_fitness.fitness(a)}) if task_fitness else (lambda a: {})
     return {name: {"arch": a.to_json(), "predicted_ms": float(predictor.predict([a])[0]),
-                   "supernet_loss": setup.fitness(a)} for name, a in archs.items()}  # fmt: skip
+                   "supernet_loss": setup.fitness(a), **task(a)} for name, a in archs.items()}  # fmt: skip
+
+
+def _train_task_fitness(cfg: PipelineConfig, supernet_dir: str, cands: CandidateSet, out: str, log) -> dict:
+    from .task_fitness import train_task_supernet
+
+    return train_task_supernet(supernet_dir, cands, cfg.task, out, cfg.task_fitness_config(), log)
 
 
 def _extract(supernet_dir: str, arch: dict, out: str) -> dict:
@@ -462,14 +492,26 @@ def constraint_steps(cfg: PipelineConfig, state: PipelineState, log, sn: dict, c
     # loaded at most once, by whichever of the next two steps runs first in this process
     setup = functools.cache(lambda: load_search_setup(sn["run_dir"]))
     cands = functools.cache(lambda: read_candidates(out("candidates.jsonl")))
-    state.run(prefix + "search", lambda: _search(cfg, setup(), cands(), out("search")), log, [out("search")],
-              state.inputs_of("supernet", prefix + "candidates", search_method=cfg.search_method,
-                              search_evaluations=cfg.search_evaluations, seed=cfg.seed))  # fmt: skip
+    task_fitness, task_step, by_task = lambda: None, (), {}
+    if cfg.search_fitness == "task":  # (absent by default: older runs' inputs unchanged)
+        from .task_fitness import TaskFitness
+
+        task_step, by_task = (prefix + "task_fitness",), {"search_fitness": "task"}
+        state.run(prefix + "task_fitness", lambda: _train_task_fitness(cfg, sn["supernet_dir"], cands(),
+                                                                       out("task_fitness"), log),
+                  log, [out("task_fitness")], state.inputs_of("supernet", prefix + "candidates", task=cfg.task,
+                                                              task_fitness_set=cfg.task_fitness_set))  # fmt: skip
+        task_fitness = functools.cache(lambda: TaskFitness(out("task_fitness")))
+    scorer = lambda: task_fitness() if task_step else setup()  # noqa: E731
+    state.run(prefix + "search", lambda: _search(cfg, scorer(), cands(), out("search")), log,
+              [out("search")], state.inputs_of("supernet", prefix + "candidates", *task_step,
+                                               search_method=cfg.search_method, search_evaluations=cfg.search_evaluations,
+                                               seed=cfg.seed, **by_task))  # fmt: skip
     named = {"models": list(models)} if models != MODELS else {}  # (absent by default: older runs' inputs unchanged)
     archs = state.run(prefix + "archs", lambda: pick_archs(cfg, state.data[prefix + "search"], setup(), cands(),
-                                                           os.path.join(cfg.out_dir, "latency"), models), log, [],
-                      state.inputs_of("supernet", "latency", prefix + "candidates", prefix + "search", seed=cfg.seed,
-                                      **named))  # fmt: skip
+                                                           os.path.join(cfg.out_dir, "latency"), models, task_fitness()),
+                      log, [], state.inputs_of("supernet", "latency", prefix + "candidates", prefix + "search",
+                                               *task_step, seed=cfg.seed, **named))  # fmt: skip
     for name in models:
         model_steps(cfg, state, log, sn, name, archs[name]["arch"], prefix, seeds)
     state.run(prefix + "measure", lambda: in_fresh_process(_measure, cfg, sn["supernet_dir"],

@@ -50,11 +50,21 @@ def results_rows(state: dict[str, Any], prefix: str = "", models: tuple[str, ...
             "accuracy": f"{state[f'{prefix}finetune:{name}']['final_eval']['accuracy']:.3f}"
                         if f"{prefix}finetune:{name}" in state else "",
         })  # fmt: skip
+        if "task_fitness" in state[prefix + "archs"][name]:  # a search by task fitness (search_fitness "task")
+            rows[-1]["task fitness"] = f"{state[prefix + 'archs'][name]['task_fitness']:.3f}"
     return rows
 
 
+def shown_columns(rows: list[dict[str, str]], columns: tuple[str, ...] = COLUMNS) -> list[str]:
+    """`columns`, with "task fitness" after "SuperNet loss" when a row has one (a search by task fitness)."""
+    cols = list(columns)
+    if any(r.get("task fitness") for r in rows):
+        cols.insert(cols.index("SuperNet loss") + 1, "task fitness")
+    return cols
+
+
 def results_markdown(rows: list[dict[str, str]]) -> str:
-    return markdown_table(rows, list(COLUMNS))
+    return markdown_table(rows, shown_columns(rows))
 
 
 def summary(state: dict[str, Any], rows: list[dict[str, str]]) -> str:
@@ -65,5 +75,5 @@ def summary(state: dict[str, Any], rows: list[dict[str, str]]) -> str:
     lo, hi, window = measured_window(cands, ref)
     note = (f"constraint {Constraint.parse(cands['constraint'])}: window {window} (measured: {lo:.3f}–{hi:.3f} ms "
             f"beside the reference's {ref:.1f} ms); {cands['count']} candidates of {cands['space_size']} archs")  # fmt: skip
-    return "\n".join([format_table(rows, list(COLUMNS)), note, "", "latency predictor (held-out archs):",
+    return "\n".join([format_table(rows, shown_columns(rows)), note, "", "latency predictor (held-out archs):",
                       latency_summary(state["latency"])])  # fmt: skip

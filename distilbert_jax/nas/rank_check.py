@@ -113,7 +113,10 @@ def variant_summary(records: list[dict]) -> dict:
             "tau_supernet_accuracy": kendall(sn, acc), "supernet_loss_spread": float(sn.max() - sn.min()),
             "mlm_loss_spread": float(mlm.max() - mlm.min()), "accuracy_spread": float(acc.max() - acc.min()),
             "mean_supernet_loss": float(sn.mean()), "mean_mlm_loss": float(mlm.mean()), "mean_accuracy": float(acc.mean()),
-            "accuracy_se": float(acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else float("nan")}  # fmt: skip
+            "accuracy_se": float(acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else float("nan"),
+            **({"tau_task_error_accuracy": kendall([r["task_error"] for r in records], acc),
+                "tau_task_loss_accuracy": kendall([r["task_loss"] for r in records], acc)}
+               if all("task_error" in r for r in records) else {})}  # fmt: skip
 
 
 def subnet_passes(supernet_config: str, supernet_set: dict) -> int:
@@ -129,6 +132,12 @@ def subnet_passes(supernet_config: str, supernet_set: dict) -> int:
 TAU_COLUMNS = ("variant", "SuperNet passes", "archs", "mean MLM loss", "mean accuracy ± SE", "τ(SuperNet loss, MLM loss)", "τ(MLM loss, accuracy)", "τ(SuperNet loss, accuracy)",
                "SuperNet loss spread", "MLM loss spread", "accuracy spread", "SuperNet final loss")  # fmt: skip
 ARCH_COLUMNS = ("variant", "arch", "SuperNet loss", "MLM loss", "accuracy")
+TASK_TAU_COLUMNS = ("τ(task error, accuracy)", "τ(task loss, accuracy)")  # with pipeline_set.search_fitness "task"
+TASK_ARCH_COLUMNS = ("task error", "task loss")
+
+
+def _columns(rows: list[dict], columns: tuple[str, ...], extra: tuple[str, ...]) -> list[str]:
+    return list(columns) + [c for c in extra if any(c in r for r in rows)]
 
 
 def _tau(t: dict) -> str:
@@ -158,13 +167,14 @@ def run_rank_check(rcfg: RankConfig, log=print) -> tuple[list[dict[str, str]], d
                                   state.inputs_of("candidates", archs=rcfg.archs, seed=cfg.seed))  # fmt: skip
             fit = state.run(f"{v}/fitness", lambda: _fitness(sn["run_dir"], archs), log, [],
                             state.inputs_of(f"{v}/supernet", "archs"))  # fmt: skip
+            task = _task_metrics(cfg, state, log, v, sn, cands_path, archs) if cfg.search_fitness == "task" else {}
             records = []
             for a in archs:
                 name = str(Arch(**a))
                 res = model_steps(cfg, state, log, sn, name, a, f"{v}/", supernet_step=f"{v}/supernet")
                 (ft,) = res["finetune"].values()
                 records.append({"arch": name, "supernet_loss": fit[name], "mlm_loss": res["further_mlm"]["final_eval"]["loss"],
-                                "accuracy": ft["final_eval"]["accuracy"]})  # fmt: skip
+                                "accuracy": ft["final_eval"]["accuracy"], **task.get(name, {})})  # fmt: skip
             sets = {**cfg.supernet_set, **rcfg.variants[v]}
             s = {**variant_summary(records), "archs": records, "supernet_final_eval": sn["final_eval"],
                  "supernet_set": rcfg.variants[v], "supernet_passes": subnet_passes(cfg.supernet_config, sets)}  # fmt: skip
@@ -177,13 +187,34 @@ def run_rank_check(rcfg: RankConfig, log=print) -> tuple[list[dict[str, str]], d
                              "τ(SuperNet loss, accuracy)": _tau(s["tau_supernet_accuracy"]),
                              "SuperNet loss spread": f"{s['supernet_loss_spread']:.3f}",
                              "MLM loss spread": f"{s['mlm_loss_spread']:.3f}", "accuracy spread": f"{s['accuracy_spread']:.3f}",
-                             "SuperNet final loss": _final_loss(sn["final_eval"])})  # fmt: skip
+                             "SuperNet final loss": _final_loss(sn["final_eval"]),
+                             **({"τ(task error, accuracy)": _tau(s["tau_task_error_accuracy"]),
+                                 "τ(task loss, accuracy)": _tau(s["tau_task_loss_accuracy"])} if task else {})})  # fmt: skip
             arch_rows += [{"variant": v, "arch": r["arch"], "SuperNet loss": f"{r['supernet_loss']:.3f}",
-                           "MLM loss": f"{r['mlm_loss']:.3f}", "accuracy": f"{r['accuracy']:.3f}"} for r in records]  # fmt: skip
+                           "MLM loss": f"{r['mlm_loss']:.3f}", "accuracy": f"{r['accuracy']:.3f}",
+                           **({"task error": f"{r['task_error']:.3f}", "task loss": f"{r['task_loss']:.3f}"}
+                              if "task_error" in r else {})} for r in records]  # fmt: skip
             _write(cfg.out_dir, rcfg, summary, tau_rows, arch_rows, state)
-    log("\n" + format_table(arch_rows, list(ARCH_COLUMNS)) + "\n\n" + format_table(tau_rows, list(TAU_COLUMNS)) + "\n"
-        + _note(rcfg))  # fmt: skip
+    log("\n" + format_table(arch_rows, _columns(arch_rows, ARCH_COLUMNS, TASK_ARCH_COLUMNS)) + "\n\n"
+        + format_table(tau_rows, _columns(tau_rows, TAU_COLUMNS, TASK_TAU_COLUMNS)) + "\n" + _note(rcfg))  # fmt: skip
     return tau_rows, summary
+
+
+def _task_metrics(cfg, state: PipelineState, log, v: str, sn: dict, cands_path: str, archs: list[dict]) -> dict:
+    """Step `V/task_fitness`: the task SuperNet of variant V over the window's candidates (as the search by task
+    fitness trains it) → {arch: {"task_error", "task_loss"}} of the drawn archs on the search-validation split."""
+    from .candidates import read_candidates
+    from .pipeline import _train_task_fitness
+    from .task_fitness import TaskFitness
+
+    out = os.path.join(cfg.out_dir, v, "task_fitness")
+    state.run(f"{v}/task_fitness", lambda: _train_task_fitness(cfg, sn["supernet_dir"], read_candidates(cands_path),
+                                                               out, log),
+              log, [out], state.inputs_of(f"{v}/supernet", "candidates", task=cfg.task,
+                                          task_fitness_set=cfg.task_fitness_set))  # fmt: skip
+    fit = TaskFitness(out)
+    metrics = {str(Arch(**a)): fit.metrics(Arch(**a)) for a in archs}
+    return {k: {"task_error": 1.0 - m["accuracy"], "task_loss": m["loss"]} for k, m in metrics.items()}
 
 
 def _note(rcfg: RankConfig) -> str:
@@ -195,8 +226,8 @@ def _note(rcfg: RankConfig) -> str:
 
 def _write(out_dir: str, rcfg: RankConfig, summary: dict, tau_rows: list, arch_rows: list, state: PipelineState) -> None:
     with open(os.path.join(out_dir, "rank.md"), "w", encoding="utf-8") as f:
-        f.write(markdown_table(tau_rows, list(TAU_COLUMNS)) + "\n\n" + _note(rcfg) + "\n\n"
-                + markdown_table(arch_rows, list(ARCH_COLUMNS)) + "\n")  # fmt: skip
+        f.write(markdown_table(tau_rows, _columns(tau_rows, TAU_COLUMNS, TASK_TAU_COLUMNS)) + "\n\n" + _note(rcfg)
+                + "\n\n" + markdown_table(arch_rows, _columns(arch_rows, ARCH_COLUMNS, TASK_ARCH_COLUMNS)) + "\n")  # fmt: skip
     with open(os.path.join(out_dir, "rank.json"), "w", encoding="utf-8") as f:
         json.dump({"config": dataclasses.asdict(rcfg), "summary": summary, "seconds": state.data.get("_seconds", {})},
                   f, indent=2)  # fmt: skip

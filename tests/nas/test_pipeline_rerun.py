@@ -69,7 +69,7 @@ def fake_steps(monkeypatch):
     monkeypatch.setattr(pipeline, "_candidates", candidates)
     monkeypatch.setattr(pipeline, "_search", lambda cfg, setup, cands, out: rec("search", {
         "best": {"arch": ARCHS["searched"]}, "evaluations": cfg.search_evaluations, "notes": []}))
-    def pick(cfg, searched, setup, cands, lat, models):  # the random arm differs between constraints
+    def pick(cfg, searched, setup, cands, lat, models, task_fitness=None):  # the random arm differs between constraints
         archs = {**ARCHS, "random": {**ARCHS["random"], "ffn": 320 if cfg.constraint == "100" else 288}}
         return rec("archs", {n: {"arch": a, "predicted_ms": 1.4, "supernet_loss": 5.77} for n, a in archs.items()})
 
@@ -174,3 +174,33 @@ def test_closing_report_matches_the_docs(tmp_path, fake_steps):
     assert "MLP predictor" in text and "4.38" in text and "8.31" in text and "4.01" in text
     # an expected warning of every fine-tuning is shown once, not once per model
     assert sum("freshly initialised" in line for line in log) == 1
+
+
+def test_search_by_task_fitness_adds_its_step_and_reruns_the_search(tmp_path, fake_steps, monkeypatch):
+    from distilbert_jax.nas import task_fitness
+
+    scorers = []
+
+    class FakeTaskFitness:
+        def __init__(self, path):
+            self.path = path
+
+        def fitness(self, arch):
+            return 0.3
+
+    def search(cfg, scorer, cands, out):
+        scorers.append(scorer)
+        return {"best": {"arch": ARCHS["searched"]}, "evaluations": cfg.search_evaluations, "notes": []}
+
+    monkeypatch.setattr(pipeline, "_train_task_fitness", lambda cfg, sn_dir, cands, out, log: fake_steps.append(
+        "task_fitness") or {"dir": out, "best_step": 600})
+    monkeypatch.setattr(task_fitness, "TaskFitness", FakeTaskFitness)
+    monkeypatch.setattr(pipeline, "_search", search)
+    run_pipeline(config(tmp_path, task="modules16"), lambda *_: None)
+    assert "task_fitness" not in fake_steps and scorers == [None]  # masked-LM fitness: the search setup (None here)
+    log = []
+    run_pipeline(config(tmp_path, task="modules16", search_fitness="task", task_fitness_set={"steps": 300}), log.append)
+    assert fake_steps.count("task_fitness") == 1 and isinstance(scorers[-1], FakeTaskFitness)
+    assert scorers[-1].path == str(tmp_path / "run" / "task_fitness")
+    assert any(line.startswith("[search] inputs changed") and "search_fitness: '<absent>' -> 'task'" in line for line in log)
+    assert "[supernet] done before, skipped" in log and "[candidates] done before, skipped" in log

@@ -11,7 +11,7 @@ from distilbert_jax.nas.candidates import ConstraintError
 from distilbert_jax.nas.cli import main
 from distilbert_jax.nas.latency import PREDICTOR_DIR
 from distilbert_jax.nas.predictor import load_predictor
-from distilbert_jax.nas.rank_check import RankConfig, kendall, run_rank_check
+from distilbert_jax.nas.rank_check import RankConfig, kendall, run_rank_check, variant_summary
 from distilbert_jax.train.config import ConfigError
 
 from .test_pipeline import tiny_pipeline
@@ -59,6 +59,15 @@ def test_rank_check_runs_every_variant_and_arch(tmp_path):
 def test_kendall_tau():
     assert kendall([1, 2, 3, 4], [2, 4, 6, 8])["tau"] == pytest.approx(1.0)
     assert kendall([1, 2, 3, 4], [4, 3, 2, 1])["tau"] == pytest.approx(-1.0)
+
+
+def test_task_fitness_taus_only_when_every_arch_has_one():
+    recs = [{"supernet_loss": 5 + i, "mlm_loss": 5 + i, "accuracy": 0.5 - i / 10, "task_error": 0.4 + i / 10,
+             "task_loss": 2 - i} for i in range(4)]  # fmt: skip
+    s = variant_summary(recs)
+    assert s["tau_task_error_accuracy"]["tau"] == pytest.approx(-1.0)  # error rises as accuracy falls
+    assert s["tau_task_loss_accuracy"]["tau"] == pytest.approx(1.0)
+    assert "tau_task_error_accuracy" not in variant_summary([{k: v for k, v in r.items() if "task" not in k} for r in recs])
 
 
 @pytest.mark.parametrize("change, key", [("archs=2", "archs"), ("variants={}", "variants"),
