@@ -5,7 +5,7 @@
 """
 from .batching import BatchIterator, local_batch_size
 from .corpus import PACKAGES, TAGS, DefaultCorpus, build_tokenizer, default_corpus, default_root
-from .module_task import ModuleTask, module_task
+from .module_task import ModuleTask, module_task, module_task_named, search_split
 from .datasets import DataError, LoadStats, TextDataset
 from .mlm import IGNORE, mask_tokens
 from .prefetch import DevicePrefetcher, prefetch_to_device, to_device
@@ -16,7 +16,7 @@ from .tasks import (
 from .tokenize_cache import TokenStore, tokenizer_fingerprint
 
 __all__ = [
-    "BatchIterator", "DataError", "ScheduleSet", "by_split", "read_records", "usable", "DefaultCorpus", "DevicePrefetcher", "IGNORE", "LoadStats", "ModuleTask", "PACKAGES", "TAGS",
+    "BatchIterator", "DataError", "ScheduleSet", "by_split", "read_records", "usable", "DefaultCorpus", "DevicePrefetcher", "IGNORE", "LoadStats", "ModuleTask", "module_task_named", "search_split", "PACKAGES", "TAGS",
     "TextDataset", "TokenStore", "build_tokenizer", "classification_batches", "clm_batches", "default_corpus",
     "default_root", "local_batch_size", "mask_tokens", "mlm_batches", "prefetch_to_device", "to_device",
     "token_classification_batches", "tokenizer_fingerprint", "qa_batches", "answer_token_span",

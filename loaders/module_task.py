@@ -89,6 +89,14 @@ def module_task(classes: int = 16, corpus: DefaultCorpus | None = None) -> Modul
     return ModuleTask(root, labels, counts)
 
 
+def module_task_named(name: str, corpus: DefaultCorpus | None = None) -> ModuleTask:
+    """The module task of a config value "modulesN" (e.g. "modules16"): `module_task(N)`; ValueError otherwise."""
+    digits = name.removeprefix("modules") if isinstance(name, str) else ""
+    if not digits.isdigit():
+        raise ValueError(f"expected 'modulesN' (e.g. 'modules16'), got {name!r}")
+    return module_task(int(digits), corpus)
+
+
 def _task_rows(corpus: DefaultCorpus, classes: int) -> tuple[tuple[str, ...], list[tuple[str, dict, int]]]:
     """The `classes`-way task's label names (sorted) and (split, {"text", "label"}, CRC of its docstring) of every
     sentence, in file order: evaluation docstrings first, each sentence text once."""

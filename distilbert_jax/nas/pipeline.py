@@ -141,10 +141,10 @@ FINETUNE_DEFAULTS = {
 
 def module_task_for(task: str):
     """The `loaders.module_task` of a `task` value "modulesN" (built on first use)."""
-    import loaders
+    from loaders.module_task import module_task_named
 
     try:
-        return loaders.module_task(int(task.removeprefix("modules")))
+        return module_task_named(task)
     except ValueError as e:
         raise ConfigError(f"task {task!r}: {e}") from None
 

@@ -91,13 +91,12 @@ def task_sums(supernet: SuperNet, params: dict, arch: ArchArrays, bucket: Bucket
 
 
 def _task_data(task_name: str):
-    from loaders.module_task import search_split
+    from loaders.module_task import module_task_named, search_split
 
-    from .pipeline import module_task_for
-
-    if not task_name.startswith("modules"):
-        raise TaskFitnessError(f"task fitness needs a module task ('modulesN', e.g. 'modules16'), got {task_name!r}")
-    task = module_task_for(task_name)
+    try:
+        task = module_task_named(task_name)
+    except ValueError as e:
+        raise TaskFitnessError(f"task fitness needs a module task: {e}") from None
     return task, search_split(task)
 
 
