@@ -8,6 +8,7 @@ whole pipeline as one command.
     python -m distilbert_jax.nas latency --supernet runs/supernet --n 300 --out runs/latency
     python -m distilbert_jax.nas candidates --latency runs/latency --constraint 7 --out runs/cands.jsonl
     python -m distilbert_jax.nas search --method evolved --supernet runs/supernet --candidates runs/cands.jsonl
+    python -m distilbert_jax.nas task-supernet --supernet runs/supernet --candidates runs/cands.jsonl --out runs/task_fitness
     python -m distilbert_jax.nas pipeline --config distilbert_jax/nas/configs/pipeline_small.json
 """
 
@@ -21,13 +22,14 @@ from .predictor import FlopsBaseline, LatencyPredictor, Predictor, load_predicto
 from .search import Evaluation, SearchError, SearchResult, compare_methods, search, write_search
 from .space import Arch, ArchError, SearchSpace, arch_from_dict, parse_arch
 from .supernet import ArchArrays, Bucket, SuperNet, SuperNetOutput
+from .task_fitness import TaskFitness, TaskFitnessConfig, TaskFitnessError, train_task_supernet
 
 # training (`.train.train_supernet`, `.config`) and the jitted steps / `ArchEvaluator` (`.step`) build on
 # the training stack and are imported from their modules
 __all__ = ["Arch", "ArchArrays", "ArchError", "Bucket", "CachedFitness", "CandidateSet", "Constraint", "ConstraintError",
            "Evaluation", "FlopsBaseline", "LatencyDataError", "LatencyPredictor", "LayerSumPredictor", "PipelineConfig", "Predictor", "REFERENCE",
            "SearchError", "SearchResult", "SearchSetup", "SearchSetupError", "SearchSpace", "SuperNet",
-           "SuperNetDirError", "SuperNetOutput", "arch_from_dict", "candidates_from_latency", "compare_methods",
+           "SuperNetDirError", "SuperNetOutput", "TaskFitness", "TaskFitnessConfig", "TaskFitnessError", "arch_from_dict", "candidates_from_latency", "compare_methods",
            "extract_to_dir", "load_predictor", "load_search_setup", "load_supernet", "measure_latencies", "parse_arch",
-           "read_candidates", "run_latency", "run_pipeline", "save_supernet", "search", "select_candidates",
+           "read_candidates", "run_latency", "run_pipeline", "save_supernet", "search", "select_candidates", "train_task_supernet",
            "write_candidates", "write_search"]  # fmt: skip
