@@ -105,9 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _task_supernet(args) -> int:
-    import json
-
     from distilbert_jax.train.config import ConfigError
+    from distilbert_jax.train.overrides import apply_overrides
 
     from .candidates import CandidatesFileError, read_candidates
     from .fitness import SearchSetupError
@@ -117,15 +116,7 @@ def _task_supernet(args) -> int:
     from .task_fitness import TaskFitness, TaskFitnessError, train_task_supernet
 
     try:
-        sets = {}
-        for o in args.overrides:
-            key, sep, value = o.partition("=")
-            if not sep:
-                raise ConfigError(f"--set {o!r}: expected KEY=VALUE")
-            try:
-                sets[key] = json.loads(value)
-            except json.JSONDecodeError:
-                raise ConfigError(f"--set {o!r}: the value is not JSON (quote strings: key='\"text\"')") from None
+        sets = apply_overrides({}, args.overrides)
         cfg = PipelineConfig(task=args.task, search_fitness="task", task_fitness_set=sets).task_fitness_config()
         candidates = read_candidates(args.candidates)
         supernet_dir = find_supernet_dir(args.supernet)

@@ -70,8 +70,8 @@ class PipelineConfig:
                      "its fitness is scored on a held-out part of that task's training split")  # fmt: skip
         try:
             self.task_fitness_config()
-        except (TypeError, ValueError) as e:
-            p.append(f"task_fitness_set: {e}")
+        except ConfigError as e:
+            p.append(str(e))
         for name in ("latency_n", "latency_batch", "latency_seq", "latency_rounds", "search_evaluations"):
             if getattr(self, name) < 1:
                 p.append(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -92,13 +92,10 @@ class PipelineConfig:
         return read_dataclass_config(cls, path, overrides, "pipeline config")
 
     def task_fitness_config(self):
-        """The `TaskFitnessConfig` of `task_fitness_set` (unknown keys raise TypeError naming them)."""
+        """The `TaskFitnessConfig` of `task_fitness_set` (`ConfigError` naming an unknown key or bad value)."""
         from .task_fitness import TaskFitnessConfig
 
-        unknown = sorted(set(self.task_fitness_set) - {f.name for f in dataclasses.fields(TaskFitnessConfig)})
-        if unknown:
-            raise TypeError(f"unknown keys {unknown}; known: {[f.name for f in dataclasses.fields(TaskFitnessConfig)]}")
-        return TaskFitnessConfig(**self.task_fitness_set)
+        return build_dataclass(TaskFitnessConfig, self.task_fitness_set, "task_fitness_set")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -360,6 +357,17 @@ def _train_task_fitness(cfg: PipelineConfig, supernet_dir: str, cands: Candidate
     return train_task_supernet(supernet_dir, cands, cfg.task, out, cfg.task_fitness_config(), log)
 
 
+def task_fitness_step(cfg: PipelineConfig, state: PipelineState, log, step: str, out: str, sn: dict, cands,
+                      supernet_step: str = "supernet", candidates_step: str = "candidates"):  # fmt: skip
+    """Step `step`: the task SuperNet of `sn` (the record of step `supernet_step`) trained over the candidates
+    `cands()` (of step `candidates_step`) into `out`. → a function returning its `TaskFitness` (loaded once)."""
+    from .task_fitness import TaskFitness
+
+    state.run(step, lambda: _train_task_fitness(cfg, sn["supernet_dir"], cands(), out, log), log, [out],
+              state.inputs_of(supernet_step, candidates_step, task=cfg.task, task_fitness_set=cfg.task_fitness_set))
+    return functools.cache(lambda: TaskFitness(out))
+
+
 def _extract(supernet_dir: str, arch: dict, out: str) -> dict:
     from .io import extract_to_dir
 
@@ -492,21 +500,14 @@ def constraint_steps(cfg: PipelineConfig, state: PipelineState, log, sn: dict, c
     # loaded at most once, by whichever of the next two steps runs first in this process
     setup = functools.cache(lambda: load_search_setup(sn["run_dir"]))
     cands = functools.cache(lambda: read_candidates(out("candidates.jsonl")))
-    task_fitness, task_step, by_task = lambda: None, (), {}
-    if cfg.search_fitness == "task":  # (absent by default: older runs' inputs unchanged)
-        from .task_fitness import TaskFitness
-
-        task_step, by_task = (prefix + "task_fitness",), {"search_fitness": "task"}
-        state.run(prefix + "task_fitness", lambda: _train_task_fitness(cfg, sn["supernet_dir"], cands(),
-                                                                       out("task_fitness"), log),
-                  log, [out("task_fitness")], state.inputs_of("supernet", prefix + "candidates", task=cfg.task,
-                                                              task_fitness_set=cfg.task_fitness_set))  # fmt: skip
-        task_fitness = functools.cache(lambda: TaskFitness(out("task_fitness")))
-    scorer = lambda: task_fitness() if task_step else setup()  # noqa: E731
-    state.run(prefix + "search", lambda: _search(cfg, scorer(), cands(), out("search")), log,
+    by_task = cfg.search_fitness == "task"  # (its inputs are absent by default: older runs' inputs unchanged)
+    task_step = (prefix + "task_fitness",) if by_task else ()
+    task_fitness = task_fitness_step(cfg, state, log, task_step[0], out("task_fitness"), sn, cands,
+                                     candidates_step=prefix + "candidates") if by_task else lambda: None  # fmt: skip
+    state.run(prefix + "search", lambda: _search(cfg, task_fitness() or setup(), cands(), out("search")), log,
               [out("search")], state.inputs_of("supernet", prefix + "candidates", *task_step,
                                                search_method=cfg.search_method, search_evaluations=cfg.search_evaluations,
-                                               seed=cfg.seed, **by_task))  # fmt: skip
+                                               seed=cfg.seed, **({"search_fitness": "task"} if by_task else {})))  # fmt: skip
     named = {"models": list(models)} if models != MODELS else {}  # (absent by default: older runs' inputs unchanged)
     archs = state.run(prefix + "archs", lambda: pick_archs(cfg, state.data[prefix + "search"], setup(), cands(),
                                                            os.path.join(cfg.out_dir, "latency"), models, task_fitness()),

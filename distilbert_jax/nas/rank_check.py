@@ -204,15 +204,10 @@ def _task_metrics(cfg, state: PipelineState, log, v: str, sn: dict, cands_path: 
     """Step `V/task_fitness`: the task SuperNet of variant V over the window's candidates (as the search by task
     fitness trains it) → {arch: {"task_error", "task_loss"}} of the drawn archs on the search-validation split."""
     from .candidates import read_candidates
-    from .pipeline import _train_task_fitness
-    from .task_fitness import TaskFitness
+    from .pipeline import task_fitness_step
 
-    out = os.path.join(cfg.out_dir, v, "task_fitness")
-    state.run(f"{v}/task_fitness", lambda: _train_task_fitness(cfg, sn["supernet_dir"], read_candidates(cands_path),
-                                                               out, log),
-              log, [out], state.inputs_of(f"{v}/supernet", "candidates", task=cfg.task,
-                                          task_fitness_set=cfg.task_fitness_set))  # fmt: skip
-    fit = TaskFitness(out)
+    fit = task_fitness_step(cfg, state, log, f"{v}/task_fitness", os.path.join(cfg.out_dir, v, "task_fitness"), sn,
+                            lambda: read_candidates(cands_path), supernet_step=f"{v}/supernet")()  # fmt: skip
     metrics = {str(Arch(**a)): fit.metrics(Arch(**a)) for a in archs}
     return {k: {"task_error": 1.0 - m["accuracy"], "task_loss": m["loss"]} for k, m in metrics.items()}
 

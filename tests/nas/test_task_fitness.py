@@ -119,7 +119,7 @@ def test_bad_task_fitness_settings_are_refused(tmp_path):
         PipelineConfig(search_fitness="task", task="packages")
     with pytest.raises(ConfigError, match="search_fitness must be one of"):
         PipelineConfig(search_fitness="accuracy")
-    with pytest.raises(ConfigError, match=r"task_fitness_set: unknown keys \['stpes'\]"):
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) in 'task_fitness_set': \['stpes'\]"):
         PipelineConfig(search_fitness="task", task="modules16", task_fitness_set={"stpes": 5})
     with pytest.raises(ConfigError, match="steps must be >= 1"):
         PipelineConfig(search_fitness="task", task="modules16", task_fitness_set={"steps": 0})
