@@ -107,10 +107,16 @@ class ArchEvaluator:
 
     def __call__(self, params: Any, arch: Arch, batches) -> dict[str, float]:
         arch = self.supernet.space.check(arch)
-        totals = None
-        for batch in batches:
-            out = self.sums(params, ArchArrays.of(arch), batch, self.supernet.bucket(arch))
-            totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-        if totals is None:
-            raise ValueError("no evaluation batches")
+        totals = summed_over_batches(self.sums, params, arch, batches, self.supernet.bucket(arch))
         return {k: float(v) for k, v in jax.device_get(self.objective.metrics(*totals)).items()}
+
+
+def summed_over_batches(sums: Callable, params: Any, arch: Arch, batches, bucket: Bucket) -> Any:
+    """Σ over `batches` of the jitted `sums(params, arch_arrays, batch, bucket)` (a pytree of sums)."""
+    totals = None
+    for batch in batches:
+        out = sums(params, ArchArrays.of(arch), batch, bucket)
+        totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+    if totals is None:
+        raise ValueError("no evaluation batches")
+    return totals

@@ -25,6 +25,7 @@ from distilbert_jax.train.losses import labelled_ce_sums
 
 from .candidates import CandidateSet
 from .space import Arch
+from .step import summed_over_batches
 from .supernet import F32, ArchArrays, Bucket, SuperNet, _dropout, matmul
 
 PARAMS_FILE = "params.msgpack"
@@ -131,11 +132,7 @@ class _Evaluator:
         self.sums = jax.jit(lambda p, a, b, bucket: task_sums(supernet, p, a, bucket, b), static_argnums=3)
 
     def __call__(self, params: dict, arch: Arch) -> dict[str, float]:
-        totals: Any = None
-        for b in self.batches:
-            s = self.sums(params, ArchArrays.of(arch), b, self.supernet.bucket(arch))
-            totals = s if totals is None else jax.tree.map(jnp.add, totals, s)
-        t = jax.device_get(totals)
+        t = jax.device_get(summed_over_batches(self.sums, params, arch, self.batches, self.supernet.bucket(arch)))
         return {"loss": float(t["ce"] / t["count"]), "accuracy": float(t["correct"] / t["count"])}
 
 
