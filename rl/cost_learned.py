@@ -233,6 +233,13 @@ def pair_remeasured(records: Sequence[dict], path: str, space: str) -> tuple[lis
     return paired, np.array([again[r["id"]] for r in paired], float)
 
 
+def geomean_of_two(records: Sequence[dict], path: str, space: str) -> list[dict]:
+    """The records of `records` that `path` measured again, each timed by the geometric mean of its two
+    measurements (less noisy labels)."""
+    paired, t_b = pair_remeasured(records, path, space)
+    return [dict(r, time_s=float(np.sqrt(r["time_s"] * b))) for r, b in zip(paired, t_b)]
+
+
 def simulated_ceiling(records: Sequence[dict], t_a: np.ndarray, t_b: np.ndarray, sims: int = 20,
                       seed: int = 0) -> dict:
     """What a noise-free model would score against one measurement, simulated: the truth is taken as the mean
@@ -274,7 +281,7 @@ def remeasured_tables(preds: dict[str, Callable], records: list[dict], path: str
     ratio = np.abs(np.log(t_b / t_a))
     against_a = evaluate_all(preds, paired)
     against_a[REMEASURED] = metrics_of(np.log(t_b), paired)
-    mean = [dict(r, time_s=float(np.sqrt(a * b))) for r, a, b in zip(paired, t_a, t_b)]
+    mean = geomean_of_two(records, path, space)
     sim = simulated_ceiling(paired, t_a, t_b)
     return (f"\nmeasured twice: {len(paired)} of {len(records)} records; |B / A − 1|: median "
             f"{np.expm1(np.median(ratio)):.1%}, 90th percentile {np.expm1(np.quantile(ratio, 0.9)):.1%}\n\n"
@@ -292,6 +299,11 @@ def cmd_search(args: argparse.Namespace) -> None:
     cfg, preds = load_all(args.model)
     parts = load_splits(args.data, cfg.space)
     recs = parts[args.split]
+    if args.remeasured:
+        n = len(recs)
+        recs = geomean_of_two(recs, args.remeasured, cfg.space)
+        print(f"times: the geometric mean of two measurements ({len(recs)} of {n} records measured again; "
+              "the others left out)")
     if not search.pools(recs):
         raise DataError(f"{args.data}: no {args.split} op has both a measured default and candidates")
     scores = {}
@@ -372,10 +384,11 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--model", required=True, help="directory written by `train`")
         p.add_argument("--data", required=True, help="records.jsonl or its directory")
         p.add_argument("--split", choices=("train", "val", "test"), default="test")
-        if name == "evaluate":
-            p.add_argument("--remeasured", default=None, metavar="RECORDS", help="a second measurement of the "
-                           "same records (`python -m rl.mlir.dataset --remeasure`): also score measurement B against "
-                           "A (the noise ceiling) and the models against the mean of A and B")
+        p.add_argument("--remeasured", default=None, metavar="RECORDS", help="a second measurement of the same "
+                       "records (`python -m rl.mlir.dataset --remeasure`): " + (
+                           "also score measurement B against A (the noise ceiling) and the models against the mean of "
+                           "A and B" if name == "evaluate" else "time each schedule by the geometric mean of its two "
+                           "measurements (records not measured again are left out)"))
         if name == "search":
             p.add_argument("--ks", type=_ks, default=list(search.KS))
             p.add_argument("--draws", type=int, default=200, help="random-search draws averaged per k")
