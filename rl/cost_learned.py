@@ -233,10 +233,9 @@ def pair_remeasured(records: Sequence[dict], path: str, space: str) -> tuple[lis
     return paired, np.array([again[r["id"]] for r in paired], float)
 
 
-def geomean_of_two(records: Sequence[dict], path: str, space: str) -> list[dict]:
-    """The records of `records` that `path` measured again, each timed by the geometric mean of its two
-    measurements (less noisy labels)."""
-    paired, t_b = pair_remeasured(records, path, space)
+def geomean_of_two(paired: Sequence[dict], t_b: np.ndarray) -> list[dict]:
+    """`paired` (as `pair_remeasured` returns them, with their second times `t_b`), each timed by the geometric
+    mean of its two measurements (less noisy labels)."""
     return [dict(r, time_s=float(np.sqrt(r["time_s"] * b))) for r, b in zip(paired, t_b)]
 
 
@@ -281,7 +280,7 @@ def remeasured_tables(preds: dict[str, Callable], records: list[dict], path: str
     ratio = np.abs(np.log(t_b / t_a))
     against_a = evaluate_all(preds, paired)
     against_a[REMEASURED] = metrics_of(np.log(t_b), paired)
-    mean = geomean_of_two(records, path, space)
+    mean = geomean_of_two(paired, t_b)
     sim = simulated_ceiling(paired, t_a, t_b)
     return (f"\nmeasured twice: {len(paired)} of {len(records)} records; |B / A − 1|: median "
             f"{np.expm1(np.median(ratio)):.1%}, 90th percentile {np.expm1(np.quantile(ratio, 0.9)):.1%}\n\n"
@@ -301,7 +300,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     recs = parts[args.split]
     if args.remeasured:
         n = len(recs)
-        recs = geomean_of_two(recs, args.remeasured, cfg.space)
+        recs = geomean_of_two(*pair_remeasured(recs, args.remeasured, cfg.space))
         print(f"times: the geometric mean of two measurements ({len(recs)} of {n} records measured again; "
               "the others left out)")
     if not search.pools(recs):
